@@ -1,0 +1,183 @@
+"""Evaluation networks: a genotype stacked into the network the device will run."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import torch
+from torch import nn
+
+from ...errors import ConfigError
+from .cells import Cell, CellPlan, plan_cells
+from .genotype import Genotype, validate_genotype
+
+STEM_MULTIPLIER = 3  # CIFAR stem width = 3 x initial channels, as in DARTS
+
+
+@dataclass(frozen=True)
+class EvalSetting:
+    """The deployed network: style ('cifar' or 'imagenet' stem), depth, width, input and classes."""
+
+    style: str = "cifar"
+    cells: int = 20
+    channels: int = 36
+    num_classes: int = 10
+    in_channels: int = 3
+    image_size: int = 32
+    auxiliary: bool = True
+
+    def __post_init__(self) -> None:
+        if self.style not in ("cifar", "imagenet"):
+            raise ConfigError(f"network style must be 'cifar' or 'imagenet', not {self.style!r}")
+        for name in ("cells", "channels", "num_classes", "in_channels", "image_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.channels % 2:
+            raise ConfigError(f"--channels must be even (stride-2 skip connections split channels in two), "
+                              f"got {self.channels}")
+        if self.style == "imagenet" and self.image_size < 16:
+            raise ConfigError("the imagenet stem divides resolution by 8; use --image-size of at least 16")
+
+    def replace(self, **changes: Any) -> "EvalSetting":
+        """A copy with some fields changed."""
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return asdict(self)
+
+    def plan(self, steps: int = 4) -> list[CellPlan]:
+        """The cell layout of this network."""
+        if self.style == "cifar":
+            c_stem = STEM_MULTIPLIER * self.channels
+            return plan_cells(self.cells, self.channels, (c_stem, c_stem), self.image_size, steps)
+        # ImageNet (DARTS mobile) stem: s0 at 1/4 resolution, s1 at 1/8.
+        s0 = _halve(_halve(self.image_size))
+        return plan_cells(self.cells, self.channels, (self.channels, self.channels), _halve(s0), steps,
+                          reduction_prev=True)
+
+    @property
+    def aux_position(self) -> int:
+        """Index of the cell whose output feeds the auxiliary head."""
+        return 2 * self.cells // 3
+
+
+def _halve(size: int) -> int:
+    return (size + 1) // 2
+
+
+# Published evaluation settings, keyed by dataset: `dcanas count --dataset X` uses these.
+PRESETS: dict[str, EvalSetting] = {
+    "cifar10": EvalSetting("cifar", 20, 36, 10, 3, 32),
+    "cifar100": EvalSetting("cifar", 20, 36, 100, 3, 32),
+    "imagenet": EvalSetting("imagenet", 14, 48, 1000, 3, 224),
+    "mnist": EvalSetting("cifar", 20, 36, 10, 1, 28),
+    "fashion-mnist": EvalSetting("cifar", 20, 36, 10, 1, 28),
+    "digits": EvalSetting("cifar", 8, 16, 10, 1, 8),
+    "synthetic": EvalSetting("cifar", 8, 16, 10, 3, 32),
+}
+
+
+def eval_setting_for(dataset: str, **overrides: Any) -> EvalSetting:
+    """The published (or sensible) evaluation setting for `dataset`, with `overrides` applied."""
+    base = PRESETS.get(dataset.lower(), EvalSetting())
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if "image_size" in overrides and "style" not in overrides and dataset.lower() not in PRESETS:
+        overrides["style"] = "imagenet" if overrides["image_size"] >= 128 else "cifar"
+    return base.replace(**overrides)
+
+
+class AuxiliaryHead(nn.Module):
+    """DARTS auxiliary classifier on the output of the second reduction cell (training only)."""
+
+    def __init__(self, channels: int, num_classes: int, input_size: int, style: str):
+        super().__init__()
+        stride = 3 if style == "cifar" else 2
+        # DARTS pools 8x8 (CIFAR) or 7x7 (ImageNet) maps to 2x2; other resolutions pool adaptively
+        # to the same 2x2, which changes no parameter.
+        if input_size >= 5 and (input_size - 5) // stride + 1 == 2:
+            pool: nn.Module = nn.AvgPool2d(5, stride=stride, padding=0, count_include_pad=False)
+        else:
+            pool = nn.AdaptiveAvgPool2d(2)
+        layers: list[nn.Module] = [
+            nn.ReLU(inplace=True), pool,
+            nn.Conv2d(channels, 128, 1, bias=False), nn.BatchNorm2d(128), nn.ReLU(inplace=True),
+            nn.Conv2d(128, 768, 2, bias=False),
+        ]
+        if style == "cifar":  # DARTS' ImageNet head omits this BN (a typo kept for its results)
+            layers.append(nn.BatchNorm2d(768))
+        layers.append(nn.ReLU(inplace=True))
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Linear(768, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x).flatten(1))
+
+
+class EvalNetwork(nn.Module):
+    """The DARTS evaluation network (CIFAR or ImageNet stem) for a genotype and setting."""
+
+    def __init__(self, genotype: Genotype, setting: EvalSetting, *, allow_none: bool = False):
+        super().__init__()
+        validate_genotype(genotype, allow_none=allow_none)
+        self.setting = setting
+        self.genotype = genotype
+        self.drop_path_prob = 0.0
+        c = setting.channels
+        if setting.style == "cifar":
+            c_stem = STEM_MULTIPLIER * c
+            # s0 = s1 = stem(x), as in DARTS
+            self.stem0 = nn.Sequential(nn.Conv2d(setting.in_channels, c_stem, 3, padding=1, bias=False),
+                                       nn.BatchNorm2d(c_stem))
+            self.stem1 = nn.Identity()
+        else:
+            self.stem0 = nn.Sequential(
+                nn.Conv2d(setting.in_channels, c // 2, 3, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(c // 2), nn.ReLU(inplace=True),
+                nn.Conv2d(c // 2, c, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c))
+            self.stem1 = nn.Sequential(nn.ReLU(inplace=True),
+                                       nn.Conv2d(c, c, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c))
+        steps = len(genotype.normal) // 2
+        plans = setting.plan(steps)
+        self.cells = nn.ModuleList()
+        for plan in plans:
+            if plan.reduction:
+                cell = Cell(genotype.reduce, genotype.reduce_concat, plan)
+            else:
+                cell = Cell(genotype.normal, genotype.normal_concat, plan)
+            self.cells.append(cell)
+        self.aux_position = setting.aux_position
+        self.auxiliary_head = None
+        if setting.auxiliary:
+            aux_plan = plans[self.aux_position]
+            c_aux = len(aux_plan_concat(genotype, aux_plan)) * aux_plan.channels
+            self.auxiliary_head = AuxiliaryHead(c_aux, setting.num_classes, aux_plan.output_size, setting.style)
+        last = plans[-1]
+        c_last = len(aux_plan_concat(genotype, last)) * last.channels
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(c_last, setting.num_classes)
+
+    def forward_with_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits, and the auxiliary head's logits when training with one (else None)."""
+        s0 = self.stem0(x)
+        s1 = self.stem1(s0)
+        logits_aux = None
+        for i, cell in enumerate(self.cells):
+            s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
+            if i == self.aux_position and self.auxiliary_head is not None and self.training:
+                logits_aux = self.auxiliary_head(s1)
+        logits = self.classifier(self.global_pooling(s1).flatten(1))
+        return logits, logits_aux
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_aux(x)[0]
+
+
+def aux_plan_concat(genotype: Genotype, plan: CellPlan) -> list[int]:
+    """The concatenated nodes of the cell at `plan` (reduce or normal)."""
+    return list(genotype.reduce_concat if plan.reduction else genotype.normal_concat)
+
+
+def build_network(genotype: Genotype, setting: EvalSetting) -> EvalNetwork:
+    """The evaluation network for `genotype` in `setting`."""
+    return EvalNetwork(genotype, setting)
