@@ -1,0 +1,216 @@
+"""The differentiable device constraint: k_s(alpha), one Lagrange multiplier per budget, its update.
+
+Two estimates of the deployed cost are offered:
+
+- ``paper``: DCA-NAS eq. 3, the softmax-weighted cost of every edge and op. It differs from the
+  size of the discretised network (all 14 edges count, `none` dilutes), hence the look-up graph.
+- ``derived`` (default): a straight-through estimate whose *value* is the exact cost of the
+  genotype the alphas currently derive, and whose *gradient* is that of the softmax-weighted cost
+  of the edges that genotype keeps (non-`none` ops renormalised). The multiplier then reacts to the
+  true violation of the network that will be deployed, so a search lands near its budget without a
+  look-up graph.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from .cost import CostTable
+from .errors import BudgetError
+from .spaces.darts.genotype import Genotype
+from .spaces.darts.ops import PRIMITIVES
+from .spaces.darts.supernet import NONE_INDEX, edge_sources
+
+CONSTRAINT_MODES = ("derived", "paper")
+UNITS = {"params": "parameters", "flops": "MACs", "latency": "ms"}
+
+
+@dataclass(frozen=True)
+class Budget:
+    """An upper limit on one metric of the deployed network."""
+
+    metric: str
+    limit: float
+
+    def to_dict(self) -> dict:
+        """JSON-ready form."""
+        return {"metric": self.metric, "limit": self.limit}
+
+
+def check_budgets(table: CostTable, budgets: list[Budget]) -> None:
+    """Refuse, before any search, a budget outside what the evaluation setting can give."""
+    for b in budgets:
+        if b.metric not in table.entries:
+            raise BudgetError(f"no {b.metric} table for this evaluation network; "
+                              f"measure one with `dcanas profile --ops` and pass --latency-table")
+        low, high = table.bounds(b.metric)
+        if not low <= b.limit <= high:
+            s = table.setting
+            where = "below the smallest" if b.limit < low else "above the largest"
+            raise BudgetError(
+                f"--max-{b.metric} {b.limit:,.6g} is {where} network this space gives at {s.cells} cells x "
+                f"{s.channels} channels ({low:,.6g} .. {high:,.6g} {UNITS.get(b.metric, '')}); "
+                f"{suggest_setting(table, b)}")
+
+
+def suggest_setting(table: CostTable, budget: Budget) -> str:
+    """Name the widths (and depths) whose range contains the budget."""
+    from .cost import build_cost_table
+
+    s = table.setting
+    fits = []
+    for cells in [s.cells] + [c for c in (20, 14, 8, 5) if c != s.cells]:
+        widths = [c for c in (4, 8, 12, 16, 20, 24, 28, 32, 36, 48, 64, 96) if cells == s.cells or c <= s.channels]
+        for c in widths:
+            try:
+                low, high = build_cost_table(s.replace(cells=cells, channels=c)).bounds(budget.metric)
+            except KeyError:
+                return "try another evaluation setting"
+            if low <= budget.limit <= high:
+                fits.append(f"--cells {cells} --channels {c}")
+        if fits:
+            break
+    if not fits:
+        return "no width up to 96 channels at 5-20 cells reaches it; change the budget"
+    return "reachable with " + " or ".join(fits[-3:]) + " (or --channels auto)"
+
+
+def auto_channels(table_for: Callable[[int], CostTable], budgets: list[Budget]) -> int:
+    """The widest even width whose range puts every budget at least 30% of the way above its floor."""
+    best = None
+    for channels in range(4, 258, 2):
+        table = table_for(channels)
+        marks = [table.bounds(b.metric) for b in budgets]
+        if all(low + 0.3 * (high - low) <= b.limit for b, (low, high) in zip(budgets, marks)):
+            best = channels
+        else:
+            break  # floors only grow with width
+    if best is None:
+        raise BudgetError("even 4 channels cannot hold this budget; raise it or lower --cells")
+    return best
+
+
+class Constraint:
+    """k_s(alpha) for each budget, the multipliers lambda, and the penalty added to the alpha loss."""
+
+    def __init__(self, table: CostTable, budgets: list[Budget], mode: str = "derived", lambda_lr: float = 0.05,
+                 device: torch.device | str = "cpu"):
+        if mode not in CONSTRAINT_MODES:
+            raise ValueError(f"constraint mode must be one of {CONSTRAINT_MODES}")
+        self.table = table
+        self.budgets = budgets
+        self.mode = mode
+        self.lambda_lr = lambda_lr
+        self.lambdas = torch.zeros(len(budgets), dtype=torch.float64)
+        sources = [i for i, _ in edge_sources(table.steps)]
+        # per budget: [edges, ops] costs summed over all normal / all reduction cells of the deployed net
+        self._normal, self._reduce, self._fixed = [], [], []
+        for b in budgets:
+            normal, reduce = table.per_cell_type(b.metric)
+            self._normal.append(torch.tensor(normal[sources], dtype=torch.float32, device=device))
+            self._reduce.append(torch.tensor(reduce[sources], dtype=torch.float32, device=device))
+            self._fixed.append(float(table.fixed[b.metric]))
+
+    def expected_costs(self, alpha_normal: torch.Tensor, alpha_reduce: torch.Tensor,
+                       genotype: Genotype) -> list[torch.Tensor]:
+        """The differentiable estimate of each budget's metric for the deployed network."""
+        if self.mode == "paper":
+            p_n, p_r = F.softmax(alpha_normal, -1), F.softmax(alpha_reduce, -1)
+            return [f + (p_n * n).sum() + (p_r * r).sum()
+                    for f, n, r in zip(self._fixed, self._normal, self._reduce)]
+        mask_n, mask_r = self._selected(genotype.normal), self._selected(genotype.reduce)
+        q_n, q_r = _without_none(alpha_normal), _without_none(alpha_reduce)
+        exact = self.table.genotype_cost(genotype)
+        costs = []
+        for b, f, n, r in zip(self.budgets, self._fixed, self._normal, self._reduce):
+            soft = f + (mask_n[:, None].to(n) * q_n * n).sum() + (mask_r[:, None].to(r) * q_r * r).sum()
+            costs.append(soft + (exact[b.metric] - soft).detach())  # value exact, gradient soft
+        return costs
+
+    def _selected(self, edges: list[tuple[str, int]]) -> torch.Tensor:
+        order = edge_sources(self.table.steps)
+        mask = torch.zeros(len(order))
+        for k, (_, i) in enumerate(edges):
+            mask[order.index((i, 2 + k // 2))] = 1.0
+        return mask
+
+    def violations(self, costs: list[torch.Tensor]) -> torch.Tensor:
+        """Normalised violations k/K - 1 (positive = over budget), differentiable."""
+        return torch.stack([c / b.limit - 1.0 for c, b in zip(costs, self.budgets)])
+
+    def penalty(self, costs: list[torch.Tensor]) -> torch.Tensor:
+        """sum_m lambda_m (k_m/K_m - 1): the term added to the validation loss."""
+        v = self.violations(costs)
+        return (self.lambdas.to(v) * v).sum()
+
+    def update(self, costs: list[torch.Tensor]) -> None:
+        """Projected gradient ascent on the multipliers: lambda <- max(0, lambda + lr * violation)."""
+        v = self.violations([c.detach() for c in costs]).double().cpu()
+        self.lambdas = torch.clamp(self.lambdas + self.lambda_lr * v, min=0.0)
+
+    def state_dict(self) -> dict:
+        """Multipliers, for checkpoints."""
+        return {"lambdas": self.lambdas.clone()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore the multipliers."""
+        self.lambdas = state["lambdas"].clone()
+
+
+def _without_none(alpha: torch.Tensor) -> torch.Tensor:
+    """Softmax over the non-`none` ops (the ones discretisation can pick), zero for `none`."""
+    masked = alpha.masked_fill(torch.arange(len(PRIMITIVES), device=alpha.device) == NONE_INDEX, float("-inf"))
+    return F.softmax(masked, dim=-1)
+
+
+def repair_genotype(genotype: Genotype, alpha_normal: torch.Tensor, alpha_reduce: torch.Tensor,
+                    table: CostTable, budgets: list[Budget]) -> tuple[Genotype, list[str]]:
+    """Replace the costliest ops by the cheaper ops the alphas rank next until every budget holds."""
+    normal, reduce = list(genotype.normal), list(genotype.reduce)
+    order = edge_sources(table.steps)
+    changes: list[str] = []
+    per_type = {b.metric: table.per_cell_type(b.metric) for b in budgets}
+
+    def over(g: Genotype) -> list[Budget]:
+        cost = table.genotype_cost(g)
+        return [b for b in budgets if cost[b.metric] > b.limit]
+
+    current = genotype
+    while (violated := over(current)):
+        best = None  # (saving per unit of alpha lost, cell name, position, new op)
+        for cell_name, edges, alpha, t in (("normal", normal, alpha_normal, 0), ("reduce", reduce, alpha_reduce, 1)):
+            weights = F.softmax(alpha.detach().float(), -1).cpu().numpy()
+            for pos, (op, i) in enumerate(edges):
+                row = order.index((i, 2 + pos // 2))
+                o = PRIMITIVES.index(op)
+                for o2, name in enumerate(PRIMITIVES):
+                    if name == "none" or o2 == o:
+                        continue
+                    savings = [(per_type[b.metric][t][i, o] - per_type[b.metric][t][i, o2]) / b.limit
+                               for b in violated]
+                    if min(savings) <= 0:
+                        continue
+                    loss = max(weights[row, o] - weights[row, o2], 1e-9)
+                    score = sum(savings) / loss
+                    if best is None or score > best[0]:
+                        best = (score, cell_name, pos, name)
+        if best is None:
+            raise BudgetError("the budget cannot be met by changing ops alone; raise it or change the setting")
+        _, cell_name, pos, name = best
+        edges = normal if cell_name == "normal" else reduce
+        old, i = edges[pos]
+        edges[pos] = (name, i)
+        changes.append(f"{cell_name} node {2 + pos // 2}: {old} from node {i} -> {name}")
+        current = genotype._replace(normal=list(normal), reduce=list(reduce))
+    return current, changes
+
+
+def cost_summary(table: CostTable, genotype: Genotype, budgets: list[Budget]) -> dict[str, dict]:
+    """Per budget: the limit, the deployed value, and whether it holds."""
+    cost = table.genotype_cost(genotype)
+    return {b.metric: {"limit": b.limit, "value": cost[b.metric], "ok": bool(cost[b.metric] <= b.limit)}
+            for b in budgets}
+

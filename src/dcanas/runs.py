@@ -1,0 +1,188 @@
+"""Run folders: atomic writes, checkpoints, metric logs, and interrupt handling shared by every command."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import signal
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+from .errors import RunDirError
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that a crash leaves either the old file or the new one, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Atomic text write."""
+    atomic_write_bytes(path, text.encode())
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Atomic, pretty JSON write."""
+    atomic_write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """torch.save `state` atomically."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_checkpoint(path: Path) -> dict:
+    """Load a checkpoint, turning a missing or corrupt file into one clear RunDirError."""
+    path = Path(path)
+    if not path.is_file():
+        raise RunDirError(f"no checkpoint at {path}; nothing to resume (start the run without --resume)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # torch raises many types for a truncated or foreign file
+        raise RunDirError(f"checkpoint {path} is unreadable ({type(exc).__name__}); "
+                          f"it may be truncated, restart the run in a new folder") from None
+
+
+def prepare_run_dir(run_dir: str | Path | None, resume: bool, default_name: str, root: str | Path = "runs") -> Path:
+    """The run folder to use: new and empty for a fresh run, existing with a checkpoint for --resume."""
+    if resume:
+        if run_dir is None:
+            raise RunDirError("--resume needs the run folder to continue")
+        path = Path(run_dir)
+        if not (path / CHECKPOINT).is_file():
+            raise RunDirError(f"{path} holds no {CHECKPOINT}; nothing to resume")
+        return path
+    if run_dir is None:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        path = Path(root) / f"{stamp}-{default_name}"
+        n = 1
+        while path.exists():
+            n += 1
+            path = Path(root) / f"{stamp}-{default_name}-{n}"
+    else:
+        path = Path(run_dir)
+        if path.exists() and any(path.iterdir()):
+            raise RunDirError(f"{path} already holds files; add --resume to continue that run or choose another "
+                              f"--run-dir (nothing was changed)")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+class MetricsLog:
+    """Per-epoch metrics as CSV (and TensorBoard when installed); resuming drops rows past the checkpoint."""
+
+    def __init__(self, path: Path, keep_epochs: int | None = None):
+        self.path = Path(path)
+        self.rows: list[dict] = []
+        if keep_epochs is not None and self.path.is_file():
+            with self.path.open(newline="") as f:
+                self.rows = [r for r in csv.DictReader(f) if int(r["epoch"]) < keep_epochs]
+            self._rewrite()
+        self.writer = None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.path.parent / "tensorboard"))
+        except Exception:  # tensorboard is optional
+            self.writer = None
+
+    def append(self, row: dict) -> None:
+        """Add one epoch's metrics."""
+        self.rows.append(row)
+        self._rewrite()
+        if self.writer is not None:
+            for key, value in row.items():
+                if key != "epoch" and isinstance(value, (int, float)):
+                    self.writer.add_scalar(key, value, int(row["epoch"]))
+            self.writer.flush()
+
+    def _rewrite(self) -> None:
+        if not self.rows:
+            return
+        fields: list[str] = []
+        for r in self.rows:
+            fields += [k for k in r if k not in fields]
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(self.rows)
+        atomic_write_text(self.path, out.getvalue())
+
+    def close(self) -> None:
+        """Flush TensorBoard."""
+        if self.writer is not None:
+            self.writer.close()
+
+
+class StopRequest:
+    """Set by SIGINT/SIGTERM so a loop can checkpoint at the next step boundary and exit."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+
+    def __bool__(self) -> bool:
+        return self.signal is not None
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[StopRequest]:
+    """Within the block, SIGINT/SIGTERM request a clean stop instead of killing the process."""
+    request = StopRequest()
+    previous = {}
+
+    def handler(signum, frame):  # noqa: ARG001
+        request.signal = signum
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            previous[sig] = signal.signal(sig, handler)
+        except ValueError:  # not the main thread: leave signals alone
+            pass
+    try:
+        yield request
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def rng_state() -> dict:
+    """Every RNG state a run uses, for exact resume."""
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore `rng_state()`."""
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """'auto' -> cuda when available, else cpu."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)

@@ -1,0 +1,393 @@
+"""DCA-NAS search: the first-order bilevel loop with the device constraint, readable top to bottom."""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .constraint import Budget, Constraint, auto_channels, check_budgets, cost_summary, repair_genotype
+from .cost import CostTable, build_cost_table, network_cost
+from .data import BatchLoader, default_augment, load_dataset, split_train_val
+from .errors import ConfigError, RunDirError
+from .runs import (CHECKPOINT, MetricsLog, load_checkpoint, pick_device, prepare_run_dir, rng_state,
+                   save_checkpoint, set_rng_state, stop_on_signals, write_json)
+from .spaces.darts.genotype import Genotype, genotype_to_dict, genotype_to_text
+from .spaces.darts.network import EvalSetting, eval_setting_for
+from .spaces.darts.supernet import Supernet, SupernetConfig
+
+
+@dataclass
+class SearchConfig:
+    """Everything a search depends on; saved into the run folder and restored by --resume."""
+
+    dataset: str = "digits"
+    data_dir: str | None = None
+    image_size: int | None = None
+    # budgets on the deployed network (None = unconstrained)
+    max_params: float | None = None
+    max_flops: float | None = None
+    max_latency: float | None = None
+    latency_table: str | None = None
+    constraint: str = "derived"  # or "paper" (DCA-NAS eq. 3, meant to be used with a look-up graph)
+    search_budgets: dict[str, float] = field(default_factory=dict)  # K_d' per metric, from a LUG
+    repair: bool = True
+    # the deployed evaluation network (None = the dataset's published setting)
+    eval_cells: int | None = None
+    eval_channels: int | str | None = None  # an int, or "auto"
+    eval_auxiliary: bool = True
+    # the supernet and its savings
+    cells: int = 8
+    channels: int = 16
+    bottleneck: int = 4
+    weight_sharing: bool = True
+    derived_cells: bool = True
+    # optimisation (paper appendix defaults, batch scaled for a CPU)
+    epochs: int = 50
+    batch_size: int = 64
+    lr: float = 0.2
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    arch_lr: float = 6e-4
+    arch_betas: tuple[float, float] = (0.5, 0.999)
+    arch_weight_decay: float = 1e-3
+    lambda_lr: float = 0.05
+    grad_clip: float = 5.0
+    seed: int = 0
+    max_steps: int | None = None
+    device: str = "auto"
+    amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "SearchConfig":
+        """Inverse of to_dict (unknown keys ignored, tuples restored)."""
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        if "arch_betas" in values:
+            values["arch_betas"] = tuple(values["arch_betas"])
+        return cls(**values)
+
+    def budgets(self) -> list[Budget]:
+        """The device budgets asked for."""
+        limits = (("params", self.max_params), ("flops", self.max_flops), ("latency", self.max_latency))
+        return [Budget(m, float(v)) for m, v in limits if v is not None]
+
+
+# Defaults that make a dataset's search sensible on a laptop CPU (the paper's are for a V100).
+SEARCH_PRESETS: dict[str, dict[str, Any]] = {
+    "digits": {"epochs": 15, "batch_size": 64, "arch_lr": 3e-3, "lr": 0.1},
+}
+
+
+def build_table(setting: EvalSetting, latency_table: str | None = None) -> CostTable:
+    """The cost table of the deployed network, with a measured latency table attached when given."""
+    table = build_cost_table(setting)
+    if latency_table:
+        from .latency import attach_latency_table
+
+        attach_latency_table(table, latency_table)
+    return table
+
+
+def resolve_setting(config: SearchConfig, in_channels: int, num_classes: int, image_size: int) -> EvalSetting:
+    """The deployed evaluation setting, choosing the width when `eval_channels` is 'auto'."""
+    base = eval_setting_for(config.dataset, cells=config.eval_cells, num_classes=num_classes,
+                            in_channels=in_channels, image_size=image_size, auxiliary=config.eval_auxiliary)
+    channels = config.eval_channels
+    if channels == "auto":
+        if not config.budgets():
+            raise ConfigError("--channels auto picks a width for a budget; give --max-params/--max-flops too")
+        channels = auto_channels(lambda c: build_table(base.replace(channels=c), config.latency_table),
+                                 config.budgets())
+    elif channels is not None:
+        channels = int(channels)
+    return base.replace(channels=channels) if channels is not None else base
+
+
+def prepare_search(config: SearchConfig):
+    """Load the data, resolve the deployed setting, build its cost table, and refuse unreachable budgets."""
+    data = load_dataset(config.dataset, config.data_dir, image_size=config.image_size)
+    setting = resolve_setting(config, data.in_channels, data.num_classes, data.image_size)
+    table = build_table(setting, config.latency_table)
+    budgets = config.budgets()
+    check_budgets(table, budgets)
+    return data, setting, table, budgets
+
+
+def dry_run(config: SearchConfig) -> dict[str, Any]:
+    """Build everything a search needs and report its sizes without training."""
+    data, setting, table, budgets = prepare_search(config)
+    model = Supernet(SupernetConfig(cells=config.cells, channels=config.channels, num_classes=data.num_classes,
+                                    in_channels=data.in_channels, bottleneck=config.bottleneck,
+                                    weight_sharing=config.weight_sharing, derived_cells=config.derived_cells))
+    bounds = {m: dict(zip(("min", "max"), table.bounds(m))) for m in table.entries}
+    return {"supernet_weights": sum(p.numel() for p in model.weight_parameters()),
+            "deployable": bounds, "setting": setting.to_dict(), "budgets": [b.to_dict() for b in budgets],
+            "dataset": {"name": data.name, "train": len(data.train_y), "test": len(data.test_y),
+                        "shape": list(data.train_x.shape[1:]), "classes": data.num_classes}}
+
+
+@dataclass
+class SearchResult:
+    """What a search hands back."""
+
+    genotype: Genotype
+    run_dir: Path
+    setting: EvalSetting
+    params: int
+    flops: int
+    budgets: dict[str, dict]
+    repairs: list[str]
+    raw_genotype: Genotype
+    seconds: float
+    steps: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (what `dcanas search --json` prints)."""
+        return {"genotype": genotype_to_text(self.genotype), "genotype_json": genotype_to_dict(self.genotype),
+                "params": self.params, "flops": self.flops, "budgets": self.budgets,
+                "repairs": self.repairs, "raw_genotype": genotype_to_text(self.raw_genotype),
+                "setting": self.setting.to_dict(), "run_dir": str(self.run_dir),
+                "search_seconds": round(self.seconds, 2), "steps": self.steps}
+
+
+def run_search(config: SearchConfig, run_dir: str | Path | None = None, *, resume: bool = False,
+               progress: bool = True, log: Callable[[str], None] = print) -> SearchResult:
+    """Search, derive, verify (and repair) against every budget; resumable from its run folder."""
+    if resume:
+        run_dir = prepare_run_dir(run_dir, True, "")
+        checkpoint = load_checkpoint(run_dir / CHECKPOINT)
+        config = SearchConfig.from_dict(checkpoint["config"])
+    torch.manual_seed(config.seed)
+    device = pick_device(config.device)
+
+    data, setting, table, budgets = prepare_search(config)
+    (train_x, train_y), (val_x, val_y) = split_train_val(data, 0.5, seed=config.seed)
+    augment = default_augment(config.dataset, data.image_size)
+    loader_args = dict(mean=data.mean, std=data.std, drop_last=True, device=device)
+    train = BatchLoader(train_x, train_y, config.batch_size, augment=augment, seed=config.seed, **loader_args)
+    val = BatchLoader(val_x, val_y, config.batch_size, augment=augment, seed=config.seed + 1, **loader_args)
+    if len(train) == 0:
+        raise ConfigError(f"--batch-size {config.batch_size} exceeds the {len(train_y)} training images of one half")
+    search_budgets = [Budget(b.metric, config.search_budgets.get(b.metric, b.limit)) for b in budgets]
+
+    # -- the supernet and its optimisers
+    model = Supernet(SupernetConfig(cells=config.cells, channels=config.channels, num_classes=data.num_classes,
+                                    in_channels=data.in_channels, bottleneck=config.bottleneck,
+                                    weight_sharing=config.weight_sharing,
+                                    derived_cells=config.derived_cells)).to(device)
+    w_opt = torch.optim.SGD(model.weight_parameters(), config.lr, momentum=config.momentum,
+                            weight_decay=config.weight_decay)
+    a_opt = torch.optim.Adam(model.arch_parameters(), config.arch_lr, betas=config.arch_betas,
+                             weight_decay=config.arch_weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(w_opt, config.epochs, eta_min=0.0)
+    constraint = Constraint(table, search_budgets, config.constraint, config.lambda_lr, device) if budgets else None
+    use_amp = config.amp and device.type == "cuda"
+
+    start_epoch, start_step, total_steps, seconds = 0, 0, 0, 0.0
+    running = _Running()
+    if resume:
+        model.load_state_dict(checkpoint["model"])
+        w_opt.load_state_dict(checkpoint["w_opt"])
+        a_opt.load_state_dict(checkpoint["a_opt"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        if constraint is not None:
+            constraint.load_state_dict(checkpoint["constraint"])
+        set_rng_state(checkpoint["rng"])
+        start_epoch, start_step = checkpoint["epoch"], checkpoint["step"]
+        total_steps, seconds = checkpoint["total_steps"], checkpoint["seconds"]
+        running = _Running(**checkpoint["running"])
+        model.update_derived()
+        log(f"resuming {run_dir} at epoch {start_epoch + 1}, step {start_step}")
+    else:
+        run_dir = prepare_run_dir(run_dir, False, _run_name(config))
+        write_json(run_dir / "config.json", config.to_dict())
+    run_dir = Path(run_dir)
+    metrics = MetricsLog(run_dir / "metrics.csv", keep_epochs=start_epoch if resume else None)
+    history = _load_history(run_dir / "history.json", start_epoch) if resume else []
+
+    def checkpoint_state(epoch: int, step: int) -> dict:
+        return {"config": config.to_dict(), "model": model.state_dict(), "w_opt": w_opt.state_dict(),
+                "a_opt": a_opt.state_dict(), "scheduler": scheduler.state_dict(),
+                "constraint": constraint.state_dict() if constraint is not None else None,
+                "rng": rng_state(), "epoch": epoch, "step": step, "total_steps": total_steps,
+                "seconds": seconds, "running": asdict(running)}
+
+    def alpha_step(x: torch.Tensor, y: torch.Tensor) -> None:
+        """One Adam step on alpha: validation loss plus lambda times the normalised violation."""
+        with torch.autocast(device.type, torch.bfloat16, enabled=use_amp):
+            logits = model(x)
+            loss = F.cross_entropy(logits.float(), y)
+        objective = loss
+        costs = None
+        if constraint is not None:
+            costs = constraint.expected_costs(model.alpha_normal, model.alpha_reduce, model.genotype)
+            objective = loss + constraint.penalty(costs)
+        a_opt.zero_grad(set_to_none=True)
+        # only alpha needs gradients here: skip the weight gradients a full backward would compute
+        grads = torch.autograd.grad(objective, model.arch_parameters())
+        for p, g in zip(model.arch_parameters(), grads):
+            p.grad = g
+        a_opt.step()
+        if constraint is not None:
+            constraint.update(costs)
+        model.update_derived()
+        running.add_val(loss.item(), (logits.argmax(1) == y).sum().item(), len(y))
+
+    def weight_step(x: torch.Tensor, y: torch.Tensor) -> None:
+        """One SGD step on the supernet weights on a training batch."""
+        with torch.autocast(device.type, torch.bfloat16, enabled=use_amp):
+            logits = model(x)
+            loss = F.cross_entropy(logits.float(), y)
+        w_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        model.alpha_normal.grad = model.alpha_reduce.grad = None
+        torch.nn.utils.clip_grad_norm_(model.weight_parameters(), config.grad_clip)
+        w_opt.step()
+        running.add_train(loss.item(), (logits.argmax(1) == y).sum().item(), len(y))
+
+    steps_per_epoch = min(len(train), len(val))
+    stopped = False
+    with stop_on_signals() as stop_request:
+        for epoch in range(start_epoch, config.epochs):
+            model.train()
+            bar = tqdm(total=steps_per_epoch, initial=start_step, desc=f"search {epoch + 1}/{config.epochs}",
+                       disable=not progress, leave=False, dynamic_ncols=True)
+            t0 = time.perf_counter()
+            batches = zip(train.epoch(epoch, start_step), val.epoch(epoch, start_step))
+            step = start_step
+            for step, ((xt, yt), (xv, yv)) in enumerate(batches, start=start_step):
+                alpha_step(xv, yv)
+                weight_step(xt, yt)
+                total_steps += 1
+                bar.update(1)
+                if progress:
+                    bar.set_postfix(val_acc=f"{running.val_acc:.3f}", **_lambda_postfix(constraint))
+                if stop_request or (config.max_steps is not None and total_steps >= config.max_steps):
+                    break
+            bar.close()
+            seconds += time.perf_counter() - t0
+            if stop_request:
+                save_checkpoint(run_dir / CHECKPOINT, checkpoint_state(epoch, step + 1))
+                metrics.close()
+                raise KeyboardInterrupt(f"stopped by signal {stop_request.signal}; resume with --resume {run_dir}")
+            start_step = 0
+            scheduler.step()
+            record = _epoch_record(epoch, running, model, table, budgets, constraint, w_opt, seconds)
+            metrics.append(record["metrics"])
+            history.append(record["history"])
+            write_json(run_dir / "history.json", history)
+            running = _Running()
+            save_checkpoint(run_dir / CHECKPOINT, checkpoint_state(epoch + 1, 0))
+            if progress:
+                m = record["metrics"]
+                log(f"epoch {epoch + 1}: val_acc {m['val_acc']:.3f} "
+                    + " ".join(f"{b.metric} {m['derived_' + b.metric]:,.0f}/{b.limit:,.0f}" for b in budgets))
+            if config.max_steps is not None and total_steps >= config.max_steps:
+                stopped = True
+                break
+    metrics.close()
+
+    # -- derive, verify against every budget, and repair if the derived network breaks one
+    raw = model.derive()
+    genotype, repairs = (repair_genotype(raw, model.alpha_normal, model.alpha_reduce, table, budgets)
+                         if config.repair and budgets else (raw, []))
+    deployed = network_cost(genotype, setting)
+    summary = cost_summary(table, genotype, budgets)
+    result = SearchResult(genotype, run_dir, setting, deployed.params, deployed.flops, summary, repairs, raw,
+                          seconds, total_steps)
+    from .report import write_search_report
+
+    write_search_report(result, config, table, history, stopped_early=stopped)
+    return result
+
+
+@dataclass
+class _Running:
+    """Loss/accuracy sums over the current epoch (checkpointed, so a resumed epoch reports the same)."""
+
+    train_loss: float = 0.0
+    train_correct: int = 0
+    train_seen: int = 0
+    val_loss: float = 0.0
+    val_correct: int = 0
+    val_seen: int = 0
+
+    def add_train(self, loss: float, correct: int, n: int) -> None:
+        self.train_loss += loss * n
+        self.train_correct += correct
+        self.train_seen += n
+
+    def add_val(self, loss: float, correct: int, n: int) -> None:
+        self.val_loss += loss * n
+        self.val_correct += correct
+        self.val_seen += n
+
+    @property
+    def val_acc(self) -> float:
+        return self.val_correct / max(self.val_seen, 1)
+
+
+def _lambda_postfix(constraint: Constraint | None) -> dict[str, str]:
+    if constraint is None:
+        return {}
+    return {f"lam_{b.metric}": f"{v:.3f}" for b, v in zip(constraint.budgets, constraint.lambdas.tolist())}
+
+
+def _epoch_record(epoch: int, running: _Running, model: Supernet, table: CostTable, budgets: list[Budget],
+                  constraint: Constraint | None, w_opt: torch.optim.Optimizer, seconds: float) -> dict:
+    """Metrics row and history entry (softmax alphas, genotype, sizes, multipliers) at the end of an epoch."""
+    genotype = model.derive()
+    derived = table.genotype_cost(genotype)
+    n = max(running.train_seen, 1)
+    row: dict[str, Any] = {
+        "epoch": epoch, "train_loss": running.train_loss / n, "train_acc": running.train_correct / n,
+        "val_loss": running.val_loss / max(running.val_seen, 1), "val_acc": running.val_acc,
+        "lr": w_opt.param_groups[0]["lr"], "seconds": round(seconds, 3),
+        "derived_params": derived["params"], "derived_flops": derived["flops"],
+    }
+    if "latency" in derived:
+        row["derived_latency"] = derived["latency"]
+    if constraint is not None:
+        costs = constraint.expected_costs(model.alpha_normal.detach(), model.alpha_reduce.detach(), genotype)
+        for b, c, lam in zip(constraint.budgets, costs, constraint.lambdas.tolist()):
+            row[f"search_{b.metric}"] = float(c)
+            row[f"lambda_{b.metric}"] = lam
+    hist = {"epoch": epoch, "genotype": genotype_to_text(genotype),
+            "alpha_normal": F.softmax(model.alpha_normal.detach().float(), -1).cpu().tolist(),
+            "alpha_reduce": F.softmax(model.alpha_reduce.detach().float(), -1).cpu().tolist(),
+            "metrics": row}
+    return {"metrics": row, "history": hist}
+
+
+def _load_history(path: Path, keep_epochs: int) -> list[dict]:
+    import json
+
+    if not path.is_file():
+        return []
+    try:
+        return [h for h in json.loads(path.read_text()) if h["epoch"] < keep_epochs]
+    except (ValueError, KeyError):
+        raise RunDirError(f"{path} is corrupt; the run cannot be resumed cleanly") from None
+
+
+def _run_name(config: SearchConfig) -> str:
+    parts = [config.dataset]
+    for b in config.budgets():
+        parts.append(f"{b.metric}{_short(b.limit)}")
+    return "-".join(parts)
+
+
+def _short(value: float) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if value >= scale:
+            return f"{value / scale:.4g}{unit}"
+    return f"{value:g}"

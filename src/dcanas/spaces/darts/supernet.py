@@ -1,0 +1,230 @@
+"""The DARTS search supernet, with DCA-NAS's three search-time savings each switchable off.
+
+With bottleneck=1, weight_sharing=False and derived_cells=False this is exactly the supernet of the
+original DARTS search code (same layers, same weight count), the baseline of every speed figure.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .cells import CellPlan, plan_cells
+from .genotype import Genotype, make_genotype
+from .network import STEM_MULTIPLIER
+from .ops import PRIMITIVES, FactorizedReduce, ReLUConvBN, make_op
+
+NONE_INDEX = PRIMITIVES.index("none")
+
+
+@dataclass(frozen=True)
+class SupernetConfig:
+    """Shape of the search supernet and which savings are on."""
+
+    cells: int = 8
+    channels: int = 16
+    steps: int = 4
+    num_classes: int = 10
+    in_channels: int = 3
+    bottleneck: int = 4  # candidate ops run on channels // bottleneck; 1 = off
+    weight_sharing: bool = True
+    derived_cells: bool = True
+
+    def to_dict(self) -> dict:
+        """JSON-ready form."""
+        return asdict(self)
+
+    @property
+    def num_edges(self) -> int:
+        """Edges of one cell: every earlier node feeds every intermediate node."""
+        return sum(2 + i for i in range(self.steps))
+
+
+def edge_sources(steps: int) -> list[tuple[int, int]]:
+    """(source, destination) node of each edge, in DARTS' alpha row order."""
+    return [(i, j) for j in range(2, 2 + steps) for i in range(j)]
+
+
+def candidate_op(name: str, channels: int, stride: int) -> nn.Module:
+    """A search-time candidate: non-affine BN, and a BN after pools, as in DARTS' MixedOp."""
+    op = make_op(name, channels, stride, affine=False)
+    if "pool" in name:
+        op = nn.Sequential(op, nn.BatchNorm2d(channels, affine=False))
+    return op
+
+
+class MixedOp(nn.Module):
+    """All candidate ops on one edge, summed with softmax(alpha) weights (DARTS eq. 1)."""
+
+    def __init__(self, channels: int, stride: int):
+        super().__init__()
+        self.ops = nn.ModuleList(candidate_op(p, channels, stride) for p in PRIMITIVES)
+
+    def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        return sum(w * op(x) for w, op in zip(weights, self.ops))
+
+
+class SourceOps(nn.Module):
+    """Weight sharing: the candidate ops of one source node, computed once for every destination."""
+
+    def __init__(self, channels: int, stride: int):
+        super().__init__()
+        # `none` contributes nothing to any mixture, so it is never computed here.
+        self.ops = nn.ModuleDict({p: candidate_op(p, channels, stride) for p in PRIMITIVES if p != "none"})
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {name: op(x) for name, op in self.ops.items()}
+
+
+class SearchCell(nn.Module):
+    """A supernet cell: mixed (weighted by alpha) or discrete (a derived genotype's edges)."""
+
+    def __init__(self, plan: CellPlan, steps: int, bottleneck: int, weight_sharing: bool):
+        super().__init__()
+        c = plan.channels
+        self.reduction = plan.reduction
+        self.steps = steps
+        self.weight_sharing = weight_sharing
+        self.preprocess0 = (FactorizedReduce(plan.c_prev_prev, c, affine=False) if plan.reduction_prev
+                            else ReLUConvBN(plan.c_prev_prev, c, 1, 1, 0, affine=False))
+        self.preprocess1 = ReLUConvBN(plan.c_prev, c, 1, 1, 0, affine=False)
+        self.edges = edge_sources(steps)
+        inner = c // bottleneck if bottleneck > 1 else c
+        if inner < 2 or inner % 2:
+            raise ValueError(f"{c} channels / bottleneck {bottleneck} must leave an even count >= 2")
+        self.use_bottleneck = bottleneck > 1
+        if self.use_bottleneck:
+            # squeeze the channels entering the ops (per source when shared, else per edge) and
+            # restore them once per destination node
+            n_squeeze = steps + 1 if weight_sharing else len(self.edges)
+            self.squeeze = nn.ModuleList(ReLUConvBN(c, inner, 1, 1, 0, affine=False) for _ in range(n_squeeze))
+            self.expand = nn.ModuleList(nn.Sequential(nn.Conv2d(inner, c, 1, bias=False),
+                                                      nn.BatchNorm2d(c, affine=False)) for _ in range(steps))
+        if weight_sharing:
+            self.source_ops = nn.ModuleList(SourceOps(inner, plan.stride(i)) for i in range(steps + 1))
+        else:
+            self.mixed = nn.ModuleList(MixedOp(inner, plan.stride(i)) for i, _ in self.edges)
+
+    def _squeezed(self, k: int, x: torch.Tensor) -> torch.Tensor:
+        return self.squeeze[k](x) if self.use_bottleneck else x
+
+    def _node(self, j: int, total: torch.Tensor) -> torch.Tensor:
+        return self.expand[j - 2](total) if self.use_bottleneck else total
+
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor | None = None,
+                edges: list[tuple[str, int]] | None = None) -> torch.Tensor:
+        """`weights` [edges, ops] runs the mixture; `edges` (a genotype cell) runs only those ops."""
+        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        if edges is not None:
+            return self._forward_discrete(states, edges)
+        if self.weight_sharing:
+            outputs = [self.source_ops[0](self._squeezed(0, states[0])),
+                       self.source_ops[1](self._squeezed(1, states[1]))]
+        k = 0
+        for j in range(2, 2 + self.steps):
+            total = 0
+            for i in range(j):
+                w = weights[k]
+                if self.weight_sharing:
+                    total = total + sum(w[PRIMITIVES.index(name)] * out for name, out in outputs[i].items())
+                else:
+                    total = total + self.mixed[k](self._squeezed(k, states[i]), w)
+                k += 1
+            states.append(self._node(j, total))
+            if self.weight_sharing and j < 1 + self.steps:
+                outputs.append(self.source_ops[j](self._squeezed(j, states[j])))
+        return torch.cat(states[2:], dim=1)
+
+    def _forward_discrete(self, states: list[torch.Tensor], edges: list[tuple[str, int]]) -> torch.Tensor:
+        squeezed: dict[int, torch.Tensor] = {}
+        for step in range(self.steps):
+            j = 2 + step
+            total = 0
+            for name, i in edges[2 * step: 2 * step + 2]:
+                if self.weight_sharing:
+                    if i not in squeezed:
+                        squeezed[i] = self._squeezed(i, states[i])
+                    total = total + self.source_ops[i].ops[name](squeezed[i])
+                else:
+                    k = self.edges.index((i, j))
+                    total = total + self.mixed[k].ops[PRIMITIVES.index(name)](self._squeezed(k, states[i]))
+            states.append(self._node(j, total))
+        return torch.cat(states[2:], dim=1)
+
+
+class Supernet(nn.Module):
+    """DARTS search network: stem, `cells` search cells, one alpha per cell type."""
+
+    def __init__(self, config: SupernetConfig):
+        super().__init__()
+        self.config = config
+        c = config.channels
+        c_stem = STEM_MULTIPLIER * c
+        self.stem = nn.Sequential(nn.Conv2d(config.in_channels, c_stem, 3, padding=1, bias=False),
+                                  nn.BatchNorm2d(c_stem))
+        # resolution does not change the layout of a CIFAR-style net; 32 is nominal
+        plans = plan_cells(config.cells, c, (c_stem, c_stem), 32, config.steps)
+        self.cells = nn.ModuleList(SearchCell(p, config.steps, config.bottleneck, config.weight_sharing)
+                                   for p in plans)
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(config.steps * plans[-1].channels, config.num_classes)
+        n_ops = len(PRIMITIVES)
+        self.alpha_normal = nn.Parameter(1e-3 * torch.randn(config.num_edges, n_ops))
+        self.alpha_reduce = nn.Parameter(1e-3 * torch.randn(config.num_edges, n_ops))
+        # With derived cells, only the first normal and the first reduction cell run the mixture.
+        reductions = [i for i, p in enumerate(plans) if p.reduction]
+        normals = [i for i, p in enumerate(plans) if not p.reduction]
+        self.mixed_cells = ({normals[0], reductions[0]} if config.derived_cells
+                            else set(range(config.cells)))
+        self.genotype: Genotype = self.derive()
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        """The architecture weights alpha (normal, reduce)."""
+        return [self.alpha_normal, self.alpha_reduce]
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        """Everything but alpha."""
+        arch = {id(p) for p in self.arch_parameters()}
+        return [p for p in self.parameters() if id(p) not in arch]
+
+    def derive(self) -> Genotype:
+        """The discrete genotype of the current alphas (top-2 inputs per node, strongest non-none op)."""
+        return derive_genotype(self.alpha_normal.detach(), self.alpha_reduce.detach(), self.config.steps)
+
+    def update_derived(self) -> Genotype:
+        """Re-derive the genotype the derived cells run (called after every alpha step)."""
+        self.genotype = self.derive()
+        return self.genotype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s0 = s1 = self.stem(x)
+        w_normal = F.softmax(self.alpha_normal, dim=-1)
+        w_reduce = F.softmax(self.alpha_reduce, dim=-1)
+        for i, cell in enumerate(self.cells):
+            if i in self.mixed_cells:
+                s0, s1 = s1, cell(s0, s1, weights=w_reduce if cell.reduction else w_normal)
+            else:
+                s0, s1 = s1, cell(s0, s1, edges=self.genotype.reduce if cell.reduction else self.genotype.normal)
+        return self.classifier(self.global_pooling(s1).flatten(1))
+
+
+def derive_genotype(alpha_normal: torch.Tensor, alpha_reduce: torch.Tensor, steps: int = 4) -> Genotype:
+    """DARTS discretisation: per node keep the two incoming edges with the largest non-none weight."""
+
+    def cell(alpha: torch.Tensor) -> list[tuple[str, int]]:
+        weights = F.softmax(alpha.float(), dim=-1).cpu()
+        weights[:, NONE_INDEX] = -1.0
+        strength, best = weights.max(dim=-1)
+        edges, k = [], 0
+        for j in range(2, 2 + steps):
+            rows = list(range(k, k + j))
+            # ties broken by lower input index, deterministically
+            top = sorted(rows, key=lambda r: (-strength[r].item(), r))[:2]
+            for r in sorted(top):
+                edges.append((PRIMITIVES[best[r].item()], r - k))
+            k += j
+        return edges
+
+    return make_genotype(cell(alpha_normal), cell(alpha_reduce))

@@ -1,0 +1,228 @@
+"""The constrained search: budgets met, impossible budgets refused, faithful baseline, exact resume."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from dcanas.constraint import Budget, Constraint, auto_channels, check_budgets, repair_genotype
+from dcanas.cost import build_cost_table, network_cost
+from dcanas.errors import BudgetError
+from dcanas.search import SearchConfig, run_search
+from dcanas.spaces.darts.genotype import GENOTYPES, load_genotype
+from dcanas.spaces.darts.network import eval_setting_for
+from dcanas.spaces.darts.ops import PRIMITIVES
+from dcanas.spaces.darts.supernet import Supernet, SupernetConfig, derive_genotype
+
+FAST = dict(dataset="digits", epochs=2, max_steps=4, batch_size=32)
+
+
+def test_baseline_is_the_original_darts_supernet():
+    # the DARTS search code logs "param size = 1.930618MB" for 8 cells, 16 channels, CIFAR-10
+    model = Supernet(SupernetConfig(bottleneck=1, weight_sharing=False, derived_cells=False))
+    assert sum(p.numel() for p in model.weight_parameters()) == 1_930_618
+    assert [tuple(a.shape) for a in model.arch_parameters()] == [(14, 8), (14, 8)]
+    assert model.mixed_cells == set(range(8))
+
+
+@pytest.mark.parametrize("bottleneck, sharing, derived", [(1, True, False), (4, False, False), (4, True, False),
+                                                          (4, True, True), (1, False, True)])
+def test_every_saving_combination_trains(bottleneck, sharing, derived):
+    torch.manual_seed(0)
+    model = Supernet(SupernetConfig(bottleneck=bottleneck, weight_sharing=sharing, derived_cells=derived))
+    x, y = torch.randn(4, 3, 16, 16), torch.tensor([0, 1, 2, 3])
+    loss = torch.nn.functional.cross_entropy(model(x), y)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert model.alpha_normal.grad.abs().sum() > 0 and model.alpha_reduce.grad.abs().sum() > 0
+    assert len(model.mixed_cells) == (2 if derived else 8)
+
+
+def test_savings_shrink_the_supernet():
+    plain = Supernet(SupernetConfig(bottleneck=1, weight_sharing=False, derived_cells=False))
+    shared = Supernet(SupernetConfig(bottleneck=1, weight_sharing=True, derived_cells=False))
+    both = Supernet(SupernetConfig(bottleneck=4, weight_sharing=True, derived_cells=False))
+    count = lambda m: sum(p.numel() for p in m.weight_parameters())  # noqa: E731
+    assert count(plain) > 2 * count(shared) > 2 * count(both)
+
+
+def test_derive_keeps_two_strongest_inputs_and_best_non_none_op():
+    alpha = torch.zeros(14, len(PRIMITIVES))
+    alpha[:, PRIMITIVES.index("none")] = 10.0  # none never wins
+    # node 4 (edges 5..8 from nodes 0..3): strongest from nodes 3 and 1
+    alpha[8, PRIMITIVES.index("sep_conv_5x5")] = 5.0
+    alpha[6, PRIMITIVES.index("dil_conv_3x3")] = 4.0
+    g = derive_genotype(alpha, alpha)
+    assert g.normal[4:6] == [("dil_conv_3x3", 1), ("sep_conv_5x5", 3)]
+    assert all(op != "none" for op, _ in g.normal + g.reduce)
+
+
+@pytest.fixture(scope="module")
+def digits_table():
+    return build_cost_table(eval_setting_for("digits"))
+
+
+def test_impossible_budgets_are_refused_with_both_limits(digits_table):
+    low, high = digits_table.bounds("params")
+    for limit in (low * 0.5, high * 1.5):
+        with pytest.raises(BudgetError) as err:
+            check_budgets(digits_table, [Budget("params", limit)])
+        assert f"{low:,.6g}" in str(err.value) and f"{high:,.6g}" in str(err.value)
+        assert "--channels" in str(err.value)
+    check_budgets(digits_table, [Budget("params", (low + high) / 2)])
+
+
+def test_impossible_budget_refused_before_search(tmp_path):
+    with pytest.raises(BudgetError, match="below the smallest"):
+        run_search(SearchConfig(max_params=1000, **FAST), tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_auto_channels_puts_budget_inside_the_range():
+    base = eval_setting_for("cifar10")
+    budget = [Budget("params", 400_000)]  # far below the 1.37M floor of 36 channels
+    channels = auto_channels(lambda c: build_cost_table(base.replace(channels=c)), budget)
+    low, high = build_cost_table(base.replace(channels=channels)).bounds("params")
+    assert low + 0.3 * (high - low) <= 400_000 <= high
+    low2, high2 = build_cost_table(base.replace(channels=channels + 2)).bounds("params")
+    assert low2 + 0.3 * (high2 - low2) > 400_000
+
+
+def test_repair_meets_the_budget_with_next_ranked_ops(digits_table):
+    alpha = torch.zeros(14, len(PRIMITIVES))
+    alpha[:, PRIMITIVES.index("sep_conv_5x5")] = 3.0
+    alpha[:, PRIMITIVES.index("max_pool_3x3")] = 2.0
+    g = derive_genotype(alpha, alpha)
+    low, high = digits_table.bounds("params")
+    limit = low + 0.2 * (high - low)
+    assert digits_table.genotype_cost(g)["params"] > limit
+    fixed, changes = repair_genotype(g, alpha, alpha, digits_table, [Budget("params", limit)])
+    assert digits_table.genotype_cost(fixed)["params"] <= limit
+    assert changes and all("sep_conv_5x5" in c and "-> max_pool_3x3" in c for c in changes)
+
+
+def test_constraint_estimates(digits_table):
+    torch.manual_seed(0)
+    alpha_n, alpha_r = torch.randn(14, 8, requires_grad=True), torch.randn(14, 8, requires_grad=True)
+    g = derive_genotype(alpha_n, alpha_r)
+    derived = Constraint(digits_table, [Budget("params", 2e5), Budget("flops", 3e6)], "derived")
+    costs = derived.expected_costs(alpha_n, alpha_r, g)
+    exact = digits_table.genotype_cost(g)
+    assert costs[0].item() == pytest.approx(exact["params"]) and costs[1].item() == pytest.approx(exact["flops"])
+    costs[0].backward()
+    assert alpha_n.grad.abs().sum() > 0  # the straight-through value still carries a gradient
+    paper = Constraint(digits_table, [Budget("params", 2e5)], "paper")
+    uniform = torch.zeros(14, 8)
+    normal, reduce = digits_table.per_cell_type("params")
+    sources = [i for j in range(2, 6) for i in range(j)]
+    expected = digits_table.fixed["params"] + (normal[sources].sum() + reduce[sources].sum()) / 8
+    assert paper.expected_costs(uniform, uniform, g)[0].item() == pytest.approx(expected, rel=1e-6)
+    # multipliers: projected ascent, never negative
+    paper.update([torch.tensor(4e5)])
+    assert paper.lambdas.item() == pytest.approx(0.05)
+    for _ in range(5):
+        paper.update([torch.tensor(1e5)])
+    assert paper.lambdas.item() == 0.0
+
+
+SWEEP = [dict(max_params=120_000), dict(max_params=180_000), dict(max_params=300_000),
+         dict(max_flops=1.6e6), dict(max_flops=3e6), dict(max_params=150_000, max_flops=2.5e6),
+         dict(max_params=150_000, constraint="paper")]
+
+
+@pytest.mark.parametrize("budget", SWEEP, ids=lambda b: "-".join(f"{k}={v:g}" if isinstance(v, float) or
+                                                                 isinstance(v, int) else v for k, v in b.items()))
+def test_budgets_never_exceeded(tmp_path, budget):
+    result = run_search(SearchConfig(**FAST, **budget), tmp_path / "run", progress=False)
+    deployed = network_cost(result.genotype, result.setting)  # counted from scratch, not from the table
+    for metric, limit in (("params", budget.get("max_params")), ("flops", budget.get("max_flops"))):
+        if limit is not None:
+            assert getattr(deployed, metric) <= limit
+            assert result.budgets[metric]["ok"] and result.budgets[metric]["value"] == getattr(deployed, metric)
+    assert load_genotype(tmp_path / "run") == result.genotype
+    for name in ("config.json", "metrics.csv", "history.json", "genotype.txt", "cell_normal.dot", "search.png",
+                 "report.md", "result.json", "checkpoint.pt"):
+        assert (tmp_path / "run" / name).is_file(), name
+
+
+def _search_cmd(run_dir, *extra):
+    return [sys.executable, "-m", "dcanas", "search", "--epochs", "3", "--batch-size", "32", "--seed", "3",
+            "--max-params", "150K", "--quiet", "--run-dir", str(run_dir), *extra]
+
+
+def _final_state(run_dir):
+    ckpt = torch.load(Path(run_dir) / "checkpoint.pt", weights_only=False)
+    return ckpt["model"]["alpha_normal"], ckpt["model"]["alpha_reduce"], (Path(run_dir) / "genotype.txt").read_text()
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("full") / "run"
+    subprocess.run(_search_cmd(run_dir), check=True, capture_output=True, timeout=600)
+    return _final_state(run_dir)
+
+
+def _wait_for_epochs(run_dir, n, proc, timeout=300):
+    deadline = time.time() + timeout
+    history = Path(run_dir) / "history.json"
+    while time.time() < deadline:
+        if history.is_file():
+            try:
+                if len(json.loads(history.read_text())) >= n:
+                    return
+            except ValueError:
+                pass
+        assert proc.poll() is None, proc.stderr.read()
+        time.sleep(0.05)
+    raise TimeoutError
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_killed_search_resumes_exactly(tmp_path, uninterrupted, sig):
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(_search_cmd(run_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_epochs(run_dir, 1, proc)
+    time.sleep(0.7)  # into the second epoch
+    os.kill(proc.pid, sig)
+    proc.wait(timeout=60)
+    assert not (run_dir / "genotype.txt").exists(), "the run finished before it was killed"
+    ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=False)
+    if sig == signal.SIGTERM:
+        assert proc.returncode == 130 and ckpt["step"] > 0  # checkpointed mid-epoch on the signal
+    subprocess.run([sys.executable, "-m", "dcanas", "search", "--quiet", "--resume", str(run_dir)], check=True,
+                   capture_output=True, timeout=600)
+    a_n, a_r, text = _final_state(run_dir)
+    assert torch.equal(a_n, uninterrupted[0]) and torch.equal(a_r, uninterrupted[1])
+    assert text == uninterrupted[2]
+    rows = (run_dir / "metrics.csv").read_text().strip().splitlines()
+    assert len(rows) == 1 + 3  # header + one row per epoch, no duplicates from the resumed epoch
+
+
+def test_cli_json_and_user_errors(tmp_path):
+    run_dir = tmp_path / "run"
+    out = subprocess.run([sys.executable, "-m", "dcanas", "search", "--max-steps", "2", "--epochs", "1",
+                          "--quiet", "--json", "--run-dir", str(run_dir)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert {"genotype", "params", "flops", "budgets", "run_dir"} <= set(result)
+    assert result["genotype"].startswith("Genotype(normal=[")
+    assert result["budgets"]["params"]["limit"] == 200_000  # the built-in default budget
+    assert result["budgets"]["params"]["value"] == result["params"] <= 200_000
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
+    again = subprocess.run([sys.executable, "-m", "dcanas", "search", "--max-steps", "2", "--run-dir", str(run_dir)],
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 2 and "already holds files" in again.stderr
+    assert len(again.stderr.strip().splitlines()) == 1 and "Traceback" not in again.stderr
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()} == before
+    (run_dir / "checkpoint.pt").write_bytes(b"garbage")
+    bad = subprocess.run([sys.executable, "-m", "dcanas", "search", "--resume", str(run_dir)],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "unreadable" in bad.stderr and "Traceback" not in bad.stderr
+    impossible = subprocess.run([sys.executable, "-m", "dcanas", "search", "--max-params", "10K"],
+                                capture_output=True, text=True, timeout=300)
+    assert impossible.returncode == 2 and "below the smallest" in impossible.stderr
