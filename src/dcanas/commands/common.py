@@ -1,0 +1,73 @@
+"""Helpers shared by the subcommands: output, number parsing, evaluation-network options."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+
+def emit(args: argparse.Namespace, result: dict[str, Any], text: str) -> None:
+    """Print `result` as one JSON object with --json, else the human-readable `text`."""
+    if getattr(args, "json", False):
+        print(json.dumps(result, default=str))
+    else:
+        print(text)
+
+
+def parse_count(value: str) -> float:
+    """Parse a count with an optional K/M/G suffix: '3.5M' -> 3500000."""
+    text = value.strip().upper()
+    scale = {"K": 1e3, "M": 1e6, "G": 1e9}.get(text[-1:], 1.0)
+    number = text[:-1] if text[-1:] in "KMG" else text
+    try:
+        result = float(number) * scale
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number (examples: 500000, 3.5M, 600M)") from None
+    if result <= 0:
+        raise argparse.ArgumentTypeError(f"{value!r} must be positive")
+    return result
+
+
+def add_eval_options(p: argparse.ArgumentParser) -> None:
+    """Options that describe the deployed evaluation network (defaults: the dataset's published setting)."""
+    g = p.add_argument_group("evaluation network (defaults: the dataset's published setting)")
+    g.add_argument("--cells", type=int, help="number of cells (CIFAR: 20, ImageNet: 14)")
+    g.add_argument("--channels", type=int, help="initial channels (CIFAR: 36, ImageNet: 48)")
+    g.add_argument("--classes", type=int, dest="num_classes", help="number of classes")
+    g.add_argument("--in-channels", type=int, help="input channels (1 for grey images)")
+    g.add_argument("--image-size", type=int, help="input resolution")
+    g.add_argument("--style", choices=("cifar", "imagenet"), help="stem style")
+
+
+def eval_setting_from_args(args: argparse.Namespace, dataset: str):
+    """The EvalSetting for `dataset` with command-line overrides."""
+    from ..spaces.darts.network import eval_setting_for
+
+    return eval_setting_for(dataset, cells=args.cells, channels=args.channels, num_classes=args.num_classes,
+                            in_channels=args.in_channels, image_size=args.image_size, style=args.style)
+
+
+def human(n: float) -> str:
+    """3349342 -> '3.35M'."""
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.3g}{unit}"
+    return f"{n:g}"
+
+
+def channels_arg(value: str) -> int | str:
+    """An even channel count, or 'auto'."""
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} must be an integer or 'auto'") from None
+
+
+def stderr_log(message: str) -> None:
+    """Progress messages go to stderr so --json output stays clean."""
+    print(message, file=sys.stderr)
+
+

@@ -1,0 +1,41 @@
+"""`dcanas count`: exact params and FLOPs of any genotype."""
+from __future__ import annotations
+
+import argparse
+
+from .common import add_eval_options, emit, eval_setting_from_args, human
+
+ORDER = 10
+
+
+def cmd_count(args: argparse.Namespace) -> int:
+    """Exact params and FLOPs of a genotype's evaluation network."""
+    from ..cost import FLOPS_CONVENTION, network_cost
+    from ..spaces.darts.genotype import genotype_to_text, load_genotype
+
+    genotype = load_genotype(args.genotype)
+    setting = eval_setting_from_args(args, args.dataset)
+    cost = network_cost(genotype, setting)
+    result = {**cost.to_dict(), "setting": setting.to_dict(), "genotype": genotype_to_text(genotype),
+              "flops_convention": FLOPS_CONVENTION}
+    text = "\n".join([
+        f"genotype        {genotype_to_text(genotype)}",
+        f"network         {setting.style} stem, {setting.cells} cells, {setting.channels} channels, "
+        f"{setting.in_channels}x{setting.image_size}x{setting.image_size} input, {setting.num_classes} classes",
+        f"params          {cost.params:,} ({human(cost.params)}, without auxiliary head: what is deployed)",
+        f"params with aux {cost.params_with_aux:,} ({human(cost.params_with_aux)})",
+        f"FLOPs           {cost.flops:,} ({human(cost.flops)}; {FLOPS_CONVENTION})",
+    ])
+    emit(args, result, text)
+    return 0
+
+
+
+def register(command) -> None:
+    """Add the subcommand."""
+    p = command("count", cmd_count, "exact params and FLOPs of any genotype's evaluation network")
+    p.add_argument("genotype", help="a built-in name (DARTS_V2, PC_DARTS, ...), a genotype .json/.txt file, "
+                                    "a run folder, or DARTS text")
+    p.add_argument("--dataset", default="cifar10", help="picks the published setting (default: cifar10)")
+    add_eval_options(p)
+

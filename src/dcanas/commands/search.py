@@ -1,0 +1,110 @@
+"""`dcanas search`: a DCA-NAS search (or its dry run, or its resume)."""
+from __future__ import annotations
+
+import argparse
+
+from .common import channels_arg, emit, parse_count, stderr_log
+
+ORDER = 30
+
+
+def search_config_from_args(args: argparse.Namespace):
+    """SearchConfig from defaults, the dataset's preset, then what the user typed (in that order)."""
+    from ..search import SEARCH_PRESETS, SearchConfig
+
+    values = SearchConfig().to_dict()
+    values.update(SEARCH_PRESETS.get(args.dataset.lower(), {}))
+    given = {k: v for k, v in vars(args).items() if k in values and v is not None}
+    has_budget = any(given.get(k) is not None for k in ("max_params", "max_flops", "max_latency"))
+    if not has_budget and not args.unconstrained:
+        values.update(DEFAULT_BUDGETS.get(args.dataset.lower(), {}))
+    values.update(given)
+    if args.unconstrained:
+        values.update(max_params=None, max_flops=None, max_latency=None)
+    if args.no_bottleneck:
+        values["bottleneck"] = 1
+    return SearchConfig.from_dict(values)
+
+
+# The budget `dcanas search` uses when none is given (only for the built-in dataset).
+DEFAULT_BUDGETS = {"digits": {"max_params": 200_000}}
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    """Run (or resume, or dry-run) a DCA-NAS search."""
+    from ..search import SearchConfig, dry_run, run_search
+
+    if args.resume:
+        result = run_search(SearchConfig(), args.resume, resume=True, progress=not args.quiet,
+                            log=stderr_log)
+    else:
+        config = search_config_from_args(args)
+        if args.lug:
+            from ..lug import load_lug
+
+            lug = load_lug(args.lug)
+            config.search_budgets = lug.search_budgets(config.budgets())
+            config.constraint = lug.constraint
+        if args.dry_run:
+            info = dry_run(config)
+            lines = [f"supernet weights  {info['supernet_weights']:,}",
+                     f"deployed network  {info['setting']}"]
+            for metric, b in info["deployable"].items():
+                lines.append(f"deployable {metric:7} {b['min']:,.6g} .. {b['max']:,.6g}")
+            emit(args, info, "\n".join(lines))
+            return 0
+        result = run_search(config, args.run_dir, progress=not args.quiet, log=stderr_log)
+    r = result.to_dict()
+    lines = [f"genotype  {r['genotype']}",
+             f"params    {r['params']:,}   FLOPs {r['flops']:,}"]
+    for metric, b in r["budgets"].items():
+        lines.append(f"budget    {metric}: {b['value']:,.6g} <= {b['limit']:,.6g}  {'ok' if b['ok'] else 'EXCEEDED'}")
+    if r["repairs"]:
+        lines.append(f"repaired  {len(r['repairs'])} op(s) replaced to meet the budget (see report.md)")
+    lines.append(f"run dir   {r['run_dir']}")
+    emit(args, r, "\n".join(lines))
+    return 0
+
+
+
+def register(command) -> None:
+    """Add the subcommand."""
+    p = command("search", cmd_search, "search the network that fits the device budget (DCA-NAS)")
+    p.add_argument("--dataset", default="digits", help="registered dataset (default: the built-in digits)")
+    p.add_argument("--data-dir", help="where the dataset lives")
+    p.add_argument("--image-size", type=int, dest="image_size", help="resize images (imagefolder)")
+    g = p.add_argument_group("budgets of the deployed network (K, M, G suffixes allowed)")
+    g.add_argument("--max-params", type=parse_count, help="parameters, auxiliary head excluded")
+    g.add_argument("--max-flops", type=parse_count, help="multiply-accumulates at batch 1")
+    g.add_argument("--max-latency", type=float, help="milliseconds, from --latency-table")
+    g.add_argument("--latency-table", help="per-op latency table from `dcanas profile --ops`")
+    g.add_argument("--unconstrained", action="store_true", help="no budget (plain DARTS-style search)")
+    g.add_argument("--constraint", choices=("derived", "paper"),
+                   help="cost estimate: exact derived network (default) or the paper's eq. 3")
+    g.add_argument("--lug", help="look-up graph JSON: maps the device budget to the search budget")
+    g.add_argument("--no-repair", dest="repair", action="store_const", const=False,
+                   help="do not repair a derived network that exceeds a budget")
+    g = p.add_argument_group("deployed evaluation network (defaults: the dataset's published setting)")
+    g.add_argument("--cells", type=int, dest="eval_cells", help="cells of the deployed network")
+    g.add_argument("--channels", type=channels_arg, dest="eval_channels",
+                   help="initial channels of the deployed network, or 'auto' (widest that fits the budget well)")
+    g = p.add_argument_group("supernet and search-time savings")
+    g.add_argument("--search-cells", type=int, dest="cells", help="supernet cells (default 8)")
+    g.add_argument("--search-channels", type=int, dest="channels", help="supernet channels (default 16)")
+    g.add_argument("--bottleneck", type=int, help="channel bottleneck factor k (default 4)")
+    g.add_argument("--no-bottleneck", action="store_true", help="candidate ops run on all channels")
+    g.add_argument("--no-weight-sharing", dest="weight_sharing", action="store_const", const=False)
+    g.add_argument("--no-derived-cells", dest="derived_cells", action="store_const", const=False)
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--epochs", type=int)
+    g.add_argument("--batch-size", type=int)
+    g.add_argument("--lr", type=float, help="weight learning rate (cosine to 0)")
+    g.add_argument("--arch-lr", type=float, help="alpha learning rate (Adam)")
+    g.add_argument("--lambda-lr", type=float, help="multiplier step size")
+    g.add_argument("--seed", type=int)
+    g.add_argument("--max-steps", type=int, help="stop after this many search steps")
+    g.add_argument("--device", help="auto, cpu, cuda, cuda:1 ...")
+    p.add_argument("--run-dir", help="run folder (default: runs/<time>-<dataset>-<budget>)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted search exactly")
+    p.add_argument("--dry-run", action="store_true", help="build everything, print sizes, and exit")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
