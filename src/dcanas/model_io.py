@@ -4,7 +4,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
 
 from .errors import RunDirError
 from .runs import load_checkpoint, save_checkpoint

@@ -125,14 +125,68 @@ def prepare_search(config: SearchConfig):
 def dry_run(config: SearchConfig) -> dict[str, Any]:
     """Build everything a search needs and report its sizes without training."""
     data, setting, table, budgets = prepare_search(config)
-    model = Supernet(SupernetConfig(cells=config.cells, channels=config.channels, num_classes=data.num_classes,
-                                    in_channels=data.in_channels, bottleneck=config.bottleneck,
-                                    weight_sharing=config.weight_sharing, derived_cells=config.derived_cells))
+    model = build_supernet(config, data.in_channels, data.num_classes)
     bounds = {m: dict(zip(("min", "max"), table.bounds(m))) for m in table.entries}
     return {"supernet_weights": sum(p.numel() for p in model.weight_parameters()),
             "deployable": bounds, "setting": setting.to_dict(), "budgets": [b.to_dict() for b in budgets],
             "dataset": {"name": data.name, "train": len(data.train_y), "test": len(data.test_y),
                         "shape": list(data.train_x.shape[1:]), "classes": data.num_classes}}
+
+
+def build_supernet(config: SearchConfig, in_channels: int, num_classes: int) -> Supernet:
+    """The search supernet described by `config`."""
+    return Supernet(SupernetConfig(cells=config.cells, channels=config.channels, num_classes=num_classes,
+                                   in_channels=in_channels, bottleneck=config.bottleneck,
+                                   weight_sharing=config.weight_sharing, derived_cells=config.derived_cells))
+
+
+class BilevelStep:
+    """The two updates of one first-order search step (shared by run_search and the benchmarks)."""
+
+    def __init__(self, model: Supernet, config: SearchConfig, constraint: Constraint | None, device: torch.device):
+        self.model = model
+        self.constraint = constraint
+        self.grad_clip = config.grad_clip
+        self.use_amp = config.amp and device.type == "cuda"
+        self.device_type = device.type
+        self.w_opt = torch.optim.SGD(model.weight_parameters(), config.lr, momentum=config.momentum,
+                                     weight_decay=config.weight_decay)
+        self.a_opt = torch.optim.Adam(model.arch_parameters(), config.arch_lr, betas=config.arch_betas,
+                                      weight_decay=config.arch_weight_decay)
+
+    def _forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.autocast(self.device_type, torch.bfloat16, enabled=self.use_amp):
+            logits = self.model(x)
+        return logits, F.cross_entropy(logits.float(), y)
+
+    def alpha_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int, int]:
+        """Adam on alpha: validation loss plus lambda times the normalised violation; then lambda ascends."""
+        model, constraint = self.model, self.constraint
+        logits, loss = self._forward(x, y)
+        objective, costs = loss, None
+        if constraint is not None:
+            costs = constraint.expected_costs(model.alpha_normal, model.alpha_reduce, model.genotype)
+            objective = loss + constraint.penalty(costs)
+        self.a_opt.zero_grad(set_to_none=True)
+        # only alpha needs gradients here: skip the weight gradients a full backward would compute
+        grads = torch.autograd.grad(objective, model.arch_parameters())
+        for p, g in zip(model.arch_parameters(), grads):
+            p.grad = g
+        self.a_opt.step()
+        if constraint is not None:
+            constraint.update(costs)
+        model.update_derived()  # the derived cells follow the new alphas
+        return loss.item(), (logits.argmax(1) == y).sum().item(), len(y)
+
+    def weight_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int, int]:
+        """SGD on the supernet weights on a training batch."""
+        logits, loss = self._forward(x, y)
+        self.w_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.model.alpha_normal.grad = self.model.alpha_reduce.grad = None
+        torch.nn.utils.clip_grad_norm_(self.model.weight_parameters(), self.grad_clip)
+        self.w_opt.step()
+        return loss.item(), (logits.argmax(1) == y).sum().item(), len(y)
 
 
 @dataclass
@@ -179,18 +233,12 @@ def run_search(config: SearchConfig, run_dir: str | Path | None = None, *, resum
         raise ConfigError(f"--batch-size {config.batch_size} exceeds the {len(train_y)} training images of one half")
     search_budgets = [Budget(b.metric, config.search_budgets.get(b.metric, b.limit)) for b in budgets]
 
-    # -- the supernet and its optimisers
-    model = Supernet(SupernetConfig(cells=config.cells, channels=config.channels, num_classes=data.num_classes,
-                                    in_channels=data.in_channels, bottleneck=config.bottleneck,
-                                    weight_sharing=config.weight_sharing,
-                                    derived_cells=config.derived_cells)).to(device)
-    w_opt = torch.optim.SGD(model.weight_parameters(), config.lr, momentum=config.momentum,
-                            weight_decay=config.weight_decay)
-    a_opt = torch.optim.Adam(model.arch_parameters(), config.arch_lr, betas=config.arch_betas,
-                             weight_decay=config.arch_weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(w_opt, config.epochs, eta_min=0.0)
+    # -- the supernet, its optimisers and the constraint
+    model = build_supernet(config, data.in_channels, data.num_classes).to(device)
     constraint = Constraint(table, search_budgets, config.constraint, config.lambda_lr, device) if budgets else None
-    use_amp = config.amp and device.type == "cuda"
+    stepper = BilevelStep(model, config, constraint, device)
+    w_opt, a_opt = stepper.w_opt, stepper.a_opt
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(w_opt, config.epochs, eta_min=0.0)
 
     start_epoch, start_step, total_steps, seconds = 0, 0, 0, 0.0
     running = _Running()
@@ -221,39 +269,6 @@ def run_search(config: SearchConfig, run_dir: str | Path | None = None, *, resum
                 "rng": rng_state(), "epoch": epoch, "step": step, "total_steps": total_steps,
                 "seconds": seconds, "running": asdict(running)}
 
-    def alpha_step(x: torch.Tensor, y: torch.Tensor) -> None:
-        """One Adam step on alpha: validation loss plus lambda times the normalised violation."""
-        with torch.autocast(device.type, torch.bfloat16, enabled=use_amp):
-            logits = model(x)
-            loss = F.cross_entropy(logits.float(), y)
-        objective = loss
-        costs = None
-        if constraint is not None:
-            costs = constraint.expected_costs(model.alpha_normal, model.alpha_reduce, model.genotype)
-            objective = loss + constraint.penalty(costs)
-        a_opt.zero_grad(set_to_none=True)
-        # only alpha needs gradients here: skip the weight gradients a full backward would compute
-        grads = torch.autograd.grad(objective, model.arch_parameters())
-        for p, g in zip(model.arch_parameters(), grads):
-            p.grad = g
-        a_opt.step()
-        if constraint is not None:
-            constraint.update(costs)
-        model.update_derived()
-        running.add_val(loss.item(), (logits.argmax(1) == y).sum().item(), len(y))
-
-    def weight_step(x: torch.Tensor, y: torch.Tensor) -> None:
-        """One SGD step on the supernet weights on a training batch."""
-        with torch.autocast(device.type, torch.bfloat16, enabled=use_amp):
-            logits = model(x)
-            loss = F.cross_entropy(logits.float(), y)
-        w_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        model.alpha_normal.grad = model.alpha_reduce.grad = None
-        torch.nn.utils.clip_grad_norm_(model.weight_parameters(), config.grad_clip)
-        w_opt.step()
-        running.add_train(loss.item(), (logits.argmax(1) == y).sum().item(), len(y))
-
     steps_per_epoch = min(len(train), len(val))
     stopped = False
     with stop_on_signals() as stop_request:
@@ -265,8 +280,8 @@ def run_search(config: SearchConfig, run_dir: str | Path | None = None, *, resum
             batches = zip(train.epoch(epoch, start_step), val.epoch(epoch, start_step))
             step = start_step
             for step, ((xt, yt), (xv, yv)) in enumerate(batches, start=start_step):
-                alpha_step(xv, yv)
-                weight_step(xt, yt)
+                running.add_val(*stepper.alpha_step(xv, yv))
+                running.add_train(*stepper.weight_step(xt, yt))
                 total_steps += 1
                 bar.update(1)
                 if progress:
@@ -322,11 +337,13 @@ class _Running:
     val_seen: int = 0
 
     def add_train(self, loss: float, correct: int, n: int) -> None:
+        """Accumulate one weight step."""
         self.train_loss += loss * n
         self.train_correct += correct
         self.train_seen += n
 
     def add_val(self, loss: float, correct: int, n: int) -> None:
+        """Accumulate one alpha step."""
         self.val_loss += loss * n
         self.val_correct += correct
         self.val_seen += n
