@@ -27,6 +27,7 @@ class SearchConfig:
 
     dataset: str = "digits"
     data_dir: str | None = None
+    download: bool = False
     image_size: int | None = None
     # budgets on the deployed network (None = unconstrained)
     max_params: float | None = None
@@ -114,7 +115,7 @@ def resolve_setting(config: SearchConfig, in_channels: int, num_classes: int, im
 
 def prepare_search(config: SearchConfig):
     """Load the data, resolve the deployed setting, build its cost table, and refuse unreachable budgets."""
-    data = load_dataset(config.dataset, config.data_dir, image_size=config.image_size)
+    data = load_dataset(config.dataset, config.data_dir, download=config.download, image_size=config.image_size)
     setting = resolve_setting(config, data.in_channels, data.num_classes, data.image_size)
     table = build_table(setting, config.latency_table)
     budgets = config.budgets()

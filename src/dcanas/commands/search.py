@@ -43,6 +43,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             from ..lug import load_lug
 
             lug = load_lug(args.lug)
+            lug.check_config(config, log=stderr_log)  # refuse another dataset/metric/network before searching
             config.search_budgets = lug.search_budgets(config.budgets())
             config.constraint = lug.constraint
         if args.dry_run:
@@ -72,6 +73,8 @@ def register(command) -> None:
     p = command("search", cmd_search, "search the network that fits the device budget (DCA-NAS)")
     p.add_argument("--dataset", default="digits", help="registered dataset (default: the built-in digits)")
     p.add_argument("--data-dir", help="where the dataset lives")
+    p.add_argument("--download", action="store_const", const=True,
+                   help="fetch cifar10/cifar100/mnist/fashion-mnist into --data-dir (checksummed)")
     p.add_argument("--image-size", type=int, dest="image_size", help="resize images (imagefolder)")
     g = p.add_argument_group("budgets of the deployed network (K, M, G suffixes allowed)")
     g.add_argument("--max-params", type=parse_count, help="parameters, auxiliary head excluded")

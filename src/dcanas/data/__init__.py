@@ -1,0 +1,21 @@
+"""Datasets as device-resident tensors: one loader per format, a registry, batches and augmentation.
+
+`load_dataset(name, data_dir)` is the one entry point; `DATASETS` lists the names it accepts.
+"""
+from .augment import Augment, default_augment
+from .dataset import DATASETS, ImageDataset, dataset_table, load_dataset
+from .loader import BatchLoader, split_train_val
+
+# Importing the format modules registers their loaders, in the order `dcanas datasets` lists them.
+from . import digits, idx, cifar, imagefolder, synthetic  # noqa: E402,F401  isort: skip
+
+__all__ = [
+    "DATASETS",
+    "Augment",
+    "BatchLoader",
+    "ImageDataset",
+    "dataset_table",
+    "default_augment",
+    "load_dataset",
+    "split_train_val",
+]

@@ -1,0 +1,198 @@
+"""ImageFolder layout (train/<class>/*, test/<class>/* or val/<class>/*) from a folder or a tar archive.
+
+Archives are read member by member without extracting; images are decoded with Pillow, in a
+process pool once there are more than PARALLEL_THRESHOLD of them (decoding small JPEGs is
+CPU-bound Python work, so threads do not help).
+"""
+from __future__ import annotations
+
+import io
+import itertools
+import multiprocessing
+import os
+import tarfile
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Iterable, Iterator
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from ..errors import DatasetError
+from .dataset import DatasetInfo, ImageDataset, register_dataset
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}
+ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+SPLITS = ("train", "test", "val")  # val/ is the test split when test/ is absent
+GREY_MODES = {"1", "L", "LA"}
+PARALLEL_THRESHOLD = 2000
+CHUNK_SIZE = 1000
+_LAYOUT = "train/<class>/<image> and test/<class>/<image> (or val/<class>/<image>)"
+
+
+@dataclass(frozen=True, order=True)
+class _Entry:
+    """One image file: its split, class folder and name (sorting these fixes the order)."""
+
+    split: str
+    label: str
+    name: str
+
+
+def _entry(parts: tuple[str, ...]) -> tuple[tuple[str, ...], _Entry] | None:
+    """(prefix, entry) for a path `prefix/<split>/<class>/<file>`, or None if it is not an image."""
+    parts = tuple(p for p in parts if p not in ("", "."))
+    if len(parts) < 3 or any(p.startswith(".") or p == "__MACOSX" for p in parts):
+        return None
+    split, label, name = parts[-3:]
+    if split not in SPLITS or PurePosixPath(name).suffix.lower() not in IMAGE_EXTENSIONS:
+        return None
+    return parts[:-3], _Entry(split, label, name)
+
+
+def _scan_folder(root: Path) -> Iterator[tuple[tuple[str, ...], _Entry, bytes]]:
+    for path in sorted(root.rglob("*")):
+        found = _entry(path.relative_to(root).parts)
+        if found is not None and path.is_file():
+            yield found[0], found[1], path.read_bytes()
+
+
+def _scan_archive(archive: Path) -> Iterator[tuple[tuple[str, ...], _Entry, bytes]]:
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            for member in tar:  # sequential: a .tar.gz cannot seek
+                found = _entry(PurePosixPath(member.name).parts) if member.isfile() else None
+                if found is not None:
+                    yield found[0], found[1], tar.extractfile(member).read()  # type: ignore[union-attr]
+    except (tarfile.TarError, EOFError, OSError) as e:
+        raise DatasetError(f"imagefolder: cannot read {archive} ({e}); the archive is corrupt") from None
+
+
+def _decode(items: list[tuple[str, bytes]], size: int | None) -> list[np.ndarray]:
+    """Decode images to H×W (greyscale) or H×W×3 uint8 arrays, resized to size×size if given."""
+    out = []
+    for name, blob in items:
+        try:
+            with Image.open(io.BytesIO(blob)) as image:
+                if image.mode not in ("L", "RGB"):  # converting to the same mode would only copy
+                    image = image.convert("L" if image.mode in GREY_MODES else "RGB")
+                if size is not None:
+                    image = image.resize((size, size), Image.Resampling.BILINEAR)
+                out.append(np.asarray(image))
+        except (OSError, ValueError, Image.DecompressionBombError) as e:
+            raise DatasetError(f"imagefolder: cannot decode {name} ({e}); remove or replace it") from None
+    return out
+
+
+def _chunks(items: Iterable[tuple[str, bytes]], size: int) -> Iterator[list[tuple[str, bytes]]]:
+    chunk: list[tuple[str, bytes]] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _decode_all(items: Iterable[tuple[str, bytes]], size: int | None) -> list[np.ndarray]:
+    """Decode a stream of images in order, in worker processes once the stream is long."""
+    chunks = _chunks(items, CHUNK_SIZE)
+    head: list[list[tuple[str, bytes]]] = []
+    for chunk in chunks:  # decode small datasets in-process: starting workers costs more
+        head.append(chunk)
+        if sum(map(len, head)) > PARALLEL_THRESHOLD:
+            break
+    else:
+        return [a for chunk in head for a in _decode(chunk, size)]
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    # One core stays with this process, which reads the files and collects the results.
+    workers = min(max(1, cores - 1), 16)
+    # fork: workers only run Pillow, and spawning would re-import torch in each one (seconds).
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else None)
+    futures: list[Future[list[np.ndarray]]] = []
+    with ProcessPoolExecutor(workers, mp_context=context) as pool, tqdm(
+        desc="decoding images", unit="img", leave=False, disable=None
+    ) as bar:
+        try:
+            for chunk in itertools.chain(head, chunks):  # reading goes on while workers decode
+                future = pool.submit(_decode, chunk, size)
+                future.add_done_callback(lambda f, n=len(chunk): bar.update(n))
+                futures.append(future)
+            return [a for future in futures for a in future.result()]
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)  # a bad image or Ctrl-C: don't decode the rest
+            raise
+
+
+def _source(data_dir: Path | None) -> Iterator[tuple[tuple[str, ...], _Entry, bytes]]:
+    if data_dir is None:
+        raise DatasetError(f"imagefolder: pass --data-dir pointing at a folder or .tar/.tar.gz with {_LAYOUT}")
+    if data_dir.is_dir():
+        return _scan_folder(data_dir)
+    if data_dir.is_file() and data_dir.name.lower().endswith(ARCHIVE_SUFFIXES):
+        return _scan_archive(data_dir)
+    raise DatasetError(
+        f"imagefolder: {data_dir} is neither a folder nor a .tar/.tar.gz/.tgz archive; expected {_LAYOUT}"
+    )
+
+
+def _stack(arrays: list[np.ndarray], entries: list[_Entry], where: Path) -> torch.Tensor:
+    """N×C×H×W uint8: one channel if every image is greyscale, else RGB with grey ones repeated."""
+    shapes = {a.shape[:2] for a in arrays}
+    if len(shapes) > 1:
+        first = arrays[0].shape[:2]
+        odd = next(i for i, a in enumerate(arrays) if a.shape[:2] != first)
+        raise DatasetError(
+            f"imagefolder: images in {where} differ in size ({entries[0].name} is {first[1]}x{first[0]}, "
+            f"{entries[odd].name} is {arrays[odd].shape[1]}x{arrays[odd].shape[0]}); pass --image-size N "
+            "to resize all to NxN"
+        )
+    if all(a.ndim == 2 for a in arrays):
+        return torch.from_numpy(np.stack(arrays)[:, None])
+    rgb = [np.repeat(a[:, :, None], 3, axis=2) if a.ndim == 2 else a for a in arrays]
+    return torch.from_numpy(np.ascontiguousarray(np.stack(rgb).transpose(0, 3, 1, 2)))
+
+
+@register_dataset(
+    DatasetInfo(
+        "imagefolder",
+        "your images: train/<class>/*, test/<class>/* (or val/) in a folder or .tar/.tar.gz",
+        present=lambda folder: False,
+        hint="--data-dir (folder or .tar/.tar.gz)",
+    )
+)
+def load_imagefolder(data_dir: Path | None, download: bool, image_size: int | None) -> ImageDataset:
+    """Images in the ImageFolder layout; classes are the sorted train/ subfolder names."""
+    prefixes: set[tuple[str, ...]] = set()
+    entries: list[_Entry] = []
+
+    def items() -> Iterator[tuple[str, bytes]]:
+        for prefix, entry, blob in _source(data_dir):
+            prefixes.add(prefix)
+            entries.append(entry)
+            yield "/".join((*prefix, entry.split, entry.label, entry.name)), blob
+
+    arrays = _decode_all(items(), image_size)
+    if len(prefixes) > 1:
+        roots = ", ".join(sorted("/".join(p) or "." for p in prefixes))
+        raise DatasetError(f"imagefolder: {data_dir} holds several dataset roots ({roots}); point --data-dir at one")
+    splits = {e.split for e in entries}
+    test_split = "test" if "test" in splits else "val"
+    if "train" not in splits or test_split not in splits:
+        raise DatasetError(f"imagefolder: no images in the layout {_LAYOUT} found in {data_dir}")
+    # A stable order (split, class, file name) whatever order the folder or archive lists them in.
+    order = sorted((i for i, e in enumerate(entries) if e.split in ("train", test_split)), key=entries.__getitem__)
+    classes = sorted({e.label for e in entries if e.split == "train"})
+    unknown = sorted({e.label for e in entries if e.split == test_split} - set(classes))
+    if unknown:
+        raise DatasetError(f"imagefolder: {test_split}/ has classes that train/ lacks: {', '.join(unknown)}")
+    x = _stack([arrays[i] for i in order], [entries[i] for i in order], data_dir)  # type: ignore[arg-type]
+    index = {c: i for i, c in enumerate(classes)}
+    y = torch.tensor([index[entries[i].label] for i in order], dtype=torch.int64)
+    is_train = torch.tensor([entries[i].split == "train" for i in order])
+    return ImageDataset.from_tensors("imagefolder", x[is_train], y[is_train], x[~is_train], y[~is_train], classes)

@@ -1,0 +1,127 @@
+"""Device-resident batches with stateless randomness, and the search's train/val split.
+
+Every random choice is a function of (seed, epoch, batch index) only, so a run resumed at
+(epoch, batch) sees exactly the batches an uninterrupted run would have seen, and every rank of
+a data-parallel job computes the same global batch and takes its own rows of it.
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError
+from .augment import Augment
+from .dataset import ImageDataset
+
+_PERMUTATION, _AUGMENT = 0, 1  # stream ids, so the two never share a seed
+
+
+def stateless_generator(*keys: int) -> torch.Generator:
+    """A CPU generator seeded by a hash of `keys` (e.g. seed, epoch, batch)."""
+    seed = int(np.random.SeedSequence([k % 2**64 for k in keys]).generate_state(1, np.uint64)[0])
+    return torch.Generator().manual_seed(seed & 0x7FFF_FFFF_FFFF_FFFF)
+
+
+def split_train_val(
+    data: ImageDataset, fraction: float = 0.5, seed: int = 0
+) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """Shuffle the training set with `seed` and cut it: `fraction` for weights, the rest for alphas."""
+    n = len(data.train_x)
+    n_train = round(n * fraction)
+    if not 0 < n_train < n:
+        raise ConfigError(f"train fraction {fraction} of {n} images leaves one of the two halves empty")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    train, val = order[:n_train], order[n_train:]
+    return (data.train_x[train], data.train_y[train]), (data.train_x[val], data.train_y[val])
+
+
+class BatchLoader:
+    """Yields normalised (and optionally augmented) float batches from uint8 images kept on `device`.
+
+    `batch_size` is the global batch: with world_size > 1 each rank gets its contiguous
+    batch_size // world_size rows of every global batch, so results do not depend on world size.
+    """
+
+    def __init__(
+        self,
+        x_uint8: torch.Tensor,
+        y: torch.Tensor,
+        batch_size: int,
+        *,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        shuffle: bool = True,
+        augment: Augment | None = None,
+        drop_last: bool = False,
+        seed: int = 0,
+        device: str | torch.device = "cpu",
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        if batch_size < 1 or batch_size % world_size:
+            raise ConfigError(f"batch size {batch_size} must be a positive multiple of the world size {world_size}")
+        if not 0 <= rank < world_size:
+            raise ConfigError(f"rank {rank} is outside the world size {world_size}")
+        if len(x_uint8) != len(y) or x_uint8.dtype != torch.uint8 or x_uint8.ndim != 4:
+            raise ConfigError("BatchLoader needs uint8 N×C×H×W images and N labels")
+        if len(mean) != x_uint8.shape[1] or len(std) != x_uint8.shape[1]:
+            raise ConfigError(f"mean/std have {len(mean)}/{len(std)} values for {x_uint8.shape[1]} channels")
+        self.device = torch.device(device)
+        self.x = x_uint8.to(self.device)
+        self.y = y.to(self.device, torch.int64)
+        self.batch_size = batch_size
+        self.shuffle, self.drop_last, self.seed = shuffle, drop_last, seed
+        self.augment = augment if augment is not None and augment.active else None
+        self.rank, self.world_size = rank, world_size
+        # (x/255 - mean)/std as one multiply-add.
+        std_t = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
+        mean_t = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
+        self._scale = 1.0 / (255.0 * std_t)
+        self._shift = mean_t / std_t
+
+    def __len__(self) -> int:
+        """Global batches per epoch."""
+        n = len(self.x)
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    @property
+    def num_samples(self) -> int:
+        """Samples per epoch over all ranks together (fewer than N with drop_last)."""
+        return len(self) * self.batch_size if self.drop_last else len(self.x)
+
+    def permutation(self, epoch: int) -> torch.Tensor:
+        """The order of the samples in `epoch` (the same on every rank)."""
+        if not self.shuffle:
+            return torch.arange(len(self.x), device=self.device)
+        order = torch.randperm(len(self.x), generator=stateless_generator(self.seed, epoch, _PERMUTATION))
+        return order.to(self.device)
+
+    def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """This rank's (x, y) batches of `epoch`, starting at global batch `start_batch`."""
+        order = self.permutation(epoch)
+        for b in range(start_batch, len(self)):
+            batch = order[b * self.batch_size : (b + 1) * self.batch_size]
+            start, stop = self._shard(len(batch))
+            rows = batch[start:stop]
+            x = self.x[rows].float().mul_(self._scale).sub_(self._shift)
+            if self.augment is not None:
+                g = stateless_generator(self.seed, epoch, b, _AUGMENT)
+                params = self.augment.sample(len(batch), x.shape[2], x.shape[3], g)
+                x = self.augment.apply(x, params[start:stop])
+            yield x, self.y[rows]
+
+    def _shard(self, n: int) -> tuple[int, int]:
+        """This rank's contiguous rows [start, stop) of an n-row global batch.
+
+        Full batches split into equal shards; a last, shorter batch is shared as evenly as it can.
+        """
+        share, extra = divmod(n, self.world_size)
+        start = self.rank * share + min(self.rank, extra)
+        return start, start + share + (self.rank < extra)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Epoch 0 (for evaluation loops that do not count epochs)."""
+        return self.epoch(0)
