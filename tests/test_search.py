@@ -111,7 +111,7 @@ def test_constraint_estimates(digits_table):
     alpha_n, alpha_r = torch.randn(14, 8, requires_grad=True), torch.randn(14, 8, requires_grad=True)
     g = derive_genotype(alpha_n, alpha_r)
     derived = Constraint(digits_table, [Budget("params", 2e5), Budget("flops", 3e6)], "derived")
-    costs = derived.expected_costs(alpha_n, alpha_r, g)
+    costs = derived.expected_costs([alpha_n, alpha_r], g)
     exact = digits_table.genotype_cost(g)
     assert costs[0].item() == pytest.approx(exact["params"]) and costs[1].item() == pytest.approx(exact["flops"])
     costs[0].backward()
@@ -121,7 +121,7 @@ def test_constraint_estimates(digits_table):
     normal, reduce = digits_table.per_cell_type("params")
     sources = [i for j in range(2, 6) for i in range(j)]
     expected = digits_table.fixed["params"] + (normal[sources].sum() + reduce[sources].sum()) / 8
-    assert paper.expected_costs(uniform, uniform, g)[0].item() == pytest.approx(expected, rel=1e-6)
+    assert paper.expected_costs([uniform, uniform], g)[0].item() == pytest.approx(expected, rel=1e-6)
     # multipliers: projected ascent, never negative
     paper.update([torch.tensor(4e5)])
     assert paper.lambdas.item() == pytest.approx(0.05)

@@ -13,7 +13,7 @@ Two estimates of the deployed cost are offered:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +22,7 @@ from .cost import CostTable
 from .errors import BudgetError
 from .spaces.darts.genotype import Genotype
 from .spaces.darts.ops import PRIMITIVES
-from .spaces.darts.supernet import NONE_INDEX, edge_sources
+from .spaces.darts.supernet import edge_sources
 
 CONSTRAINT_MODES = ("derived", "paper")
 UNITS = {"params": "parameters", "flops": "MACs", "latency": "ms"}
@@ -94,7 +94,11 @@ def auto_channels(table_for: Callable[[int], CostTable], budgets: list[Budget]) 
 
 
 class Constraint:
-    """k_s(alpha) for each budget, the multipliers lambda, and the penalty added to the alpha loss."""
+    """k_s(alpha) for each budget, the multipliers lambda, and the penalty added to the alpha loss.
+
+    `table` is any search space's cost table offering `alpha_costs(metric)`, `kept_edges(genotype)`,
+    `genotype_cost(genotype)`, `fixed` and `ops`; one entry of `alpha_costs` per alpha tensor.
+    """
 
     def __init__(self, table: CostTable, budgets: list[Budget], mode: str = "derived", lambda_lr: float = 0.05,
                  device: torch.device | str = "cpu"):
@@ -105,37 +109,27 @@ class Constraint:
         self.mode = mode
         self.lambda_lr = lambda_lr
         self.lambdas = torch.zeros(len(budgets), dtype=torch.float64)
-        sources = [i for i, _ in edge_sources(table.steps)]
-        # per budget: [edges, ops] costs summed over all normal / all reduction cells of the deployed net
-        self._normal, self._reduce, self._fixed = [], [], []
-        for b in budgets:
-            normal, reduce = table.per_cell_type(b.metric)
-            self._normal.append(torch.tensor(normal[sources], dtype=torch.float32, device=device))
-            self._reduce.append(torch.tensor(reduce[sources], dtype=torch.float32, device=device))
-            self._fixed.append(float(table.fixed[b.metric]))
+        self.none_index = list(table.ops).index("none") if "none" in table.ops else None
+        # per budget, per alpha tensor: [edges, ops] costs summed over the deployed cells it describes
+        self._costs = [[torch.tensor(c, dtype=torch.float32, device=device) for c in table.alpha_costs(b.metric)]
+                       for b in budgets]
+        self._fixed = [float(table.fixed[b.metric]) for b in budgets]
 
-    def expected_costs(self, alpha_normal: torch.Tensor, alpha_reduce: torch.Tensor,
-                       genotype: Genotype) -> list[torch.Tensor]:
+    def expected_costs(self, alphas: list[torch.Tensor], genotype: Any) -> list[torch.Tensor]:
         """The differentiable estimate of each budget's metric for the deployed network."""
         if self.mode == "paper":
-            p_n, p_r = F.softmax(alpha_normal, -1), F.softmax(alpha_reduce, -1)
-            return [f + (p_n * n).sum() + (p_r * r).sum()
-                    for f, n, r in zip(self._fixed, self._normal, self._reduce)]
-        mask_n, mask_r = self._selected(genotype.normal), self._selected(genotype.reduce)
-        q_n, q_r = _without_none(alpha_normal), _without_none(alpha_reduce)
+            probs = [F.softmax(a, -1) for a in alphas]
+            return [f + sum((p * c).sum() for p, c in zip(probs, costs))
+                    for f, costs in zip(self._fixed, self._costs)]
+        kept = [torch.tensor(m, dtype=torch.float32, device=alphas[0].device)[:, None]
+                for m in self.table.kept_edges(genotype)]
+        probs = [_without(a, self.none_index) for a in alphas]
         exact = self.table.genotype_cost(genotype)
-        costs = []
-        for b, f, n, r in zip(self.budgets, self._fixed, self._normal, self._reduce):
-            soft = f + (mask_n[:, None].to(n) * q_n * n).sum() + (mask_r[:, None].to(r) * q_r * r).sum()
-            costs.append(soft + (exact[b.metric] - soft).detach())  # value exact, gradient soft
-        return costs
-
-    def _selected(self, edges: list[tuple[str, int]]) -> torch.Tensor:
-        order = edge_sources(self.table.steps)
-        mask = torch.zeros(len(order))
-        for k, (_, i) in enumerate(edges):
-            mask[order.index((i, 2 + k // 2))] = 1.0
-        return mask
+        result = []
+        for b, f, costs in zip(self.budgets, self._fixed, self._costs):
+            soft = f + sum((m * p * c).sum() for m, p, c in zip(kept, probs, costs))
+            result.append(soft + (exact[b.metric] - soft).detach())  # value exact, gradient soft
+        return result
 
     def violations(self, costs: list[torch.Tensor]) -> torch.Tensor:
         """Normalised violations k/K - 1 (positive = over budget), differentiable."""
@@ -160,9 +154,11 @@ class Constraint:
         self.lambdas = state["lambdas"].clone()
 
 
-def _without_none(alpha: torch.Tensor) -> torch.Tensor:
-    """Softmax over the non-`none` ops (the ones discretisation can pick), zero for `none`."""
-    masked = alpha.masked_fill(torch.arange(len(PRIMITIVES), device=alpha.device) == NONE_INDEX, float("-inf"))
+def _without(alpha: torch.Tensor, none_index: int | None) -> torch.Tensor:
+    """Softmax over the ops discretisation can pick (all but `none`), zero for `none`."""
+    if none_index is None:
+        return F.softmax(alpha, dim=-1)
+    masked = alpha.masked_fill(torch.arange(alpha.shape[-1], device=alpha.device) == none_index, float("-inf"))
     return F.softmax(masked, dim=-1)
 
 

@@ -113,6 +113,23 @@ class CostTable:
         table = self.entries[metric]
         return table[~self.reduction].sum(axis=0), table[self.reduction].sum(axis=0)
 
+    def alpha_costs(self, metric: str) -> list[np.ndarray]:
+        """Per alpha group (normal, reduce): [edges, ops] cost of each op on each supernet edge, summed
+        over every deployed cell that group's alpha describes."""
+        sources = [i for j in range(2, 2 + self.steps) for i in range(j)]  # DARTS alpha row order
+        return [table[sources] for table in self.per_cell_type(metric)]
+
+    def kept_edges(self, genotype: Genotype) -> list[np.ndarray]:
+        """Per alpha group: 1 for the supernet edges the genotype keeps, 0 for the dropped ones."""
+        masks = []
+        for edges in (genotype.normal, genotype.reduce):
+            mask = np.zeros(sum(range(2, 2 + self.steps)))
+            for k, (_, i) in enumerate(edges):
+                j = 2 + k // 2
+                mask[j * (j - 1) // 2 - 1 + i] = 1.0  # rows of node j start after 2+3+...+(j-1) edges
+            masks.append(mask)
+        return masks
+
     def bounds(self, metric: str) -> tuple[float, float]:
         """Smallest and largest whole-network cost any genotype (no `none`, 2 distinct inputs per node) can have."""
         normal, reduce = self.per_cell_type(metric)

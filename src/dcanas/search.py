@@ -166,7 +166,7 @@ class BilevelStep:
         logits, loss = self._forward(x, y)
         objective, costs = loss, None
         if constraint is not None:
-            costs = constraint.expected_costs(model.alpha_normal, model.alpha_reduce, model.genotype)
+            costs = constraint.expected_costs(model.arch_parameters(), model.genotype)
             objective = loss + constraint.penalty(costs)
         self.a_opt.zero_grad(set_to_none=True)
         # only alpha needs gradients here: skip the weight gradients a full backward would compute
@@ -375,7 +375,7 @@ def _epoch_record(epoch: int, running: _Running, model: Supernet, table: CostTab
     if "latency" in derived:
         row["derived_latency"] = derived["latency"]
     if constraint is not None:
-        costs = constraint.expected_costs(model.alpha_normal.detach(), model.alpha_reduce.detach(), genotype)
+        costs = constraint.expected_costs([a.detach() for a in model.arch_parameters()], genotype)
         for b, c, lam in zip(constraint.budgets, costs, constraint.lambdas.tolist()):
             row[f"search_{b.metric}"] = float(c)
             row[f"lambda_{b.metric}"] = lam
