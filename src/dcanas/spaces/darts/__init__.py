@@ -1,0 +1,1 @@
+"""The DARTS search space: ops, genotypes, cells, evaluation networks, the search supernet."""
