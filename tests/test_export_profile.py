@@ -1,0 +1,193 @@
+"""Export (ONNX, TorchScript) verified against PyTorch; latency profiling; per-op latency tables and --max-latency."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from dcanas.cli import main
+from dcanas.cost import build_cost_table
+from dcanas.errors import BudgetError, DcanasError
+from dcanas.export import export_onnx, export_torchscript
+from dcanas.latency import attach_latency_table, load_latency_table
+from dcanas.model_io import save_model
+from dcanas.search import SearchConfig, run_search
+from dcanas.spaces.darts.genotype import GENOTYPES
+from dcanas.spaces.darts.network import EvalNetwork, eval_setting_for
+from dcanas.spaces.darts.ops import PRIMITIVES
+
+ort = pytest.importorskip("onnxruntime", reason="export and profile need onnxruntime: pip install -e .[export]")
+
+TINY = {"cells": 5, "channels": 8}  # digits: 1x8x8 input, 10 classes
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny tensors gain nothing from OpenMP threads, and on a shared, loaded machine their spin-waits cost seconds."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def trained_like_net() -> EvalNetwork:
+    """DARTS_V2 on digits with non-trivial BatchNorm statistics, as a trained net has (eval mode must use them)."""
+    torch.manual_seed(0)
+    net = EvalNetwork(GENOTYPES.get("DARTS_V2"), eval_setting_for("digits", **TINY))
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    net.drop_path_prob = 0.3  # must not reach the exported graph
+    return net.eval()
+
+
+def ort_run(path, x: torch.Tensor) -> np.ndarray:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert len(session.get_outputs()) == 1  # logits only: no auxiliary head output
+    return session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+
+
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_onnx_matches_pytorch(tmp_path, dynamic):
+    net = trained_like_net()
+    path = tmp_path / "m.onnx"
+    info = export_onnx(net, path, batch_size=2, dynamic_batch=dynamic)
+    assert info["max_abs_diff"] < 1e-4
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (out,) = session.get_outputs()
+    assert out.shape[1] == 10 and (out.shape[0] == "batch" if dynamic else out.shape[0] == 2)
+    batches = (2, 5) if dynamic else (2,)
+    for b in batches:
+        x = torch.randn(b, 1, 8, 8)
+        got = ort_run(path, x)
+        assert got.shape == (b, 10)
+        np.testing.assert_allclose(got, net(x).detach().numpy(), atol=1e-4, rtol=1e-4)
+    onnx = pytest.importorskip("onnx")
+
+    names = [i.name for i in onnx.load(str(path)).graph.initializer]
+    assert not any("auxiliary" in n for n in names)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
+def test_torchscript_matches_pytorch(tmp_path):
+    net = trained_like_net()
+    info = export_torchscript(net, tmp_path / "m.ts", batch_size=1)
+    assert info["max_abs_diff"] < 1e-5
+    loaded = torch.jit.load(str(tmp_path / "m.ts"))
+    x = torch.randn(4, 1, 8, 8)
+    out = loaded(x)
+    assert isinstance(out, torch.Tensor) and out.shape == (4, 10)
+    torch.testing.assert_close(out, net(x))
+    assert not any("auxiliary" in k for k in loaded.state_dict())
+
+
+def test_export_cli_from_run_folder(tmp_path, capsys):
+    run = tmp_path / "run"
+    save_model(run / "model.pt", trained_like_net())
+    assert main(["export", str(run), "--json", "--dynamic-batch", "--torchscript", str(tmp_path / "m.ts")]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["onnx"]["path"] == str(run / "model.onnx") and (run / "model.onnx").is_file()
+    assert result["onnx"]["output_shape"] == ["batch", 10] and result["onnx"]["verified_batch_sizes"] == [1, 3]
+    assert result["trained"] and (tmp_path / "m.ts").is_file()
+
+
+@pytest.mark.parametrize("case", ["missing", "corrupt", "folder", "shape-option"])
+def test_export_user_errors_exit_2_with_one_line(tmp_path, capsys, case):
+    model = tmp_path / "model.pt"
+    args = ["export", str(model)]
+    if case == "corrupt":
+        model.write_bytes(b"not a checkpoint at all")
+    elif case == "folder":
+        args = ["export", str(tmp_path)]
+    elif case == "shape-option":
+        save_model(model, trained_like_net())
+        args += ["--cells", "20"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("dcanas: error:") and "\n" not in err and "Traceback" not in err
+    assert not (tmp_path / "model.onnx").exists()
+
+
+def test_profile_onnx_file(tmp_path, capsys):
+    export_onnx(trained_like_net(), tmp_path / "m.onnx", dynamic_batch=True)
+    assert main(["profile", str(tmp_path / "m.onnx"), "--runs", "20", "--batch-size", "2", "--json", "--quiet"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    stats = result["latency"]
+    assert result["input_shape"] == [2, 1, 8, 8] and stats["runs"] == 20
+    assert 0 < stats["p10_ms"] <= stats["median_ms"] <= stats["p90_ms"]
+    assert result["units"] == "ms" and result["device"]["threads"] == 1 and result["device"]["onnxruntime"]
+
+
+@pytest.fixture(scope="module")
+def latency_table(tmp_path_factory):
+    """A per-op table for digits at 5 cells x 8 channels, measured through the CLI (few runs: speed, not accuracy)."""
+    path = tmp_path_factory.mktemp("latency") / "table.json"
+    code = main(["profile", "--ops", "--dataset", "digits", "--cells", "5", "--channels", "8", "--runs", "20",
+                 "--rounds", "2", "--warmup", "2", "--calibrate", "2", "--out", str(path), "--quiet", "--json"])
+    assert code == 0
+    return path
+
+
+def test_latency_table_has_every_position(latency_table):
+    setting = eval_setting_for("digits", **TINY)
+    table = build_cost_table(setting)
+    attach_latency_table(table, latency_table)
+    latency = table.entries["latency"]
+    assert latency.shape == table.entries["params"].shape
+    assert np.isfinite(latency).all() and (latency >= 0).all()
+    assert (latency[:, :, PRIMITIVES.index("none")] == 0).all()
+    conv = latency[:, :, PRIMITIVES.index("sep_conv_5x5")]
+    assert (conv > 0).mean() > 0.8  # timings, not placeholders (noise may zero an op smaller than its context)
+    assert table.fixed["latency"] > 0
+    low, high = table.bounds("latency")
+    assert table.fixed["latency"] < low < high
+    data = json.loads(latency_table.read_text())
+    assert data["units"] == "ms" and data["setting"]["cells"] == 5 and data["device"]["processor"]
+    assert data["method"]["calibration"]["networks"] == 2 and data["method"]["op_scale"] > 0
+
+
+def test_latency_table_for_another_setting_is_refused(latency_table, tmp_path):
+    other = build_cost_table(eval_setting_for("digits"))  # 8 cells x 16 channels
+    with pytest.raises(DcanasError, match="another evaluation network.*differs in cells, channels"):
+        attach_latency_table(other, latency_table)
+    broken = tmp_path / "broken.json"
+    broken.write_text(latency_table.read_text()[:200])
+    with pytest.raises(DcanasError, match="not a usable latency table"):
+        load_latency_table(broken)
+    data = json.loads(latency_table.read_text())
+    data["entries"][0][0][4] = -1.0
+    broken.write_text(json.dumps(data))
+    with pytest.raises(DcanasError, match="negative"):
+        load_latency_table(broken)
+
+
+def test_search_with_max_latency_meets_it(latency_table, tmp_path):
+    table = build_cost_table(eval_setting_for("digits", **TINY))
+    attach_latency_table(table, latency_table)
+    low, high = table.bounds("latency")
+    budget = low + 0.3 * (high - low)
+    config = SearchConfig(dataset="digits", epochs=1, max_steps=3, batch_size=32, max_latency=budget,
+                          latency_table=str(latency_table), eval_cells=5, eval_channels=8)
+    result = run_search(config, tmp_path / "run", progress=False, log=lambda _: None)
+    predicted = table.genotype_cost(result.genotype)["latency"]
+    assert predicted <= budget
+    assert result.budgets["latency"]["ok"] and result.budgets["latency"]["value"] == pytest.approx(predicted)
+
+
+def test_max_latency_without_table_is_refused(tmp_path, capsys):
+    with pytest.raises(BudgetError, match="profile --ops"):
+        run_search(SearchConfig(dataset="digits", max_latency=1.0), tmp_path / "a", progress=False)
+    assert main(["search", "--max-latency", "1", "--run-dir", str(tmp_path / "b"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("dcanas: error:") and "\n" not in err and "--latency-table" in err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_profile_cli_user_errors(tmp_path, latency_table, capsys):
+    cases = [["profile"], ["profile", "DARTS_V2", "--ops"], ["profile", str(tmp_path / "none.onnx")],
+             ["profile", "DARTS_V2", "--dataset", "digits", "--latency-table", str(latency_table)]]
+    for args in cases:
+        assert main(args + ["--quiet"]) == 2, args
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err and err[-1].startswith("dcanas: error:"), args
