@@ -71,7 +71,10 @@ def network_cost(genotype: Genotype, setting: EvalSetting) -> NetworkCost:
 @functools.lru_cache(maxsize=4096)
 def op_cost(op: str, channels: int, stride: int, size: int) -> tuple[int, int]:
     """(params, MACs) of candidate op `op` on a channels x size x size input, measured once."""
-    module = make_op(op, channels, stride)
+    # a private RNG: this runs on cache misses only, and drawing init weights from the global stream here
+    # would make a seeded search depend on what its process measured before (pool and Ray workers)
+    with torch.random.fork_rng(devices=[]):
+        module = make_op(op, channels, stride)
     params = sum(p.numel() for p in module.parameters())
     return params, count_flops(module, (1, channels, size, size))
 

@@ -7,12 +7,12 @@ those variables everything degrades to one process, so callers never branch on "
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Callable, Iterable
 
 import torch
 import torch.distributed as dist
 
-from .errors import ConfigError
+from .errors import ConfigError, DcanasError
 from .runs import pick_device
 
 _ENV = ("WORLD_SIZE", "RANK", "LOCAL_RANK")
@@ -95,6 +95,43 @@ def any_process(flag: bool, device: torch.device | str = "cpu") -> bool:
     t = torch.tensor([1.0 if flag else 0.0], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item())
+
+
+def average_gradients(params: Iterable[torch.Tensor]) -> None:
+    """Replace every parameter's .grad by its mean over all processes, in one all-reduce of a flat buffer.
+
+    For graphs that change from step to step (a search supernet's derived cells) where DDP's bucketing
+    does not fit. A missing gradient counts as zeros in the mean; a parameter without a gradient on every
+    process keeps None, so the optimiser skips it (no weight decay, no momentum) exactly as one process would.
+    """
+    if not is_distributed():
+        return
+    params = list(params)
+    if not params:
+        return
+    grads = [p.grad.reshape(-1) if p.grad is not None else p.new_zeros(p.numel()) for p in params]
+    has_grad = params[0].new_tensor([p.grad is not None for p in params], dtype=grads[0].dtype)
+    flat = torch.cat([*grads, has_grad])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    flat /= world_size()
+    sums, has_grad = flat[:-len(params)], flat[-len(params):].tolist()
+    for p, g, used in zip(params, sums.split([p.numel() for p in params]), has_grad):
+        p.grad = g.view_as(p).to(p.dtype) if used > 0 else None
+
+
+def on_main(fn: Callable[[], Any]) -> Any:
+    """Run `fn` on rank 0 only; every process gets its result, or raises the user error it raised
+    (so a refused run folder stops every process instead of leaving the others waiting)."""
+    value, error = None, None
+    if is_main():
+        try:
+            value = fn()
+        except DcanasError as exc:
+            error = exc
+    value, error = broadcast_object((value, error))
+    if error is not None:
+        raise error
+    return value
 
 
 def broadcast_object(obj: Any, src: int = 0) -> Any:

@@ -1,8 +1,15 @@
-"""DCA-NAS search: the first-order bilevel loop with the device constraint, readable top to bottom."""
+"""DCA-NAS search: the first-order bilevel loop with the device constraint, readable top to bottom.
+
+Under torchrun each process takes its rows of every global batch (--batch-size is global) and the
+alpha and weight gradients are averaged over processes before each optimiser step, so alphas, weights,
+multipliers and the derived genotype are the same on every process at every step; rank 0 alone writes
+the run folder. A run depends on the global batch and on the micro-batch BatchNorm normalises over,
+batch_size / (processes x accum_steps), not on how many processes share the work.
+"""
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, astuple, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
@@ -10,12 +17,13 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from . import distributed as dist_utils
 from .constraint import Budget, Constraint, auto_channels, check_budgets, cost_summary, repair_genotype
 from .cost import CostTable, build_cost_table, network_cost
 from .data import BatchLoader, default_augment, load_dataset, split_train_val
 from .errors import ConfigError, RunDirError
-from .runs import (CHECKPOINT, MetricsLog, load_checkpoint, pick_device, prepare_run_dir, rng_state,
-                   save_checkpoint, set_rng_state, stop_on_signals, write_json)
+from .runs import (CHECKPOINT, MetricsLog, load_checkpoint, prepare_run_dir, rng_state, save_checkpoint,
+                   set_rng_state, stop_on_signals, write_json)
 from .spaces.darts.genotype import Genotype, genotype_to_dict, genotype_to_text
 from .spaces.darts.network import EvalSetting, eval_setting_for
 from .spaces.darts.supernet import Supernet, SupernetConfig
@@ -49,7 +57,7 @@ class SearchConfig:
     derived_cells: bool = True
     # optimisation (paper appendix defaults, batch scaled for a CPU)
     epochs: int = 50
-    batch_size: int = 64
+    batch_size: int = 64  # the global batch, over all processes
     lr: float = 0.2
     momentum: float = 0.9
     weight_decay: float = 3e-4
@@ -60,6 +68,7 @@ class SearchConfig:
     grad_clip: float = 5.0
     seed: int = 0
     max_steps: int | None = None
+    accum_steps: int = 1  # micro-batches per process per step (BatchNorm normalises over one)
     device: str = "auto"
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
 
@@ -148,6 +157,7 @@ class BilevelStep:
         self.model = model
         self.constraint = constraint
         self.grad_clip = config.grad_clip
+        self.accum_steps = config.accum_steps
         self.use_amp = config.amp and device.type == "cuda"
         self.device_type = device.type
         self.w_opt = torch.optim.SGD(model.weight_parameters(), config.lr, momentum=config.momentum,
@@ -160,34 +170,52 @@ class BilevelStep:
             logits = self.model(x)
         return logits, F.cross_entropy(logits.float(), y)
 
+    def _micro_batches(self, x: torch.Tensor, y: torch.Tensor):
+        return zip(x.chunk(self.accum_steps), y.chunk(self.accum_steps))
+
     def alpha_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int, int]:
         """Adam on alpha: validation loss plus lambda times the normalised violation; then lambda ascends."""
         model, constraint = self.model, self.constraint
-        logits, loss = self._forward(x, y)
-        objective, costs = loss, None
-        if constraint is not None:
-            costs = constraint.expected_costs(model.arch_parameters(), model.genotype)
-            objective = loss + constraint.penalty(costs)
+        alphas = model.arch_parameters()
         self.a_opt.zero_grad(set_to_none=True)
-        # only alpha needs gradients here: skip the weight gradients a full backward would compute
-        grads = torch.autograd.grad(objective, model.arch_parameters())
-        for p, g in zip(model.arch_parameters(), grads):
-            p.grad = g
+        losses, correct = [], 0
+        for xm, ym in self._micro_batches(x, y):
+            logits, loss = self._forward(xm, ym)
+            # only alpha needs gradients here: skip the weight gradients a full backward would compute
+            _add_grads(alphas, torch.autograd.grad(loss / self.accum_steps, alphas))
+            losses.append(loss.item())
+            correct += (logits.argmax(1) == ym).sum().item()
+        dist_utils.average_gradients(alphas)  # the global batch's gradient: the same step on every process
+        costs = None
+        if constraint is not None:  # the penalty depends on alpha alone: added once, after the average
+            costs = constraint.expected_costs(alphas, model.genotype)
+            _add_grads(alphas, torch.autograd.grad(constraint.penalty(costs), alphas))
         self.a_opt.step()
         if constraint is not None:
-            constraint.update(costs)
+            constraint.update(costs)  # the derived genotype's cost: the same on every process
         model.update_derived()  # the derived cells follow the new alphas
-        return loss.item(), (logits.argmax(1) == y).sum().item(), len(y)
+        return sum(losses) / len(losses), correct, len(y)
 
     def weight_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int, int]:
         """SGD on the supernet weights on a training batch."""
-        logits, loss = self._forward(x, y)
         self.w_opt.zero_grad(set_to_none=True)
-        loss.backward()
+        losses, correct = [], 0
+        for xm, ym in self._micro_batches(x, y):
+            logits, loss = self._forward(xm, ym)
+            (loss / self.accum_steps).backward()
+            losses.append(loss.item())
+            correct += (logits.argmax(1) == ym).sum().item()
         self.model.alpha_normal.grad = self.model.alpha_reduce.grad = None
+        # not DDP: the derived cells change the graph every step and leave most weights without a gradient
+        dist_utils.average_gradients(self.model.weight_parameters())
         torch.nn.utils.clip_grad_norm_(self.model.weight_parameters(), self.grad_clip)
         self.w_opt.step()
-        return loss.item(), (logits.argmax(1) == y).sum().item(), len(y)
+        return sum(losses) / len(losses), correct, len(y)
+
+
+def _add_grads(params: list[torch.Tensor], grads: tuple[torch.Tensor, ...]) -> None:
+    for p, g in zip(params, grads):
+        p.grad = g if p.grad is None else p.grad + g
 
 
 @dataclass
@@ -216,18 +244,35 @@ class SearchResult:
 
 def run_search(config: SearchConfig, run_dir: str | Path | None = None, *, resume: bool = False,
                progress: bool = True, log: Callable[[str], None] = print) -> SearchResult:
-    """Search, derive, verify (and repair) against every budget; resumable from its run folder."""
-    if resume:
+    """Search, derive, verify (and repair) against every budget; resumable from its run folder; torchrun-aware."""
+    checkpoint = None
+    if resume:  # every process reads the checkpoint (on several nodes the run folder must be shared)
         run_dir = prepare_run_dir(run_dir, True, "")
         checkpoint = load_checkpoint(run_dir / CHECKPOINT)
         config = SearchConfig.from_dict(checkpoint["config"])
-    torch.manual_seed(config.seed)
-    device = pick_device(config.device)
+    rank, world_size, device = dist_utils.init_distributed(config.device)
+    try:
+        return _search(config, run_dir, checkpoint, rank, world_size, device, progress and rank == 0,
+                       log if rank == 0 else (lambda message: None))
+    finally:
+        dist_utils.cleanup()
 
+
+def _search(config: SearchConfig, run_dir: str | Path | None, checkpoint: dict | None, rank: int,
+            world_size: int, device: torch.device, progress: bool, log: Callable[[str], None]) -> SearchResult:
+    main, resume = rank == 0, checkpoint is not None
+    torch.manual_seed(config.seed)  # the same initial weights and alphas on every process
+
+    if config.download and world_size > 1:  # rank 0 fetches (every process would write the same files), then all load
+        dist_utils.on_main(lambda: load_dataset(config.dataset, config.data_dir, download=True).name)
     data, setting, table, budgets = prepare_search(config)
     (train_x, train_y), (val_x, val_y) = split_train_val(data, 0.5, seed=config.seed)
     augment = default_augment(config.dataset, data.image_size)
-    loader_args = dict(mean=data.mean, std=data.std, drop_last=True, device=device)
+    if config.accum_steps < 1 or config.batch_size % (world_size * config.accum_steps):
+        raise ConfigError(f"--batch-size {config.batch_size} (the global batch) must be a positive multiple of "
+                          f"processes x --accum-steps = {world_size} x {config.accum_steps}")
+    loader_args = dict(mean=data.mean, std=data.std, drop_last=True, device=device, rank=rank,
+                       world_size=world_size)
     train = BatchLoader(train_x, train_y, config.batch_size, augment=augment, seed=config.seed, **loader_args)
     val = BatchLoader(val_x, val_y, config.batch_size, augment=augment, seed=config.seed + 1, **loader_args)
     if len(train) == 0:
@@ -253,22 +298,22 @@ def run_search(config: SearchConfig, run_dir: str | Path | None = None, *, resum
         set_rng_state(checkpoint["rng"])
         start_epoch, start_step = checkpoint["epoch"], checkpoint["step"]
         total_steps, seconds = checkpoint["total_steps"], checkpoint["seconds"]
-        running = _Running(**checkpoint["running"])
+        if main:  # the saved sums are over all processes: give them to one so the epoch's total is unchanged
+            running = _Running(**checkpoint["running"])
         model.update_derived()
         log(f"resuming {run_dir} at epoch {start_epoch + 1}, step {start_step}")
     else:
-        run_dir = prepare_run_dir(run_dir, False, _run_name(config))
-        write_json(run_dir / "config.json", config.to_dict())
+        run_dir = dist_utils.on_main(lambda: _new_run_dir(config, run_dir))
     run_dir = Path(run_dir)
-    metrics = MetricsLog(run_dir / "metrics.csv", keep_epochs=start_epoch if resume else None)
-    history = _load_history(run_dir / "history.json", start_epoch) if resume else []
+    metrics = MetricsLog(run_dir / "metrics.csv", keep_epochs=start_epoch if resume else None) if main else None
+    history = _load_history(run_dir / "history.json", start_epoch) if resume and main else []
 
-    def checkpoint_state(epoch: int, step: int) -> dict:
+    def checkpoint_state(epoch: int, step: int, running_total: _Running) -> dict:
         return {"config": config.to_dict(), "model": model.state_dict(), "w_opt": w_opt.state_dict(),
                 "a_opt": a_opt.state_dict(), "scheduler": scheduler.state_dict(),
                 "constraint": constraint.state_dict() if constraint is not None else None,
                 "rng": rng_state(), "epoch": epoch, "step": step, "total_steps": total_steps,
-                "seconds": seconds, "running": asdict(running)}
+                "seconds": seconds, "running": asdict(running_total), "world_size": world_size}
 
     steps_per_epoch = min(len(train), len(val))
     stopped = False
@@ -279,7 +324,7 @@ def run_search(config: SearchConfig, run_dir: str | Path | None = None, *, resum
                        disable=not progress, leave=False, dynamic_ncols=True)
             t0 = time.perf_counter()
             batches = zip(train.epoch(epoch, start_step), val.epoch(epoch, start_step))
-            step = start_step
+            step, stop = start_step, False
             for step, ((xt, yt), (xv, yv)) in enumerate(batches, start=start_step):
                 running.add_val(*stepper.alpha_step(xv, yv))
                 running.add_train(*stepper.weight_step(xt, yt))
@@ -287,22 +332,29 @@ def run_search(config: SearchConfig, run_dir: str | Path | None = None, *, resum
                 bar.update(1)
                 if progress:
                     bar.set_postfix(val_acc=f"{running.val_acc:.3f}", **_lambda_postfix(constraint))
-                if stop_request or (config.max_steps is not None and total_steps >= config.max_steps):
+                # every process stops at the same step (a signal may reach only one); the steps sync anyway
+                stop = dist_utils.any_process(bool(stop_request), device)
+                if stop or (config.max_steps is not None and total_steps >= config.max_steps):
                     break
             bar.close()
             seconds += time.perf_counter() - t0
-            if stop_request:
-                save_checkpoint(run_dir / CHECKPOINT, checkpoint_state(epoch, step + 1))
-                metrics.close()
-                raise KeyboardInterrupt(f"stopped by signal {stop_request.signal}; resume with --resume {run_dir}")
+            running_total = running.total(device)
+            if stop:
+                if main:
+                    save_checkpoint(run_dir / CHECKPOINT, checkpoint_state(epoch, step + 1, running_total))
+                    metrics.close()
+                dist_utils.barrier()  # no process exits (and has torchrun stop the others) before the checkpoint
+                raise KeyboardInterrupt(f"stopped by signal {stop_request.signal or 'on another process'}; "
+                                        f"resume with --resume {run_dir}")
             start_step = 0
             scheduler.step()
-            record = _epoch_record(epoch, running, model, table, budgets, constraint, w_opt, seconds)
-            metrics.append(record["metrics"])
-            history.append(record["history"])
-            write_json(run_dir / "history.json", history)
+            record = _epoch_record(epoch, running_total, model, table, budgets, constraint, w_opt, seconds)
             running = _Running()
-            save_checkpoint(run_dir / CHECKPOINT, checkpoint_state(epoch + 1, 0))
+            if main:
+                metrics.append(record["metrics"])
+                history.append(record["history"])
+                write_json(run_dir / "history.json", history)
+                save_checkpoint(run_dir / CHECKPOINT, checkpoint_state(epoch + 1, 0, running))
             if progress:
                 m = record["metrics"]
                 log(f"epoch {epoch + 1}: val_acc {m['val_acc']:.3f} "
@@ -310,7 +362,8 @@ def run_search(config: SearchConfig, run_dir: str | Path | None = None, *, resum
             if config.max_steps is not None and total_steps >= config.max_steps:
                 stopped = True
                 break
-    metrics.close()
+    if metrics is not None:
+        metrics.close()
 
     # -- derive, verify against every budget, and repair if the derived network breaks one
     raw = model.derive()
@@ -320,9 +373,11 @@ def run_search(config: SearchConfig, run_dir: str | Path | None = None, *, resum
     summary = cost_summary(table, genotype, budgets)
     result = SearchResult(genotype, run_dir, setting, deployed.params, deployed.flops, summary, repairs, raw,
                           seconds, total_steps)
-    from .report import write_search_report
+    if main:
+        from .report import write_search_report
 
-    write_search_report(result, config, table, history, stopped_early=stopped)
+        write_search_report(result, config, table, history, stopped_early=stopped)
+    dist_utils.barrier()  # nobody leaves (and tears the group down) while rank 0 still writes
     return result
 
 
@@ -352,6 +407,11 @@ class _Running:
     @property
     def val_acc(self) -> float:
         return self.val_correct / max(self.val_seen, 1)
+
+    def total(self, device: torch.device) -> "_Running":
+        """The sums over all processes."""
+        sums = dist_utils.all_reduce_sum(torch.tensor(astuple(self), dtype=torch.float64, device=device))
+        return _Running(*(type(mine)(v) for mine, v in zip(astuple(self), sums.tolist())))
 
 
 def _lambda_postfix(constraint: Constraint | None) -> dict[str, str]:
@@ -395,6 +455,12 @@ def _load_history(path: Path, keep_epochs: int) -> list[dict]:
         return [h for h in json.loads(path.read_text()) if h["epoch"] < keep_epochs]
     except (ValueError, KeyError):
         raise RunDirError(f"{path} is corrupt; the run cannot be resumed cleanly") from None
+
+
+def _new_run_dir(config: SearchConfig, run_dir: str | Path | None) -> Path:
+    path = prepare_run_dir(run_dir, False, _run_name(config))
+    write_json(path / "config.json", config.to_dict())
+    return path
 
 
 def _run_name(config: SearchConfig) -> str:

@@ -30,7 +30,7 @@ from . import distributed as dist_utils
 from .cost import FLOPS_CONVENTION, measure_network
 from .data import BatchLoader, ImageDataset, default_augment, load_dataset, split_train_val
 from .data.loader import stateless_generator
-from .errors import ConfigError, DcanasError, RunDirError
+from .errors import ConfigError, RunDirError
 from .model_io import MODEL_FILE, save_model
 from .runs import (CHECKPOINT, MetricsLog, atomic_write_text, load_checkpoint, prepare_run_dir, rng_state,
                    save_checkpoint, set_rng_state, stop_on_signals, write_json)
@@ -429,7 +429,7 @@ def _train(config: TrainConfig, run_dir: str | Path | None, checkpoint: dict | N
             running += torch.tensor(checkpoint["running"], dtype=torch.float64, device=device)
         log(f"resuming {run_dir} at epoch {start_epoch + 1}, step {start_step}")
     else:
-        run_dir = _on_main(lambda: _new_run_dir(config, source, run_dir))
+        run_dir = dist_utils.on_main(lambda: _new_run_dir(config, source, run_dir))
     run_dir = Path(run_dir)
     metrics = MetricsLog(run_dir / "metrics.csv", keep_epochs=start_epoch if resume else None) if main else None
 
@@ -560,20 +560,6 @@ def _train(config: TrainConfig, run_dir: str | Path | None, checkpoint: dict | N
         write_train_report(result, config, history)
     dist_utils.barrier()  # nobody leaves (and tears the group down) while rank 0 still writes
     return result
-
-
-def _on_main(fn: Callable[[], Any]) -> Any:
-    """Run `fn` on rank 0 only; every process gets its result, or raises the user error it raised."""
-    value, error = None, None
-    if dist_utils.is_main():
-        try:
-            value = fn()
-        except DcanasError as exc:
-            error = exc
-    value, error = dist_utils.broadcast_object((value, error))
-    if error is not None:
-        raise error
-    return value
 
 
 def _load_resume(run_dir: str | Path | None) -> dict:

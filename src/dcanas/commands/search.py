@@ -1,7 +1,8 @@
-"""`dcanas search`: a DCA-NAS search (or its dry run, or its resume)."""
+"""`dcanas search`: a DCA-NAS search (or its dry run, or its resume), also under torchrun."""
 from __future__ import annotations
 
 import argparse
+import os
 
 from .common import channels_arg, emit, parse_count, stderr_log
 
@@ -48,6 +49,8 @@ def cmd_search(args: argparse.Namespace) -> int:
             config.constraint = lug.constraint
         if args.dry_run:
             info = dry_run(config)
+            if not _is_rank_0():
+                return 0
             lines = [f"supernet weights  {info['supernet_weights']:,}",
                      f"deployed network  {info['setting']}"]
             for metric, b in info["deployable"].items():
@@ -55,6 +58,8 @@ def cmd_search(args: argparse.Namespace) -> int:
             emit(args, info, "\n".join(lines))
             return 0
         result = run_search(config, args.run_dir, progress=not args.quiet, log=stderr_log)
+    if not _is_rank_0():
+        return 0  # under torchrun: one summary per job, from rank 0
     r = result.to_dict()
     lines = [f"genotype  {r['genotype']}",
              f"params    {r['params']:,}   FLOPs {r['flops']:,}"]
@@ -66,6 +71,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     emit(args, r, "\n".join(lines))
     return 0
 
+
+def _is_rank_0() -> bool:
+    return os.environ.get("RANK", "0") == "0"
 
 
 def register(command) -> None:
@@ -100,13 +108,15 @@ def register(command) -> None:
     g.add_argument("--no-derived-cells", dest="derived_cells", action="store_const", const=False)
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int)
-    g.add_argument("--batch-size", type=int)
+    g.add_argument("--batch-size", type=int, help="GLOBAL batch over all processes (torchrun)")
     g.add_argument("--lr", type=float, help="weight learning rate (cosine to 0)")
     g.add_argument("--arch-lr", type=float, help="alpha learning rate (Adam)")
     g.add_argument("--lambda-lr", type=float, help="multiplier step size")
     g.add_argument("--seed", type=int)
     g.add_argument("--max-steps", type=int, help="stop after this many search steps")
-    g.add_argument("--device", help="auto, cpu, cuda, cuda:1 ...")
+    g.add_argument("--accum-steps", type=int, help="micro-batches per process per step (gradient accumulation); "
+                                                   "BatchNorm normalises over batch/(processes x accum-steps)")
+    g.add_argument("--device", help="auto, cpu, cuda, cuda:1 ... (under torchrun each process takes GPU LOCAL_RANK)")
     p.add_argument("--run-dir", help="run folder (default: runs/<time>-<dataset>-<budget>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted search exactly")
     p.add_argument("--dry-run", action="store_true", help="build everything, print sizes, and exit")
