@@ -15,7 +15,7 @@ echo "== full-size throughput (batch 512 search, batch 96 training) =="
 python3 benchmarks/gpu_throughput.py --device cuda 2>&1 | tee "$OUT/throughput.md"
 
 echo "== search step ablation on the GPU =="
-python3 benchmarks/search_step.py --device cuda --batch 64 256 --steps 10 --warmup 3 2>&1 | tee "$OUT/search_step_gpu.md"
+python3 benchmarks/search_step.py --device cuda --batch 64 256 --steps 5 --warmup 2 2>&1 | tee "$OUT/search_step_gpu.md"
 
 if [ -f gpu_data/cifar10_jpg.tar.gz ]; then
   echo "== end to end: DCA-NAS search on the real CIFAR-10 (JPEG copy), 3.5M-parameter budget, 150 steps =="
