@@ -40,8 +40,12 @@ class Budget:
         return {"metric": self.metric, "limit": self.limit}
 
 
-def check_budgets(table: CostTable, budgets: list[Budget]) -> None:
-    """Refuse, before any search, a budget outside what the evaluation setting can give."""
+def check_budgets(table: CostTable, budgets: list[Budget],
+                  suggest: Callable[[Any, Budget], str] | None = None) -> None:
+    """Refuse, before any search, a budget outside what the evaluation setting can give.
+
+    `suggest(table, budget)` says how to make the budget reachable (default: DARTS widths/depths).
+    """
     for b in budgets:
         if b.metric not in table.entries:
             raise BudgetError(f"no {b.metric} table for this evaluation network; "
@@ -53,7 +57,7 @@ def check_budgets(table: CostTable, budgets: list[Budget]) -> None:
             raise BudgetError(
                 f"--max-{b.metric} {b.limit:,.6g} is {where} network this space gives at {s.cells} cells x "
                 f"{s.channels} channels ({low:,.6g} .. {high:,.6g} {UNITS.get(b.metric, '')}); "
-                f"{suggest_setting(table, b)}")
+                f"{(suggest or suggest_setting)(table, b)}")
 
 
 def suggest_setting(table: CostTable, budget: Budget) -> str:

@@ -233,10 +233,11 @@ def load_lug(path: str | Path) -> Lug:
 def resolved_setting(config: Any) -> dict[str, Any]:
     """The deployed network a search config describes, as a dict (loads the dataset for its shape)."""
     from .data import load_dataset
-    from .search import resolve_setting
+    from .spaces import SPACES
 
     data = load_dataset(config.dataset, config.data_dir, image_size=config.image_size)
-    return resolve_setting(config, data.in_channels, data.num_classes, data.image_size).to_dict()
+    space = SPACES.get(config.space)
+    return space.eval_setting(config, data.in_channels, data.num_classes, data.image_size).to_dict()
 
 
 # -- building ---------------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from .cost import FLOPS_CONVENTION, CostTable
 from .runs import atomic_write_text, write_json
-from .spaces.darts.genotype import Genotype, genotype_to_dict, genotype_to_text
+from .spaces.darts.genotype import Genotype
 
 if TYPE_CHECKING:
     from .search import SearchConfig, SearchResult
@@ -85,25 +85,26 @@ def plot_search(history: list[dict[str, Any]], budgets: dict[str, dict], path: P
     plt.close(fig)
 
 
-def plot_alphas(history: list[dict[str, Any]], path: Path) -> None:
+def plot_alphas(history: list[dict[str, Any]], ops: tuple[str, ...], path: Path) -> None:
     """Softmax alpha of each op, averaged over edges, per epoch (normal and reduce cells)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .spaces.darts.ops import PRIMITIVES
-
     if not history:
         return
     epochs = [h["epoch"] + 1 for h in history]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
-    for ax, key in zip(axes, ("alpha_normal", "alpha_reduce")):
-        for o, op in enumerate(PRIMITIVES):
-            ax.plot(epochs, [sum(row[o] for row in h[key]) / len(h[key]) for h in history], label=op)
+    names = list(history[0]["alphas"])
+    fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 3.6), sharey=True, squeeze=False)
+    axes = axes[0]
+    for ax, key in zip(axes, names):
+        for o, op in enumerate(ops):
+            ax.plot(epochs, [sum(row[o] for row in h["alphas"][key]) / len(h["alphas"][key]) for h in history],
+                    label=op)
         ax.set(title=key.replace("_", " "), xlabel="epoch")
     axes[0].set_ylabel("mean softmax weight")
-    axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1, 1))
+    axes[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1, 1))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -114,19 +115,20 @@ def write_search_report(result: "SearchResult", config: "SearchConfig", table: C
     """genotype.json/.txt, result.json, cell diagrams, plots and report.md in the run folder."""
     run_dir = Path(result.run_dir)
     g = result.genotype
-    write_json(run_dir / "genotype.json", genotype_to_dict(g))
-    atomic_write_text(run_dir / "genotype.txt", genotype_to_text(g) + "\n")
+    space = result.space
+    write_json(run_dir / "genotype.json", space.to_dict(g))
+    atomic_write_text(run_dir / "genotype.txt", space.to_text(g) + "\n")
     write_json(run_dir / "result.json", {**result.to_dict(), "flops_convention": FLOPS_CONVENTION,
                                          "config": config.to_dict()})
-    write_cell_diagrams(g, run_dir)
+    space.write_diagrams(g, run_dir)
     plot_search(history, result.budgets, run_dir / "search.png")
-    plot_alphas(history, run_dir / "alphas.png")
+    plot_alphas(history, tuple(table.ops), run_dir / "alphas.png")
     s = result.setting
     lines = [
         f"# DCA-NAS search: {config.dataset}",
         "",
-        f"Deployed network: {s.style} stem, {s.cells} cells, {s.channels} channels, "
-        f"{s.in_channels}x{s.image_size}x{s.image_size} input, {s.num_classes} classes.",
+        f"Search space: {config.space}. Deployed network: "
+        + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in s.to_dict().items()) + ".",
         f"Search: {result.steps} steps in {result.seconds:.1f} s, supernet {config.cells} cells x {config.channels} "
         f"channels, bottleneck {config.bottleneck}, weight sharing {'on' if config.weight_sharing else 'off'}, "
         f"derived cells {'on' if config.derived_cells else 'off'}, constraint `{config.constraint}`"
@@ -139,10 +141,13 @@ def write_search_report(result: "SearchResult", config: "SearchConfig", table: C
         lines.append(f"| {metric} | {b['limit']:,.6g} | {b['value']:,.6g} | {'yes' if b['ok'] else 'NO'} |")
     lines += [f"| params (no aux) | | {result.params:,} | |", f"| FLOPs | | {result.flops:,} | |", "",
               f"FLOPs convention: {FLOPS_CONVENTION}.", "", "Genotype:", "", "```",
-              genotype_to_text(g), "```", ""]
+              space.to_text(g), "```", ""]
+    if result.benchmark:
+        lines += ["Benchmark look-up of the found architecture (true figures, no training needed):", ""]
+        lines += [f"- {k}: {v}" for k, v in result.benchmark.items()] + [""]
     if result.repairs:
         lines += ["The derived network exceeded a budget and was repaired (cheaper ops the alphas rank next):", ""]
-        lines += [f"- {r}" for r in result.repairs] + ["", "Before repair: `" + genotype_to_text(result.raw_genotype)
+        lines += [f"- {r}" for r in result.repairs] + ["", "Before repair: `" + space.to_text(result.raw_genotype)
                                                        + "`", ""]
     lines += ["![search](search.png)", "", "![alphas](alphas.png)", ""]
     atomic_write_text(run_dir / "report.md", "\n".join(lines))

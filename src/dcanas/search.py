@@ -18,21 +18,19 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import distributed as dist_utils
-from .constraint import Budget, Constraint, auto_channels, check_budgets, cost_summary, repair_genotype
-from .cost import CostTable, build_cost_table, network_cost
+from .constraint import Budget, Constraint, check_budgets, cost_summary
 from .data import BatchLoader, default_augment, load_dataset, split_train_val
 from .errors import ConfigError, RunDirError
 from .runs import (CHECKPOINT, MetricsLog, load_checkpoint, prepare_run_dir, rng_state, save_checkpoint,
                    set_rng_state, stop_on_signals, write_json)
-from .spaces.darts.genotype import Genotype, genotype_to_dict, genotype_to_text
-from .spaces.darts.network import EvalSetting, eval_setting_for
-from .spaces.darts.supernet import Supernet, SupernetConfig
+from .spaces import SPACES, SearchSpace
 
 
 @dataclass
 class SearchConfig:
     """Everything a search depends on; saved into the run folder and restored by --resume."""
 
+    space: str = "darts"  # or "nb201"
     dataset: str = "digits"
     data_dir: str | None = None
     download: bool = False
@@ -41,7 +39,9 @@ class SearchConfig:
     max_params: float | None = None
     max_flops: float | None = None
     max_latency: float | None = None
-    latency_table: str | None = None
+    latency_table: str | None = None  # DARTS: a per-op table from `dcanas profile --ops`
+    latency_device: str | None = None  # NB201: a device of the benchmark's latency tables (pixel3, raspi4, ...)
+    bench_table: str | None = None  # NB201: the benchmark table (default: $DCANAS_NB201_TABLE or ../shared/data)
     constraint: str = "derived"  # or "paper" (DCA-NAS eq. 3, meant to be used with a look-up graph)
     search_budgets: dict[str, float] = field(default_factory=dict)  # K_d' per metric, from a LUG
     repair: bool = True
@@ -97,38 +97,14 @@ SEARCH_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def build_table(setting: EvalSetting, latency_table: str | None = None) -> CostTable:
-    """The cost table of the deployed network, with a measured latency table attached when given."""
-    table = build_cost_table(setting)
-    if latency_table:
-        from .latency import attach_latency_table
-
-        attach_latency_table(table, latency_table)
-    return table
-
-
-def resolve_setting(config: SearchConfig, in_channels: int, num_classes: int, image_size: int) -> EvalSetting:
-    """The deployed evaluation setting, choosing the width when `eval_channels` is 'auto'."""
-    base = eval_setting_for(config.dataset, cells=config.eval_cells, num_classes=num_classes,
-                            in_channels=in_channels, image_size=image_size, auxiliary=config.eval_auxiliary)
-    channels = config.eval_channels
-    if channels == "auto":
-        if not config.budgets():
-            raise ConfigError("--channels auto picks a width for a budget; give --max-params/--max-flops too")
-        channels = auto_channels(lambda c: build_table(base.replace(channels=c), config.latency_table),
-                                 config.budgets())
-    elif channels is not None:
-        channels = int(channels)
-    return base.replace(channels=channels) if channels is not None else base
-
-
 def prepare_search(config: SearchConfig):
     """Load the data, resolve the deployed setting, build its cost table, and refuse unreachable budgets."""
+    space = SPACES.get(config.space)
     data = load_dataset(config.dataset, config.data_dir, download=config.download, image_size=config.image_size)
-    setting = resolve_setting(config, data.in_channels, data.num_classes, data.image_size)
-    table = build_table(setting, config.latency_table)
+    setting = space.eval_setting(config, data.in_channels, data.num_classes, data.image_size)
+    table = space.cost_table(setting, config)
     budgets = config.budgets()
-    check_budgets(table, budgets)
+    check_budgets(table, budgets, space.suggest)
     return data, setting, table, budgets
 
 
@@ -143,17 +119,15 @@ def dry_run(config: SearchConfig) -> dict[str, Any]:
                         "shape": list(data.train_x.shape[1:]), "classes": data.num_classes}}
 
 
-def build_supernet(config: SearchConfig, in_channels: int, num_classes: int) -> Supernet:
-    """The search supernet described by `config`."""
-    return Supernet(SupernetConfig(cells=config.cells, channels=config.channels, num_classes=num_classes,
-                                   in_channels=in_channels, bottleneck=config.bottleneck,
-                                   weight_sharing=config.weight_sharing, derived_cells=config.derived_cells))
+def build_supernet(config: SearchConfig, in_channels: int, num_classes: int) -> torch.nn.Module:
+    """The search supernet described by `config`, in its search space."""
+    return SPACES.get(config.space).build_supernet(config, in_channels, num_classes)
 
 
 class BilevelStep:
     """The two updates of one first-order search step (shared by run_search and the benchmarks)."""
 
-    def __init__(self, model: Supernet, config: SearchConfig, constraint: Constraint | None, device: torch.device):
+    def __init__(self, model: torch.nn.Module, config: SearchConfig, constraint: Constraint | None, device: torch.device):
         self.model = model
         self.constraint = constraint
         self.grad_clip = config.grad_clip
@@ -205,7 +179,8 @@ class BilevelStep:
             (loss / self.accum_steps).backward()
             losses.append(loss.item())
             correct += (logits.argmax(1) == ym).sum().item()
-        self.model.alpha_normal.grad = self.model.alpha_reduce.grad = None
+        for alpha in self.model.arch_parameters():  # the weight loss must not move alpha
+            alpha.grad = None
         # not DDP: the derived cells change the graph every step and leave most weights without a gradient
         dist_utils.average_gradients(self.model.weight_parameters())
         torch.nn.utils.clip_grad_norm_(self.model.weight_parameters(), self.grad_clip)
@@ -222,24 +197,29 @@ def _add_grads(params: list[torch.Tensor], grads: tuple[torch.Tensor, ...]) -> N
 class SearchResult:
     """What a search hands back."""
 
-    genotype: Genotype
+    space: SearchSpace
+    genotype: Any  # the space's genotype type (DARTS Genotype, NB201 Arch)
     run_dir: Path
-    setting: EvalSetting
+    setting: Any
     params: int
     flops: int
     budgets: dict[str, dict]
     repairs: list[str]
-    raw_genotype: Genotype
+    raw_genotype: Any
     seconds: float
     steps: int
+    benchmark: dict[str, Any] = field(default_factory=dict)  # e.g. NB201's true accuracies of the genotype
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (what `dcanas search --json` prints)."""
-        return {"genotype": genotype_to_text(self.genotype), "genotype_json": genotype_to_dict(self.genotype),
-                "params": self.params, "flops": self.flops, "budgets": self.budgets,
-                "repairs": self.repairs, "raw_genotype": genotype_to_text(self.raw_genotype),
-                "setting": self.setting.to_dict(), "run_dir": str(self.run_dir),
-                "search_seconds": round(self.seconds, 2), "steps": self.steps}
+        result = {"space": self.space.name, "genotype": self.space.to_text(self.genotype),
+                  "genotype_json": self.space.to_dict(self.genotype), "params": self.params, "flops": self.flops,
+                  "budgets": self.budgets, "repairs": self.repairs,
+                  "raw_genotype": self.space.to_text(self.raw_genotype), "setting": self.setting.to_dict(),
+                  "run_dir": str(self.run_dir), "search_seconds": round(self.seconds, 2), "steps": self.steps}
+        if self.benchmark:
+            result["benchmark"] = self.benchmark
+        return result
 
 
 def run_search(config: SearchConfig, run_dir: str | Path | None = None, *, resume: bool = False,
@@ -348,7 +328,8 @@ def _search(config: SearchConfig, run_dir: str | Path | None, checkpoint: dict |
                                         f"resume with --resume {run_dir}")
             start_step = 0
             scheduler.step()
-            record = _epoch_record(epoch, running_total, model, table, budgets, constraint, w_opt, seconds)
+            record = _epoch_record(SPACES.get(config.space), epoch, running_total, model, table, budgets, constraint,
+                                   w_opt, seconds)
             running = _Running()
             if main:
                 metrics.append(record["metrics"])
@@ -366,13 +347,14 @@ def _search(config: SearchConfig, run_dir: str | Path | None, checkpoint: dict |
         metrics.close()
 
     # -- derive, verify against every budget, and repair if the derived network breaks one
+    space = SPACES.get(config.space)
     raw = model.derive()
-    genotype, repairs = (repair_genotype(raw, model.alpha_normal, model.alpha_reduce, table, budgets)
+    genotype, repairs = (space.repair(raw, model.arch_parameters(), table, budgets)
                          if config.repair and budgets else (raw, []))
-    deployed = network_cost(genotype, setting)
+    deployed = space.deployed_cost(genotype, setting)
     summary = cost_summary(table, genotype, budgets)
-    result = SearchResult(genotype, run_dir, setting, deployed.params, deployed.flops, summary, repairs, raw,
-                          seconds, total_steps)
+    result = SearchResult(space, genotype, run_dir, setting, deployed["params"], deployed["flops"], summary,
+                          repairs, raw, seconds, total_steps, space.describe(genotype))
     if main:
         from .report import write_search_report
 
@@ -420,8 +402,9 @@ def _lambda_postfix(constraint: Constraint | None) -> dict[str, str]:
     return {f"lam_{b.metric}": f"{v:.3f}" for b, v in zip(constraint.budgets, constraint.lambdas.tolist())}
 
 
-def _epoch_record(epoch: int, running: _Running, model: Supernet, table: CostTable, budgets: list[Budget],
-                  constraint: Constraint | None, w_opt: torch.optim.Optimizer, seconds: float) -> dict:
+def _epoch_record(space: SearchSpace, epoch: int, running: _Running, model: torch.nn.Module, table: Any,
+                  budgets: list[Budget], constraint: Constraint | None, w_opt: torch.optim.Optimizer,
+                  seconds: float) -> dict:
     """Metrics row and history entry (softmax alphas, genotype, sizes, multipliers) at the end of an epoch."""
     genotype = model.derive()
     derived = table.genotype_cost(genotype)
@@ -439,9 +422,9 @@ def _epoch_record(epoch: int, running: _Running, model: Supernet, table: CostTab
         for b, c, lam in zip(constraint.budgets, costs, constraint.lambdas.tolist()):
             row[f"search_{b.metric}"] = float(c)
             row[f"lambda_{b.metric}"] = lam
-    hist = {"epoch": epoch, "genotype": genotype_to_text(genotype),
-            "alpha_normal": F.softmax(model.alpha_normal.detach().float(), -1).cpu().tolist(),
-            "alpha_reduce": F.softmax(model.alpha_reduce.detach().float(), -1).cpu().tolist(),
+    hist = {"epoch": epoch, "genotype": space.to_text(genotype),
+            "alphas": {name: F.softmax(a.detach().float(), -1).cpu().tolist()
+                       for name, a in zip(space.alpha_names, model.arch_parameters())},
             "metrics": row}
     return {"metrics": row, "history": hist}
 

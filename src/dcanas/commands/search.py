@@ -79,6 +79,7 @@ def _is_rank_0() -> bool:
 def register(command) -> None:
     """Add the subcommand."""
     p = command("search", cmd_search, "search the network that fits the device budget (DCA-NAS)")
+    p.add_argument("--space", choices=("darts", "nb201"), help="search space (default: darts)")
     p.add_argument("--dataset", default="digits", help="registered dataset (default: the built-in digits)")
     p.add_argument("--data-dir", help="where the dataset lives")
     p.add_argument("--download", action="store_const", const=True,
@@ -88,7 +89,9 @@ def register(command) -> None:
     g.add_argument("--max-params", type=parse_count, help="parameters, auxiliary head excluded")
     g.add_argument("--max-flops", type=parse_count, help="multiply-accumulates at batch 1")
     g.add_argument("--max-latency", type=float, help="milliseconds, from --latency-table")
-    g.add_argument("--latency-table", help="per-op latency table from `dcanas profile --ops`")
+    g.add_argument("--latency-table", help="DARTS: per-op latency table from `dcanas profile --ops`")
+    g.add_argument("--latency-device", help="NB201: a device of the benchmark's latency tables (pixel3, raspi4, ...)")
+    g.add_argument("--bench-table", help="NB201: benchmark table (CSV or HW-NAS-Bench pickle)")
     g.add_argument("--unconstrained", action="store_true", help="no budget (plain DARTS-style search)")
     g.add_argument("--constraint", choices=("derived", "paper"),
                    help="cost estimate: exact derived network (default) or the paper's eq. 3")

@@ -1,0 +1,64 @@
+"""What the search loop needs from a search space; each space implements it once (DARTS, NAS-Bench-201)."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from torch import nn
+
+if TYPE_CHECKING:
+    from ..constraint import Budget
+    from ..search import SearchConfig
+
+
+class SearchSpace(ABC):
+    """A search space as `run_search` sees it: settings, cost tables, supernet, repair, reporting.
+
+    A cost table must offer `entries`, `fixed`, `ops`, `bounds(metric)`, `genotype_cost(genotype)`,
+    `alpha_costs(metric)` (one [edges, ops] array per tensor of `arch_parameters()`) and
+    `kept_edges(genotype)` (one 0/1 vector per such tensor). A supernet must offer
+    `arch_parameters()`, `weight_parameters()`, `derive()`, `update_derived()` and `genotype`.
+    """
+
+    name: str = ""
+    alpha_names: tuple[str, ...] = ("alpha",)
+
+    @abstractmethod
+    def eval_setting(self, config: "SearchConfig", in_channels: int, num_classes: int, image_size: int) -> Any:
+        """The deployed network the budgets are about."""
+
+    @abstractmethod
+    def cost_table(self, setting: Any, config: "SearchConfig") -> Any:
+        """Exact per-op costs of `setting` (params, FLOPs, and latency when the config asks for it)."""
+
+    @abstractmethod
+    def build_supernet(self, config: "SearchConfig", in_channels: int, num_classes: int) -> nn.Module:
+        """The search supernet."""
+
+    @abstractmethod
+    def repair(self, genotype: Any, alphas: list, table: Any, budgets: list["Budget"]) -> tuple[Any, list[str]]:
+        """A genotype within every budget, changing as little as the alphas allow, and what changed."""
+
+    @abstractmethod
+    def to_text(self, genotype: Any) -> str:
+        """The space's own text form of a genotype."""
+
+    @abstractmethod
+    def to_dict(self, genotype: Any) -> dict:
+        """JSON-ready form of a genotype."""
+
+    @abstractmethod
+    def deployed_cost(self, genotype: Any, setting: Any) -> dict[str, int]:
+        """params and flops counted on the built deployed network (not from the table)."""
+
+    def suggest(self, table: Any, budget: "Budget") -> str:
+        """How to make an out-of-range budget reachable (shown in the refusal)."""
+        return "change the budget or the evaluation network"
+
+    def write_diagrams(self, genotype: Any, run_dir: Path) -> None:
+        """Cell diagrams in the run folder, if the space has them."""
+
+    def describe(self, genotype: Any) -> dict[str, Any]:
+        """Extra facts for the report (e.g. benchmark accuracies); empty by default."""
+        return {}
