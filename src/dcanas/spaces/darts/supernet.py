@@ -17,6 +17,8 @@ from .network import STEM_MULTIPLIER
 from .ops import PRIMITIVES, FactorizedReduce, ReLUConvBN, make_op
 
 NONE_INDEX = PRIMITIVES.index("none")
+SHARED_OPS = tuple(p for p in PRIMITIVES if p != "none")  # what SourceOps computes, in alpha-column order
+SHARED_COLUMNS = [PRIMITIVES.index(p) for p in SHARED_OPS]
 
 
 @dataclass(frozen=True)
@@ -72,10 +74,11 @@ class SourceOps(nn.Module):
     def __init__(self, channels: int, stride: int):
         super().__init__()
         # `none` contributes nothing to any mixture, so it is never computed here.
-        self.ops = nn.ModuleDict({p: candidate_op(p, channels, stride) for p in PRIMITIVES if p != "none"})
+        self.ops = nn.ModuleDict({p: candidate_op(p, channels, stride) for p in SHARED_OPS})
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {name: op(x) for name, op in self.ops.items()}
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """All candidate outputs stacked [ops, N, C, H, W], so each destination mixes them in one product."""
+        return torch.stack([op(x) for op in self.ops.values()])
 
 
 class SearchCell(nn.Module):
@@ -128,7 +131,7 @@ class SearchCell(nn.Module):
             for i in range(j):
                 w = weights[k]
                 if self.weight_sharing:
-                    total = total + sum(w[PRIMITIVES.index(name)] * out for name, out in outputs[i].items())
+                    total = total + torch.tensordot(w[SHARED_COLUMNS], outputs[i], dims=1)
                 else:
                     total = total + self.mixed[k](self._squeezed(k, states[i]), w)
                 k += 1
