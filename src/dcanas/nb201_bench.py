@@ -311,18 +311,29 @@ def latency_fit_table(table: NB201Table, devices: Iterable[str] | None = None, *
     return models
 
 
+def measured_by_enumeration(table: NB201Table, device: str) -> np.ndarray:
+    """`device`'s measured latencies as a [15,625] array in enumeration order (NaN where the table has no row)."""
+    values = np.full(NUM_ARCHS, np.nan)
+    ops = table.op_indices()
+    enum = (ops * (len(PRIMITIVES) ** np.arange(NUM_EDGES - 1, -1, -1))[None, :]).sum(axis=1)
+    values[enum] = table.latency[table.check_device(device)]
+    return values
+
+
 def latency_cost_table(device: str, table: NB201Table | str | Path | None = None, *,
                        setting: NB201Setting | None = None, exclude_none: bool = False,
-                       flops_convention: str = "macs") -> NB201CostTable:
+                       flops_convention: str = "macs", measured: bool = False) -> NB201CostTable:
     """The NB201 cost table (params, FLOPs) with metric 'latency' for `device`: fixed = intercept, entries = coefficients.
 
     `table` is an NB201Table or a path (default: the CSV at default_table_path()). With `exclude_none`
     the model is fitted to (and only meaningful for) the none-free archs derive() returns by default.
+    With `measured` the table's own measurements are attached too: the cost of an architecture (and
+    the budget range) is then its measured latency, and the fitted model only gives the gradient.
     """
     setting = setting or NB201_PRESETS["cifar10"]
-    measured = NB201_PRESETS["cifar10"]
+    bench_net = NB201_PRESETS["cifar10"]
     if (setting.channels, setting.cells_per_stage, setting.image_size) != (
-            measured.channels, measured.cells_per_stage, measured.image_size):
+            bench_net.channels, bench_net.cells_per_stage, bench_net.image_size):
         raise ConfigError("NB201 latencies were measured on the benchmark's CIFAR-10 network (16 channels, "
                           "5 cells per stage, 32x32 input); a latency budget needs that setting")
     bench = table if isinstance(table, NB201Table) else load_any_table(table)
@@ -331,4 +342,7 @@ def latency_cost_table(device: str, table: NB201Table | str | Path | None = None
     cost.add_per_edge_metric("latency", model.coef, model.intercept,
                              note=f"{device}: additive least-squares model, R2 {model.r2:.4f} over "
                                   f"{model.n} archs ({model.domain}), ms")
+    if measured:
+        cost.attach_measured("latency", measured_by_enumeration(bench, device),
+                             note=f"costs and bounds are the measured latencies of {bench.source}")
     return cost

@@ -5,15 +5,10 @@ from ..errors import ConfigError
 from ..registry import Registry
 from .base import SearchSpace
 from .darts.space import DartsSpace
+from .nb201.space import NB201Space
 
 SPACES: Registry[SearchSpace] = Registry("search space", ConfigError)
 SPACES.add("darts", DartsSpace())
-
-try:  # the NAS-Bench-201 adapter registers itself when present
-    from .nb201.space import NB201Space
-
-    SPACES.add("nb201", NB201Space())
-except ImportError:  # pragma: no cover - only while the adapter is being written
-    pass
+SPACES.add("nb201", NB201Space())
 
 __all__ = ["SPACES", "SearchSpace"]

@@ -20,7 +20,7 @@ from torch import nn
 
 from ...cost import FLOPS_CONVENTION, count_flops, count_params
 from ...errors import ConfigError
-from .arch import EDGES, NUM_EDGES, Arch, iter_archs, resolve_arch
+from .arch import EDGES, NUM_ARCHS, NUM_EDGES, Arch, enumeration_index, iter_archs, resolve_arch
 from .network import NB201Network, NB201Setting
 from .ops import NONE_INDEX, PRIMITIVES, make_op
 
@@ -121,6 +121,10 @@ class NB201CostTable:
     ops: tuple[str, ...] = PRIMITIVES
     edges: tuple[tuple[int, int], ...] = EDGES
     notes: dict[str, str] = field(default_factory=dict)  # where a metric came from, e.g. the latency device
+    # metric -> [15,625] measured whole-network values in *enumeration* order (NaN = not measured): when
+    # present, arch_cost/genotype_cost/bounds report the measurement, and entries/fixed (the additive
+    # model) only shape the gradient of the constraint
+    measured: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def metrics(self) -> list[str]:
@@ -136,7 +140,18 @@ class NB201CostTable:
         return [self.per_edge(metric)]
 
     def arch_cost(self, arch: Arch | str | int) -> dict[str, float]:
-        """Cost of `arch` from the table: fixed parts plus the op chosen on every edge of every cell."""
+        """Cost of `arch`: the measured value where one is attached, else fixed parts plus the chosen ops' entries."""
+        arch = resolve_arch(arch)
+        totals = self.additive_cost(arch)
+        if self.measured:
+            n = enumeration_index(arch)
+            for metric, values in self.measured.items():
+                if np.isfinite(values[n]):
+                    totals[metric] = float(values[n])
+        return totals
+
+    def additive_cost(self, arch: Arch | str | int) -> dict[str, float]:
+        """fixed + the entries of the op chosen on every edge of every cell (for latency: the fitted model)."""
         picks = list(resolve_arch(arch).op_indices)
         totals: dict[str, float] = {}
         for metric, table in self.entries.items():
@@ -144,10 +159,25 @@ class NB201CostTable:
             totals[metric] = int(total) if metric in INTEGER_METRICS else float(total)
         return totals
 
+    def kept_edges(self, genotype: Arch | str | int) -> list[np.ndarray]:
+        """Per alpha tensor, 1 for each edge the deployed cell runs an op on (every edge but `none` ones)."""
+        return [np.array([0.0 if op == "none" else 1.0 for op in resolve_arch(genotype).ops])]
+
+    def attach_measured(self, metric: str, values: np.ndarray, note: str = "") -> None:
+        """Measured whole-network `metric` per architecture, [15,625] in enumeration order (NaN = unmeasured)."""
+        if metric not in self.entries:
+            raise ValueError(f"attach the additive {metric} model before its measurements")
+        values = np.asarray(values, dtype=np.float64)
+        if values.shape != (NUM_ARCHS,):
+            raise ValueError(f"measured {metric} has shape {values.shape}, expected ({NUM_ARCHS},)")
+        self.measured[metric] = values
+        if note:
+            self.notes[metric] = f"{self.notes[metric]}; {note}" if metric in self.notes else note
+
     genotype_cost = arch_cost  # the name the DARTS table uses, for a space-generic search loop
 
     def all_arch_costs(self, metric: str, op_indices: np.ndarray | None = None) -> np.ndarray:
-        """Cost of many architectures at once: op_indices [n, 6] (default: all 15,625 in benchmark order)."""
+        """Additive (model) cost of many architectures at once: op_indices [n, 6] (default: all 15,625 in benchmark order)."""
         if op_indices is None:
             op_indices = np.array([a.op_indices for a in iter_archs()])
         b = self.per_edge(metric)
@@ -166,7 +196,15 @@ class NB201CostTable:
         return self.fixed[metric] + (F.softmax(alpha.float(), dim=-1) * b).sum()
 
     def bounds(self, metric: str, *, allow_none: bool = False) -> tuple[float, float]:
-        """Smallest and largest cost any architecture can have (over the none-free ones unless `allow_none`)."""
+        """Smallest and largest cost any architecture can have (over the none-free ones unless `allow_none`).
+
+        For a measured metric: the extremes of the measurements (of the architectures measured).
+        """
+        if metric in self.measured:
+            values = self.measured[metric]
+            keep = np.isfinite(values) & (np.ones(NUM_ARCHS, bool) if allow_none else _none_free_mask())
+            if keep.any():
+                return float(values[keep].min()), float(values[keep].max())
         b = self.per_edge(metric)
         if not allow_none:
             b = np.delete(b, NONE_INDEX, axis=1)
@@ -200,7 +238,7 @@ class NB201CostTable:
         """JSON-ready summary (per-edge costs, fixed parts, conventions): what a run folder keeps."""
         return {"space": "nb201", "setting": self.setting.to_dict(), "ops": list(self.ops),
                 "edges": [f"{j}<-{i}" for i, j in self.edges],
-                "fixed": {m: float(v) for m, v in self.fixed.items()},
+                "fixed": {m: float(v) for m, v in self.fixed.items()}, "measured": sorted(self.measured),
                 "per_edge": {m: self.per_edge(m).tolist() for m in self.entries},
                 "flops_convention": FLOPS_CONVENTIONS[self.flops_convention], "notes": dict(self.notes)}
 
@@ -211,6 +249,13 @@ class NB201CostTable:
             raise ConfigError(f"no {metric} table for this NB201 network; available: {', '.join(self.entries)}"
                               + ("; attach a device's latency model with dcanas.nb201_bench.latency_cost_table"
                                  if metric == "latency" else "")) from None
+
+
+@functools.lru_cache(maxsize=1)
+def _none_free_mask() -> np.ndarray:
+    """[15,625] in enumeration order: True for architectures without a `none` edge."""
+    digits = np.arange(NUM_ARCHS)[:, None] // len(PRIMITIVES) ** np.arange(NUM_EDGES)[None, :] % len(PRIMITIVES)
+    return (digits != NONE_INDEX).all(axis=1)
 
 
 def build_nb201_cost_table(setting: NB201Setting | None = None, flops_convention: str = "macs") -> NB201CostTable:

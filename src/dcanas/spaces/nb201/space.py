@@ -1,0 +1,288 @@
+"""The NAS-Bench-201 space as the search loop sees it.
+
+Meaning of the shared options in this space:
+
+- ``--cells`` (eval_cells): searchable cells of the deployed network, 3 stages x N, so a multiple of
+  3; default 15 (N = 5, the benchmark's network). ``--channels`` (eval_channels): C of the first
+  stage, default 16 (the benchmark's), or ``auto`` for a params/FLOPs budget.
+- ``--search-cells`` (cells): supernet cells, ceil(cells / 3) per stage (the default 8 gives 3).
+- ``--latency-device`` (latency_device): a device of the benchmark table (pixel3, raspi4, ...).
+  The table's measured latencies are what a latency budget is about: an architecture's cost, the
+  budget range, the constraint's value and the repair all use the measurement of the derived
+  architecture; the additive model fitted to that device (intercept + one coefficient per edge
+  and op, R^2 0.95 for pixel3 over the none-free archs) only shapes the constraint's gradient.
+  Latencies were measured on the benchmark's CIFAR-10 network, so a latency budget needs C = 16,
+  N = 5 and 32x32 inputs.
+"""
+from __future__ import annotations
+
+import math
+import shutil
+import subprocess
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ...errors import BudgetError, ConfigError
+from ..base import SearchSpace
+from .arch import EDGES, NUM_ARCHS, NUM_EDGES, Arch, arch_from_enumeration, arch_to_index, format_arch, resolve_arch
+from .ops import NONE_INDEX, PRIMITIVES
+
+if TYPE_CHECKING:
+    from ...constraint import Budget
+    from ...search import SearchConfig
+    from .cost import NB201CostTable
+    from .network import NB201Setting
+
+BENCH_CELLS_PER_STAGE = 5
+BENCH_CHANNELS = 16
+
+
+class NB201Space(SearchSpace):
+    """NAS-Bench-201 cells (5 ops, 6 edges, one alpha shared by every cell) in the benchmark's network."""
+
+    name = "nb201"
+    alpha_names = ("alpha",)
+
+    def __init__(self) -> None:
+        # where describe() looks things up: the last search's table and device (describe gets only a genotype)
+        self._bench_table: str | None = None
+        self._device: str | None = None
+
+    # -- settings and tables ----------------------------------------------------------------
+
+    def eval_setting(self, config: SearchConfig, in_channels: int, num_classes: int,
+                     image_size: int) -> NB201Setting:
+        from .network import NB201Setting
+
+        cells = config.eval_cells
+        if cells is None:
+            per_stage = BENCH_CELLS_PER_STAGE
+        elif cells < 3 or cells % 3:
+            raise ConfigError(f"an NB201 network has 3 stages of N cells: --cells must be a multiple of 3 "
+                              f"(15 = the benchmark's N=5), not {cells}")
+        else:
+            per_stage = cells // 3
+        base = NB201Setting(channels=BENCH_CHANNELS, cells_per_stage=per_stage, num_classes=num_classes,
+                            in_channels=in_channels, image_size=image_size)
+        channels = config.eval_channels
+        if channels == "auto":
+            from ...constraint import auto_channels
+
+            budgets = config.budgets()
+            if not budgets:
+                raise ConfigError("--channels auto picks a width for a budget; give --max-params/--max-flops too")
+            if any(b.metric == "latency" for b in budgets):
+                raise ConfigError("--channels auto cannot go with an NB201 latency budget: latencies were "
+                                  "measured at the benchmark's 16 channels")
+            from .cost import build_nb201_cost_table
+
+            channels = auto_channels(lambda c: build_nb201_cost_table(base.replace(channels=c)), budgets)
+        return base.replace(channels=int(channels)) if channels is not None else base
+
+    def cost_table(self, setting: NB201Setting, config: SearchConfig) -> NB201CostTable:
+        device = getattr(config, "latency_device", None)
+        bench = getattr(config, "bench_table", None)
+        if getattr(config, "latency_table", None):
+            raise ConfigError("--latency-table holds per-op latencies of DARTS networks; NB201 latencies come "
+                              "from the benchmark table: pass --latency-device (e.g. pixel3, raspi4)")
+        self._bench_table, self._device = bench, device
+        if device:
+            from ...nb201_bench import latency_cost_table, load_any_table
+
+            return latency_cost_table(device, load_any_table(bench), setting=setting, exclude_none=True,
+                                      measured=True)
+        if getattr(config, "max_latency", None) is not None:
+            raise ConfigError("an NB201 latency budget is about a device the benchmark measured: pass "
+                              "--latency-device (pixel3, raspi4, ...; `dcanas nb201 latency-fit` lists them)")
+        from .cost import build_nb201_cost_table
+
+        return build_nb201_cost_table(setting)
+
+    def build_supernet(self, config: SearchConfig, in_channels: int, num_classes: int) -> nn.Module:
+        from .supernet import NB201Supernet, NB201SupernetConfig
+
+        return NB201Supernet(NB201SupernetConfig(
+            channels=config.channels, cells_per_stage=max(1, math.ceil(config.cells / 3)), num_classes=num_classes,
+            in_channels=in_channels, bottleneck=config.bottleneck, weight_sharing=config.weight_sharing,
+            derived_cells=config.derived_cells))
+
+    # -- repair -----------------------------------------------------------------------------
+
+    def repair(self, genotype: Arch, alphas: list, table: NB201CostTable,
+               budgets: list[Budget]) -> tuple[Arch, list[str]]:
+        """Replace the costliest op by the op the alpha ranks next until every budget holds.
+
+        Greedy, as the DARTS repair: each step takes the single-edge change (never to `none`) with the
+        largest saving on the violated budgets per unit of softmax(alpha) lost. Savings are what
+        `table.genotype_cost` says, i.e. measured latencies where the table has them, so the result
+        holds against the measurement. Measured latencies are not additive: if no single change
+        helps (or the greedy walk would cycle), the architecture with the highest alpha score among
+        all that meet every budget is taken instead.
+        """
+        arch = resolve_arch(genotype)
+        alpha = alphas[0] if isinstance(alphas, (list, tuple)) else alphas
+        logp = F.log_softmax(torch.as_tensor(alpha).detach().float().cpu(), -1).numpy()
+        weights = np.exp(logp)
+
+        def over(a: Arch) -> list[Budget]:
+            cost = table.genotype_cost(a)
+            return [b for b in budgets if cost[b.metric] > b.limit]
+
+        current, changes, seen = arch, [], {arch}
+        while violated := over(current):
+            cost = table.genotype_cost(current)
+            best = None  # (score, edge, new op index)
+            for e, o in enumerate(current.op_indices):
+                for o2 in range(len(PRIMITIVES)):
+                    if o2 in (o, NONE_INDEX):
+                        continue
+                    candidate = _with_op(current, e, o2)
+                    new = table.genotype_cost(candidate)
+                    savings = [(cost[b.metric] - new[b.metric]) / b.limit for b in violated]
+                    if min(savings) <= 0 or candidate in seen:
+                        continue
+                    score = sum(savings) / max(weights[e, o] - weights[e, o2], 1e-9)
+                    if best is None or score > best[0]:
+                        best = (score, e, o2)
+            if best is None:
+                return self._best_within(arch, logp, table, budgets)
+            _, e, o2 = best
+            (i, j), old = EDGES[e], current.ops[e]
+            current = _with_op(current, e, o2)
+            seen.add(current)
+            changes.append(f"edge {j}<-{i}: {old} -> {PRIMITIVES[o2]}")
+        return self._give_back(arch, current, changes, weights, over)
+
+    @staticmethod
+    def _give_back(raw: Arch, current: Arch, changes: list[str], weights: np.ndarray,
+                   over) -> tuple[Arch, list[str]]:
+        """Undo what the greedy walk overdid: on each changed edge, take the op the alpha ranks highest that keeps every budget."""
+        improved = True
+        while improved:
+            improved = False
+            for e in range(NUM_EDGES):
+                o = current.op_indices[e]
+                if o == raw.op_indices[e]:
+                    continue
+                for o2 in np.argsort(-weights[e], kind="stable"):
+                    if o2 == NONE_INDEX:
+                        continue
+                    if weights[e, o2] <= weights[e, o]:
+                        break
+                    candidate = _with_op(current, e, int(o2))
+                    if not over(candidate):
+                        (i, j) = EDGES[e]
+                        changes.append(f"edge {j}<-{i}: {current.ops[e]} -> {PRIMITIVES[o2]} "
+                                       f"(given back: every budget still holds)")
+                        current, improved = candidate, True
+                        break
+        return current, changes
+
+    def _best_within(self, arch: Arch, logp: np.ndarray, table: NB201CostTable,
+                     budgets: list[Budget]) -> tuple[Arch, list[str]]:
+        """The none-free architecture with the highest sum of log softmax(alpha) that meets every budget."""
+        digits = _enumeration_digits()
+        ok = (digits != NONE_INDEX).all(axis=1)
+        for b in budgets:
+            ok &= _enumeration_costs(table, b.metric) <= b.limit
+        if not ok.any():
+            raise BudgetError("no NB201 architecture meets every budget; raise one of them")
+        score = np.where(ok, logp[np.arange(NUM_EDGES)[None, :], digits].sum(axis=1), -np.inf)
+        best = arch_from_enumeration(int(score.argmax()))
+        changes = [f"edge {j}<-{i}: {a} -> {b}" for (i, j), a, b in zip(EDGES, arch.ops, best.ops) if a != b]
+        return best, changes + ["(no single-edge change helped: took the best-scored architecture within budget)"]
+
+    # -- reporting --------------------------------------------------------------------------
+
+    def to_text(self, genotype: Arch) -> str:
+        return format_arch(resolve_arch(genotype))
+
+    def to_dict(self, genotype: Arch) -> dict:
+        arch = resolve_arch(genotype)
+        return {"arch": format_arch(arch), "index": arch_to_index(arch),
+                "edges": {f"{j}<-{i}": op for op, i, j in arch.edges()}}
+
+    def deployed_cost(self, genotype: Arch, setting: NB201Setting) -> dict[str, int]:
+        from .cost import nb201_cost
+
+        cost = nb201_cost(resolve_arch(genotype), setting)
+        return {"params": cost.params, "flops": cost.flops, "flops_nb201": cost.flops_nb201}
+
+    def suggest(self, table: NB201CostTable, budget: Budget) -> str:
+        if budget.metric == "latency":
+            return ("that range is the benchmark's measured latencies on this device over the architectures "
+                    "without `none`; pick a budget inside it, or another --latency-device")
+        from .cost import build_nb201_cost_table
+
+        s = table.setting
+        fits = []
+        for c in (4, 8, 12, 16, 24, 32, 48, 64, 96, 128):
+            low, high = build_nb201_cost_table(s.replace(channels=c)).bounds(budget.metric)
+            if low <= budget.limit <= high:
+                fits.append(f"--channels {c}")
+        if not fits:
+            return "no width from 4 to 128 channels reaches it; change the budget or --cells"
+        return "reachable with " + " or ".join(fits[-3:]) + " (or --channels auto)"
+
+    def write_diagrams(self, genotype: Arch, run_dir: Path) -> None:
+        from ...runs import atomic_write_text
+
+        dot_path = Path(run_dir) / "cell.dot"
+        atomic_write_text(dot_path, cell_dot(resolve_arch(genotype)))
+        if shutil.which("dot"):
+            for fmt in ("png", "svg"):
+                subprocess.run(["dot", f"-T{fmt}", str(dot_path), "-o", str(dot_path.with_suffix(f".{fmt}"))],
+                               check=False, capture_output=True, timeout=60)
+
+    def describe(self, genotype: Arch, *, bench_table: str | None = None,
+                 device: str | None = None) -> dict[str, Any]:
+        """The benchmark's true test accuracies (and measured latency on the search's device); {} without a table."""
+        try:
+            from ...nb201_bench import load_any_table
+
+            table = load_any_table(bench_table if bench_table is not None else self._bench_table)
+            device = device if device is not None else self._device
+            found = table.lookup(resolve_arch(genotype), [device] if device in table.latency else [])
+        except Exception:  # noqa: BLE001 - a report never fails for want of the benchmark
+            return {}
+        return {"nb201_index": found["index"], "test_accuracy": found["test_accuracy"],
+                "latency_ms": found["latency_ms"], "bench_table": table.source}
+
+
+def cell_dot(arch: Arch) -> str:
+    """Graphviz description of an NB201 cell: nodes 0..3, one labelled edge per non-`none` op."""
+    lines = ['digraph "nb201_cell" {', "  rankdir=LR;",
+             '  node [shape=circle, style=filled, fillcolor=lightblue];',
+             '  "0" [label="in", shape=box, fillcolor=darkseagreen2];',
+             '  "3" [label="out", shape=box, fillcolor=palegoldenrod];']
+    for op, i, j in arch.edges():
+        if op != "none":
+            lines.append(f'  "{i}" -> "{j}" [label="{op}"];')
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _with_op(arch: Arch, edge: int, op_index: int) -> Arch:
+    picks = list(arch.op_indices)
+    picks[edge] = op_index
+    return Arch.from_indices(picks)
+
+
+def _enumeration_digits() -> np.ndarray:
+    """[15,625, 6]: the op index on each edge of every architecture, in enumeration order."""
+    n = np.arange(NUM_ARCHS)[:, None]
+    return n // len(PRIMITIVES) ** np.arange(NUM_EDGES - 1, -1, -1)[None, :] % len(PRIMITIVES)
+
+
+def _enumeration_costs(table: NB201CostTable, metric: str) -> np.ndarray:
+    """Every architecture's cost (enumeration order) as genotype_cost gives it: measured where attached."""
+    costs = table.all_arch_costs(metric, _enumeration_digits())
+    measured = table.measured.get(metric) if hasattr(table, "measured") else None
+    if measured is not None:
+        costs = np.where(np.isfinite(measured), measured, costs)
+    return costs

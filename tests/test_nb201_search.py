@@ -1,0 +1,262 @@
+"""The NAS-Bench-201 space through the shared search loop: adapter, repair, describe, latency-constrained search."""
+import dataclasses
+import random
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from dcanas.constraint import Budget, Constraint
+from dcanas.errors import BudgetError, ConfigError
+from dcanas.nb201_bench import latency_cost_table, load_nb201_table
+from dcanas.spaces import SPACES
+from dcanas.spaces.nb201.arch import NUM_ARCHS, Arch, arch_from_enumeration, parse_arch, random_arch
+from dcanas.spaces.nb201.cost import build_nb201_cost_table
+from dcanas.spaces.nb201.network import NB201Setting
+from dcanas.spaces.nb201.ops import NONE_INDEX, PRIMITIVES
+from dcanas.spaces.nb201.space import NB201Space, cell_dot
+
+TABLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "nb201" / "nb201_cifar10_hw.csv"
+needs_table = pytest.mark.skipif(not TABLE.is_file(), reason=f"{TABLE} is absent (shared NAS-Bench-201 data)")
+ALL_CONV3 = Arch(("nor_conv_3x3",) * 6)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny nets on a shared 2-core machine: intra-op threads only fight."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def config(**kw):
+    """A stand-in for SearchConfig with the fields the adapter reads (works before and after the generic loop)."""
+    base = {"dataset": "synthetic", "eval_cells": None, "eval_channels": None, "cells": 8, "channels": 16,
+            "bottleneck": 4, "weight_sharing": True, "derived_cells": True, "latency_table": None,
+            "latency_device": None, "bench_table": None, "max_params": None, "max_flops": None, "max_latency": None}
+    base.update(kw)
+    ns = SimpleNamespace(**base)
+    ns.budgets = lambda: [Budget(m, float(v)) for m, v in (("params", ns.max_params), ("flops", ns.max_flops),
+                                                            ("latency", ns.max_latency)) if v is not None]
+    return ns
+
+
+@pytest.fixture(scope="module")
+def pixel3():
+    """The pixel3 cost table as a search uses it: the fitted model plus the measured latencies."""
+    if not TABLE.is_file():
+        pytest.skip(f"{TABLE} is absent (shared NAS-Bench-201 data)")
+    return latency_cost_table("pixel3", load_nb201_table(TABLE), exclude_none=True, measured=True)
+
+
+# -- the adapter ------------------------------------------------------------------------------
+
+def test_registered_and_settings():
+    space = SPACES.get("nb201")
+    assert isinstance(space, NB201Space) and space.name == "nb201" and space.alpha_names == ("alpha",)
+    assert space.eval_setting(config(), 3, 10, 32) == NB201Setting()  # the benchmark's CIFAR-10 network
+    assert space.eval_setting(config(eval_cells=6, eval_channels=8), 1, 7, 16) == NB201Setting(8, 2, 7, 1, 16)
+    with pytest.raises(ConfigError, match="multiple of 3"):
+        space.eval_setting(config(eval_cells=5), 3, 10, 32)
+    auto = space.eval_setting(config(eval_channels="auto", max_params=500_000), 3, 10, 32)
+    low, high = build_nb201_cost_table(auto).bounds("params")
+    assert low + 0.3 * (high - low) <= 500_000 and auto.channels > 4
+    with pytest.raises(ConfigError, match="latency-device"):
+        space.cost_table(NB201Setting(), config(max_latency=10.0))
+    with pytest.raises(ConfigError, match="latency-device"):
+        space.cost_table(NB201Setting(), config(latency_table="ops.json"))
+    net = space.build_supernet(config(cells=8), 3, 10)
+    assert net.config.cells_per_stage == 3 and [p.shape for p in net.arch_parameters()] == [(6, 5)]
+
+
+def test_text_dict_costs_and_diagram(tmp_path):
+    space = NB201Space()
+    arch = parse_arch("|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|")
+    assert space.to_text(arch) == str(arch)
+    d = space.to_dict(arch)
+    assert d["index"] == 1 and d["edges"]["2<-1"] == "avg_pool_3x3" and len(d["edges"]) == 6
+    cost = space.deployed_cost(ALL_CONV3, NB201Setting())
+    assert cost["params"] == 1_531_546 and cost["flops_nb201"] == 220_119_690  # the benchmark's own counts
+    table = build_nb201_cost_table()
+    assert table.genotype_cost(ALL_CONV3)["params"] == cost["params"]  # the table is exact
+    assert [m.tolist() for m in table.kept_edges(arch)] == [[1.0] * 6]
+    assert table.kept_edges(parse_arch("|none~0|+|skip_connect~0|none~1|+|none~0|none~1|none~2|"))[0].sum() == 1
+    assert "--channels 8" in space.suggest(table, Budget("params", 20_000))  # below the 16-channel floor
+    assert "change the budget" in space.suggest(table, Budget("params", 1e12))
+    space.write_diagrams(arch, tmp_path)
+    dot = (tmp_path / "cell.dot").read_text()
+    assert dot == cell_dot(arch) and dot.count("->") == 6 and 'label="avg_pool_3x3"' in dot
+
+
+# -- repair -----------------------------------------------------------------------------------
+
+def test_repair_meets_a_params_budget_through_the_alpha_ranking():
+    space, table = NB201Space(), build_nb201_cost_table()
+    alpha = torch.zeros(6, 5)
+    alpha[:, PRIMITIVES.index("nor_conv_3x3")] = 3.0
+    alpha[:, PRIMITIVES.index("nor_conv_1x1")] = 2.0  # the next choice everywhere
+    alpha[0, PRIMITIVES.index("nor_conv_1x1")] = -3.0  # except on edge 1<-0: pool, then skip
+    alpha[0, PRIMITIVES.index("avg_pool_3x3")] = 1.0
+    limit = table.genotype_cost(ALL_CONV3)["params"] - 1
+    fixed, changes = space.repair(ALL_CONV3, [alpha], table, [Budget("params", limit)])
+    assert table.genotype_cost(fixed)["params"] <= limit and len(changes) == 1
+    assert "none" not in fixed.ops and fixed.ops.count("nor_conv_3x3") == 5
+    # within budget already: unchanged
+    assert space.repair(ALL_CONV3, [alpha], table, [Budget("params", limit + 1)]) == (ALL_CONV3, [])
+    # a tight budget: every edge ends cheap, still no `none`, and the change log names each edge
+    low = table.bounds("params")[0]
+    fixed, changes = space.repair(ALL_CONV3, [alpha], table, [Budget("params", low)])
+    assert table.genotype_cost(fixed)["params"] == low and "none" not in fixed.ops
+    assert all(c.startswith("edge ") and " -> " in c for c in changes)
+    with pytest.raises(BudgetError):
+        space.repair(ALL_CONV3, [alpha], table, [Budget("params", low - 1)])
+
+
+def test_repair_gives_back_what_the_greedy_step_overdid():
+    """The greedy step may take a much cheaper op than needed; the give-back pass returns to the next-ranked op."""
+    space, table = NB201Space(), build_nb201_cost_table()
+    alpha = torch.zeros(6, 5)
+    alpha[:, PRIMITIVES.index("nor_conv_3x3")] = 3.0
+    alpha[:, PRIMITIVES.index("nor_conv_1x1")] = 0.5
+    conv1_on_edge0 = Arch(("nor_conv_1x1",) + ("nor_conv_3x3",) * 5)
+    limit = table.genotype_cost(conv1_on_edge0)["params"]
+    fixed, changes = space.repair(ALL_CONV3, [alpha], table, [Budget("params", limit)])
+    assert table.genotype_cost(fixed)["params"] <= limit
+    assert sorted(fixed.ops) == sorted(conv1_on_edge0.ops)  # one conv 1x1, not a skip
+    assert "skip_connect" in changes[0] and "given back" in changes[-1]
+
+
+def test_repair_meets_both_budgets_for_random_alphas():
+    space, table = NB201Space(), build_nb201_cost_table()
+    rng = random.Random(0)
+    for seed in range(15):
+        alpha = torch.randn(6, 5, generator=torch.Generator().manual_seed(seed))
+        start = random_arch(rng, allow_none=False)
+        budgets = [Budget("params", rng.uniform(*table.bounds("params"))),
+                   Budget("flops", rng.uniform(*table.bounds("flops")))]
+        try:
+            fixed, _ = space.repair(start, [alpha], table, budgets)
+        except BudgetError:  # two random budgets need not be jointly reachable: check by brute force
+            ok = [a for a in (arch_from_enumeration(n) for n in range(NUM_ARCHS)) if not a.has_none()
+                  and all(table.genotype_cost(a)[b.metric] <= b.limit for b in budgets)]
+            assert not ok
+            continue
+        cost = table.genotype_cost(fixed)
+        assert all(cost[b.metric] <= b.limit for b in budgets) and "none" not in fixed.ops
+
+
+def test_repair_falls_back_when_no_single_change_helps():
+    """Measured costs are not additive: a plateau where no one-edge change saves anything."""
+    space, table = NB201Space(), build_nb201_cost_table()
+    table.add_per_edge_metric("latency", np.ones((6, 5)), 0.0)
+    measured = np.full(NUM_ARCHS, 10.0)
+    target = parse_arch("|skip_connect~0|+|avg_pool_3x3~0|skip_connect~1|+|nor_conv_1x1~0|skip_connect~1|skip_connect~2|")
+    cheap_but_unlikely = parse_arch("|avg_pool_3x3~0|+|avg_pool_3x3~0|avg_pool_3x3~1|+|avg_pool_3x3~0|avg_pool_3x3~1|avg_pool_3x3~2|")
+    from dcanas.spaces.nb201.arch import enumeration_index
+    measured[enumeration_index(target)] = 1.0
+    measured[enumeration_index(cheap_but_unlikely)] = 1.0
+    table.attach_measured("latency", measured)
+    alpha = torch.zeros(6, 5)
+    for e, o in enumerate(target.op_indices):
+        alpha[e, o] = 1.0  # the alphas prefer the target over the all-pool cell
+    fixed, changes = space.repair(ALL_CONV3, [alpha], table, [Budget("latency", 5.0)])
+    assert fixed == target and "best-scored" in changes[-1]
+
+
+@needs_table
+def test_repair_holds_against_the_measured_latency_not_the_fitted_model(pixel3):
+    """The fitted model errs by up to ~7 ms on pixel3; a budget is about the measurement."""
+    space = NB201Space()
+    rng = random.Random(1)
+    under = over = 0
+    for _ in range(400):
+        arch = random_arch(rng, allow_none=False)
+        model, true = pixel3.additive_cost(arch)["latency"], pixel3.genotype_cost(arch)["latency"]
+        if abs(model - true) < 1.0:
+            continue
+        limit = (model + true) / 2  # the model and the measurement disagree about this budget
+        fixed, changes = space.repair(arch, [torch.zeros(6, 5)], pixel3, [Budget("latency", limit)])
+        assert pixel3.genotype_cost(fixed)["latency"] <= limit
+        if true > model:  # the model says it fits, the device says no: repaired anyway
+            assert changes and fixed != arch
+            under += 1
+        else:  # the model says too slow, the device says fine: left alone
+            assert fixed == arch and not changes
+            over += 1
+    assert under and over
+
+
+@needs_table
+def test_measured_table_costs_bounds_and_constraint(pixel3):
+    bench = load_nb201_table(TABLE)
+    for index in (0, 1, 6111):
+        assert pixel3.genotype_cost(index)["latency"] == bench.latency_of(index, "pixel3")
+    ops = bench.op_indices()
+    none_free = (ops != NONE_INDEX).all(axis=1)
+    assert pixel3.bounds("latency") == (bench.latency["pixel3"][none_free].min(),
+                                        bench.latency["pixel3"][none_free].max())
+    # the constraint's value is the measured latency of the derived arch, its gradient the model's
+    alpha = torch.randn(6, 5, generator=torch.Generator().manual_seed(3)).requires_grad_()
+    arch = Arch.from_indices(alpha.detach().masked_fill(torch.arange(5) == NONE_INDEX, -1e9).argmax(1).tolist())
+    con = Constraint(pixel3, [Budget("latency", 10.0)], "derived")
+    (value,) = con.expected_costs([alpha], arch)
+    assert float(value.detach()) == pytest.approx(bench.latency_of(arch, "pixel3"), rel=1e-6)
+    (grad,) = torch.autograd.grad(value, [alpha])
+    soft = pixel3.expected_cost(alpha, "latency", exclude_none=True)
+    (want,) = torch.autograd.grad(soft, [alpha])
+    torch.testing.assert_close(grad, want)
+
+
+# -- describe ---------------------------------------------------------------------------------
+
+@needs_table
+def test_describe_gives_the_benchmark_truth():
+    space = NB201Space()
+    facts = space.describe(1, bench_table=str(TABLE), device="pixel3")
+    assert facts["nb201_index"] == 1 and facts["latency_ms"] == {"pixel3": pytest.approx(17.2381)}
+    assert facts["test_accuracy"]["cifar10"] == pytest.approx(93.66, abs=1e-6)
+    assert set(facts["test_accuracy"]) == {"cifar10", "cifar100", "imagenet16-120"}
+    # without a device: accuracies only; the search's table and device are remembered from cost_table
+    assert space.describe(1, bench_table=str(TABLE))["latency_ms"] == {}
+    space.cost_table(NB201Setting(), config(latency_device="raspi4", bench_table=str(TABLE)))
+    assert space.describe(ALL_CONV3)["latency_ms"].keys() == {"raspi4"}
+
+
+def test_describe_without_a_table_is_empty(tmp_path):
+    space = NB201Space()
+    assert space.describe(ALL_CONV3, bench_table=str(tmp_path / "missing.csv")) == {}
+    (tmp_path / "bad.csv").write_text("nothing,here\n1,2\n")
+    assert space.describe(ALL_CONV3, bench_table=str(tmp_path / "bad.csv"), device="pixel3") == {}
+
+
+# -- through the shared search loop ------------------------------------------------------------
+
+def _generic_search():
+    from dcanas.search import SearchConfig
+
+    names = {f.name for f in dataclasses.fields(SearchConfig)}
+    if not {"space", "latency_device", "bench_table"} <= names:
+        pytest.skip("the space-generic search loop (SearchConfig.space/latency_device/bench_table) is not in yet")
+    return SearchConfig
+
+
+@needs_table
+@pytest.mark.parametrize("limit", [6.0, 12.0])
+def test_latency_constrained_search_lands_within_the_true_latency(tmp_path, limit):
+    SearchConfig = _generic_search()
+    from dcanas.search import run_search
+
+    cfg = SearchConfig(space="nb201", dataset="synthetic", max_latency=limit, latency_device="pixel3",
+                       bench_table=str(TABLE), cells=3, channels=8, batch_size=16, epochs=1, max_steps=3,
+                       device="cpu", seed=0)
+    result = run_search(cfg, tmp_path / "run", progress=False, log=lambda m: None)
+    true = load_nb201_table(TABLE).latency_of(result.genotype, "pixel3")
+    assert true <= limit, (str(result.genotype), true)
+    assert not result.genotype.has_none() and (tmp_path / "run" / "cell.dot").is_file()
+    assert result.budgets["latency"]["value"] == pytest.approx(true) and result.budgets["latency"]["ok"]
+    # the report's benchmark facts: true accuracy and the measured latency on the search's device
+    assert result.benchmark["latency_ms"] == {"pixel3": pytest.approx(true)}
+    assert 10 < result.benchmark["test_accuracy"]["cifar10"] < 95
