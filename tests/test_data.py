@@ -23,6 +23,7 @@ from dcanas.data import (
     Augment,
     BatchLoader,
     ImageDataset,
+    balanced_subset,
     dataset_table,
     default_augment,
     load_dataset,
@@ -616,6 +617,20 @@ def test_split_train_val():
     assert len(split_train_val(d, 0.75)[0][0]) == 30
     with pytest.raises(ConfigError):
         split_train_val(d, 1.0)
+
+
+def test_balanced_subset_is_even_deterministic_and_checked():
+    y = torch.tensor([0] * 50 + [1] * 30 + [2] * 5)
+    x = torch.arange(len(y))
+    xs, ys = balanced_subset(x, y, 40, seed=1)
+    assert torch.bincount(ys).tolist() == [18, 17, 5]  # the small class is used up, the rest share evenly
+    assert len(set(xs.tolist())) == 40 and torch.equal(y[xs], ys)  # distinct images, labels kept with them
+    assert torch.equal(balanced_subset(x, y, 40, seed=1)[0], xs)
+    assert not torch.equal(balanced_subset(x, y, 40, seed=2)[0], xs)
+    assert torch.bincount(balanced_subset(x, y, 9, seed=0)[1]).tolist() == [3, 3, 3]
+    for size in (2, 86):
+        with pytest.raises(ConfigError, match="between 3 .* and 85"):
+            balanced_subset(x, y, size)
 
 
 def loader(d: ImageDataset, batch_size: int = 8, **kw) -> BatchLoader:

@@ -173,6 +173,7 @@ def test_user_errors_exit_2_in_one_line(tmp_path, uninterrupted, capsys):
         (["train", "--resume", str(tmp_path)], "nothing to resume"),
         (["train", "--resume", str(uninterrupted[0]), "--lr", "0.1"], "only"),
         (["train"], "give a genotype"),
+        (["train", "DARTS_V2", "--train-subset", "5", "--batch-size", "4"], "between 10 (one per class)"),
     ]
     for argv, message in cases:
         code, err = _error(argv, capsys)
@@ -198,3 +199,11 @@ def test_recipe_defaults():
     # cosine to zero exactly as CosineAnnealingLR, optionally after a linear warm-up
     assert [lr_factor(e, 4, 0) for e in range(5)] == pytest.approx([1, 0.8535534, 0.5, 0.1464466, 0])
     assert [lr_factor(e, 6, 2) for e in range(3)] == pytest.approx([0.5, 1.0, 1.0])
+
+
+def test_train_subset_sets_the_epoch_length(tmp_path, capsys):
+    code = cli_main(["train", "DARTS_V2", *TINY, "--train-subset", "64", "--epochs", "2", "--json",
+                     "--run-dir", str(tmp_path / "run")])
+    result = json.loads(capsys.readouterr().out)
+    assert code == 0 and result["steps"] == 4  # 2 epochs x 64 images / batch 32
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["train_subset"] == 64

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from . import distributed as dist_utils
 from .cost import FLOPS_CONVENTION, measure_network
-from .data import BatchLoader, ImageDataset, default_augment, load_dataset, split_train_val
+from .data import BatchLoader, ImageDataset, balanced_subset, default_augment, load_dataset, split_train_val
 from .data.loader import stateless_generator
 from .errors import ConfigError, RunDirError
 from .model_io import MODEL_FILE, save_model
@@ -70,6 +70,7 @@ class TrainConfig:
     aux_weight: float = 0.4
     # model selection: hold out part of train and keep the epoch best on it, or keep the last epoch
     val_fraction: float = 0.0
+    train_subset: int | None = None  # train on this many training images, class-balanced (quick studies)
     select: str | None = None  # 'last', 'val' or 'test' (DARTS' practice); None: 'val' if val_fraction else 'last'
     # execution (may change on --resume: they do not change what is computed, only where and how)
     accum_steps: int = 1
@@ -377,11 +378,13 @@ def _train(config: TrainConfig, run_dir: str | Path | None, checkpoint: dict | N
     image_size = config.image_size or (source.setting.image_size if source.setting else None)
     data = load_dataset(config.dataset, config.data_dir, image_size=image_size)
     setting = EvalSetting(**checkpoint["setting"]) if resume else resolve_setting(config, data, source.setting)
-    validate_config(config, world_size, round(len(data.train_y) * (1.0 - config.val_fraction)))
+    validate_config(config, world_size, config.train_subset or round(len(data.train_y) * (1.0 - config.val_fraction)))
     train_x, train_y = data.train_x, data.train_y
     val_x = val_y = None
     if config.val_fraction > 0:
         (train_x, train_y), (val_x, val_y) = split_train_val(data, 1.0 - config.val_fraction, seed=config.seed)
+    if config.train_subset is not None:  # after the split, so the validation images stay the same
+        train_x, train_y = balanced_subset(train_x, train_y, config.train_subset, seed=config.seed)
     if config.sync_bn and world_size > 1 and device.type != "cuda":
         raise ConfigError("--sync-bn needs CUDA (PyTorch's SyncBatchNorm has no CPU kernels); without it each "
                           "process normalises over its own micro-batch")

@@ -74,6 +74,8 @@ def register(command) -> None:
     g.add_argument("--cutout", type=int, help="cutout square side in pixels, 0 = off (CIFAR 16)")
     g.add_argument("--drop-path", type=float, help="final drop-path probability, ramped from 0 (CIFAR 0.2)")
     g.add_argument("--aux-weight", type=float, help="auxiliary-head loss weight (0.4; 0 = no head)")
+    g.add_argument("--train-subset", type=int, metavar="N",
+                   help="train on N training images, class-balanced and drawn with --seed (quick studies)")
     g = p.add_argument_group("model selection")
     g.add_argument("--val-fraction", type=float, help="hold out this fraction of train to select the epoch on "
                                                       "(default 0: keep the last epoch)")

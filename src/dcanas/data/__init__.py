@@ -4,7 +4,7 @@
 """
 from .augment import Augment, default_augment
 from .dataset import DATASETS, ImageDataset, dataset_table, load_dataset
-from .loader import BatchLoader, split_train_val
+from .loader import BatchLoader, balanced_subset, split_train_val
 
 # Importing the format modules registers their loaders, in the order `dcanas datasets` lists them.
 from . import digits, idx, cifar, imagefolder, synthetic  # noqa: E402,F401  isort: skip
@@ -13,6 +13,7 @@ __all__ = [
     "DATASETS",
     "Augment",
     "BatchLoader",
+    "balanced_subset",
     "ImageDataset",
     "dataset_table",
     "default_augment",

@@ -38,6 +38,29 @@ def split_train_val(
     return (data.train_x[train], data.train_y[train]), (data.train_x[val], data.train_y[val])
 
 
+def balanced_subset(
+    x: torch.Tensor, y: torch.Tensor, size: int, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`size` images drawn with `seed`, as evenly over the classes as their counts allow."""
+    n = len(y)
+    classes = torch.unique(y)
+    if not len(classes) <= size <= n:
+        raise ConfigError(f"a training subset must hold between {len(classes)} (one per class) and {n} images "
+                          f"(the training set), not {size}")
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(n, generator=generator)
+    # rank each image within its class in the shuffled order; taking the lowest ranks first
+    # fills every class in turn, so classes stay balanced until the small ones run out
+    shuffled = y[order]
+    rank = torch.empty(n, dtype=torch.long)
+    for c in classes:
+        members = (shuffled == c).nonzero().squeeze(1)
+        rank[members] = torch.arange(len(members))
+    keep = order[torch.sort(rank * n + torch.arange(n), stable=True).indices[:size]]
+    keep = keep[torch.randperm(size, generator=generator)]
+    return x[keep], y[keep]
+
+
 class BatchLoader:
     """Yields normalised (and optionally augmented) float batches from uint8 images kept on `device`.
 
