@@ -1,0 +1,308 @@
+"""End to end on real data: DCA-NAS (search, then train) vs DARTS_V2 narrowed to the same budget.
+
+For every parameter budget B and seed:
+
+- **DCA-NAS**: `dcanas search --max-params B --cells N --channels auto`, then `dcanas train RUN` (the
+  searched genotype, in the network the search budgeted);
+- **DARTS_V2 narrowed**: `dcanas train DARTS_V2 --cells N --channels C`, C the widest (even) width
+  whose network fits B;
+
+both trained with the identical recipe. Every step is a `dcanas` process with one torch thread;
+`--jobs` of them run at once. Results go to RUNS_DIR/results.jsonl as they finish, so an interrupted
+study continues where it stopped; the table (markdown) and the plot are rebuilt from that file.
+
+    python benchmarks/end_to_end.py --dataset fashion-mnist --budgets 250K 500K 1M
+    python benchmarks/end_to_end.py --dataset imagefolder --data-dir ../shared/data/cifar10-jpeg --budgets 500K
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from budget_landing import machine
+from dcanas.commands.common import parse_count
+from dcanas.cost import network_cost
+from dcanas.search import SearchConfig, dry_run
+from dcanas.spaces.darts.genotype import GENOTYPES
+from dcanas.spaces.darts.network import EvalSetting
+
+BASELINE = "DARTS_V2"
+METHODS = ("DCA-NAS", f"{BASELINE} narrowed")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options (defaults: the reduced CPU study in BENCHMARKS.md)."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", default="fashion-mnist")
+    p.add_argument("--data-dir")
+    p.add_argument("--budgets", nargs="+", default=["250K", "500K", "1M"], help="deployed parameter budgets")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.add_argument("--cells", type=int, default=8, help="cells of the deployed network (both methods)")
+    g = p.add_argument_group("search")
+    g.add_argument("--search-epochs", type=int, default=50)
+    g.add_argument("--search-steps", type=int, help="stop each search after this many steps")
+    g.add_argument("--search-batch", type=int, default=64)
+    g.add_argument("--arch-lr", type=float, help="alpha learning rate (default: the paper's 6e-4)")
+    g = p.add_argument_group("training (identical for both methods)")
+    g.add_argument("--train-epochs", type=int, default=600)
+    g.add_argument("--train-subset", type=int, help="class-balanced subset of the training images")
+    g.add_argument("--train-batch", type=int, default=96)
+    g.add_argument("--lr", type=float, default=0.025)
+    g.add_argument("--cutout", type=int, default=16)
+    g.add_argument("--drop-path", type=float, default=0.2)
+    g.add_argument("--device", default="cpu")
+    p.add_argument("--as-cifar10", metavar="DIR",
+                   help="decode an imagefolder of CIFAR-10 once into CIFAR's python batches in DIR and use those "
+                        "(each dcanas process then loads in a second instead of decoding 60,000 JPEGs)")
+    p.add_argument("--jobs", type=int, default=2, help="dcanas processes at once (one thread each)")
+    p.add_argument("--runs-dir", help="default: runs/end_to_end_<dataset>")
+    p.add_argument("--out", help="markdown report (default: benchmarks/results/end_to_end_<dataset>.md)")
+    p.add_argument("--plot", help="default: docs/end_to_end_<dataset>.png")
+    p.add_argument("--note", default="", help="what was cut to fit the machine (goes into the report)")
+    p.add_argument("--report-only", action="store_true", help="rebuild the report from results.jsonl")
+    args = p.parse_args(argv)
+    tag = args.dataset if args.dataset != "imagefolder" else Path(args.data_dir or "imagefolder").name
+    args.runs_dir = Path(args.runs_dir or f"runs/end_to_end_{tag}")
+    args.out = Path(args.out or f"benchmarks/results/end_to_end_{tag}.md")
+    args.plot = Path(args.plot or f"docs/end_to_end_{tag}.png")
+    return args
+
+
+def cifar10_batches(data_dir: str, folder: Path) -> Path:
+    """Write an imagefolder copy of CIFAR-10 as the official python batches (once), for fast loading."""
+    import pickle
+
+    import numpy as np
+
+    from dcanas.data import load_dataset
+
+    target = folder / "cifar-10-batches-py"
+    if (target / "batches.meta").exists():
+        return folder
+    data = load_dataset("imagefolder", data_dir)
+    if data.train_x.shape[1:] != (3, 32, 32) or len(data.classes) != 10:
+        raise SystemExit(f"--as-cifar10 needs 32x32 colour images of 10 classes, got {tuple(data.train_x.shape[1:])}")
+    target.mkdir(parents=True, exist_ok=True)
+
+    def dump(name: str, x, y) -> None:
+        rows = {"data": x.reshape(len(x), -1).numpy(), "labels": y.tolist()}
+        (target / name).write_bytes(pickle.dumps(rows))
+
+    chunks = np.array_split(np.arange(len(data.train_y)), 5)
+    for i, rows in enumerate(chunks, 1):
+        dump(f"data_batch_{i}", data.train_x[rows], data.train_y[rows])
+    dump("test_batch", data.test_x, data.test_y)
+    (target / "batches.meta").write_bytes(pickle.dumps({"label_names": data.classes}))
+    return folder
+
+
+def run_dcanas(argv: list[str], log_path: Path) -> dict[str, Any]:
+    """Run `dcanas ARGV --json` with one thread; its JSON, wall seconds and peak RSS (MiB)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with open(log_path.with_suffix(".json"), "w") as out, open(log_path, "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "dcanas", *argv, "--json", "--quiet"],
+                                stdout=out, stderr=err, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)  # wait4: this child's own peak RSS
+    seconds = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"dcanas {shlex.join(argv)} failed; see {log_path}")
+    result = json.loads(log_path.with_suffix(".json").read_text())
+    return {**result, "wall_seconds": round(seconds, 1), "peak_mib": round(usage.ru_maxrss / 1024)}
+
+
+def train_argv(args: argparse.Namespace, seed: int) -> list[str]:
+    """The training recipe shared by both methods."""
+    argv = ["--epochs", str(args.train_epochs), "--batch-size", str(args.train_batch), "--lr", str(args.lr),
+            "--cutout", str(args.cutout), "--drop-path", str(args.drop_path), "--seed", str(seed),
+            "--device", args.device]
+    return argv + (["--train-subset", str(args.train_subset)] if args.train_subset else [])
+
+
+def data_argv(args: argparse.Namespace) -> list[str]:
+    """--dataset and --data-dir."""
+    return ["--dataset", args.dataset] + (["--data-dir", args.data_dir] if args.data_dir else [])
+
+
+def narrowest_fit(setting: EvalSetting, budget: float, genotype: str = BASELINE) -> tuple[int, int]:
+    """The widest even channel count whose `genotype` network has at most `budget` params, and its params."""
+    best = None
+    for channels in range(4, 256, 2):
+        params = network_cost(GENOTYPES.get(genotype), setting.replace(channels=channels)).params
+        if params > budget:
+            break
+        best = (channels, params)
+    if best is None:
+        raise SystemExit(f"{genotype} does not fit {budget:,.0f} params even at 4 channels")
+    return best
+
+
+def run_dcanas_method(args: argparse.Namespace, budget: str, seed: int) -> dict[str, Any]:
+    """Search under the budget, then train the found genotype."""
+    folder = args.runs_dir / f"dcanas_{budget}_s{seed}"
+    search_argv = ["search", *data_argv(args), "--max-params", budget, "--cells", str(args.cells),
+                   "--channels", "auto", "--epochs", str(args.search_epochs), "--batch-size",
+                   str(args.search_batch), "--seed", str(seed), "--device", args.device,
+                   "--run-dir", str(folder / "search")]
+    search_argv += ["--max-steps", str(args.search_steps)] if args.search_steps else []
+    search_argv += ["--arch-lr", str(args.arch_lr)] if args.arch_lr else []
+    search = run_dcanas(search_argv, folder / "search.log")
+    train = run_dcanas(["train", str(folder / "search"), *train_argv(args, seed), "--run-dir", str(folder / "train")],
+                       folder / "train.log")
+    return {"search": search, "train": train}
+
+
+def run_baseline(args: argparse.Namespace, setting: EvalSetting, budget: str, seed: int) -> dict[str, Any]:
+    """Train DARTS_V2 at the widest width that fits the budget."""
+    channels, _ = narrowest_fit(setting, parse_count(budget))
+    folder = args.runs_dir / f"darts_v2_{budget}_s{seed}"
+    train = run_dcanas(["train", BASELINE, *data_argv(args), "--cells", str(args.cells), "--channels", str(channels),
+                        *train_argv(args, seed), "--run-dir", str(folder / "train")], folder / "train.log")
+    return {"search": None, "train": train}
+
+
+def load_results(path: Path) -> list[dict[str, Any]]:
+    """Rows of results.jsonl."""
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def run_study(args: argparse.Namespace) -> None:
+    """Run every (method, budget, seed) not yet in results.jsonl, `--jobs` at a time."""
+    results_path = args.runs_dir / "results.jsonl"
+    done = {(r["method"], r["budget"], r["seed"]) for r in load_results(results_path)}
+    config = SearchConfig(dataset=args.dataset, data_dir=args.data_dir, eval_cells=args.cells)
+    setting = EvalSetting(**dry_run(config)["setting"])  # the deployed network's input, classes, depth
+    lock = threading.Lock()
+
+    def task(method: str, budget: str, seed: int) -> None:
+        print(f"start  {method} {budget} seed {seed}", flush=True)
+        run = (run_dcanas_method(args, budget, seed) if method == METHODS[0]
+               else run_baseline(args, setting, budget, seed))
+        row = {"method": method, "budget": budget, "seed": seed, **run}
+        with lock, open(results_path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        acc = run["train"]["test_acc"]
+        print(f"done   {method} {budget} seed {seed}: test {100 * acc:.2f}%, {run['train']['params']:,} params",
+              flush=True)
+
+    # the largest budgets first, so the slowest jobs do not end up alone at the end
+    todo = [(m, b, s) for b in sorted(args.budgets, key=parse_count, reverse=True) for s in args.seeds
+            for m in METHODS if (m, b, s) not in done]
+    args.runs_dir.mkdir(parents=True, exist_ok=True)
+    with ThreadPoolExecutor(args.jobs) as pool:
+        for future in [pool.submit(task, *t) for t in todo]:
+            future.result()
+
+
+def mean_sd(values: list[float]) -> str:
+    """'mean ± sd (n)' in percent."""
+    if not values:
+        return "-"
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{100 * statistics.mean(values):.2f} ± {100 * sd:.2f} ({len(values)})"
+
+
+def summary(rows: list[dict[str, Any]], budgets: list[str]) -> list[dict[str, Any]]:
+    """One line per (budget, method): sizes, accuracy over seeds, times."""
+    lines = []
+    for budget in sorted(budgets, key=parse_count):
+        for method in METHODS:
+            runs = [r for r in rows if r["budget"] == budget and r["method"] == method]
+            if not runs:
+                continue
+            train = [r["train"] for r in runs]
+            search = [r["search"]["wall_seconds"] for r in runs if r["search"]]
+            lines.append({
+                "budget": budget, "method": method, "width": "/".join(sorted({str(t["setting"]["channels"]) for t in train})),
+                "params": max(t["params"] for t in train), "flops": max(t["flops"] for t in train),
+                "accs": [t["test_acc"] for t in train], "within": all(t["params"] <= parse_count(budget) for t in train),
+                "search_s": statistics.mean(search) if search else None,
+                "train_s": statistics.mean(t["wall_seconds"] for t in train)})
+    return lines
+
+
+def plot(lines: list[dict[str, Any]], path: Path, title: str) -> None:
+    """Test accuracy vs deployed params, one line per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for method, marker in zip(METHODS, "os"):
+        own = [x for x in lines if x["method"] == method]
+        means = [100 * statistics.mean(x["accs"]) for x in own]
+        sds = [100 * statistics.stdev(x["accs"]) if len(x["accs"]) > 1 else 0 for x in own]
+        ax.errorbar([x["params"] / 1e6 for x in own], means, yerr=sds, marker=marker, capsize=3, label=method)
+    for budget in sorted({x["budget"] for x in lines}, key=parse_count):
+        ax.axvline(parse_count(budget) / 1e6, color="grey", lw=0.6, ls=":")
+    ax.set(xlabel="deployed parameters (M; dotted: budgets)", ylabel="test accuracy (%)", title=title)
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(args: argparse.Namespace, rows: list[dict[str, Any]], command: str) -> None:
+    """Markdown: summary table, every run, the command, the machine and what was cut."""
+    lines = summary(rows, sorted({r["budget"] for r in rows}, key=parse_count))
+    plot(lines, args.plot, f"{args.dataset}: DCA-NAS vs {BASELINE} narrowed")
+    out = [f"# End to end on {args.dataset}: DCA-NAS vs {BASELINE} narrowed to the same parameter budget", "",
+           f"Deployed networks: {args.cells} cells (CIFAR-style). Search: {args.search_epochs} epochs"
+           + (f", stopped after {args.search_steps} steps" if args.search_steps else "")
+           + f", batch {args.search_batch}" + (f", alpha lr {args.arch_lr}" if args.arch_lr else "")
+           + f". Training (both methods): {args.train_epochs} epochs"
+           + (f" over a class-balanced subset of {args.train_subset} training images" if args.train_subset else "")
+           + f", batch {args.train_batch}, lr {args.lr} cosine, cutout {args.cutout}, drop-path {args.drop_path}; "
+           "test accuracy on the full test set, last epoch.", ""]
+    if args.note:
+        out += [f"**What was cut:** {args.note}", ""]
+    out += ["| budget | method | width | params | FLOPs (MACs) | within | test % mean ± sd (n) | search s | train s |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for x in lines:
+        out.append(f"| {x['budget']} | {x['method']} | {x['width']} | {x['params']:,} | {x['flops'] / 1e6:.1f}M | "
+                   f"{'yes' if x['within'] else 'NO'} | {mean_sd(x['accs'])} | "
+                   f"{'-' if x['search_s'] is None else round(x['search_s'])} | {x['train_s']:.0f} |")
+    out += ["", f"![accuracy vs params]({os.path.relpath(args.plot, args.out.parent)})", "", "## Every run", "",
+            "| budget | method | seed | genotype | params | test % | search s | train s | peak MiB |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (parse_count(r["budget"]), r["method"], r["seed"])):
+        t, s = r["train"], r["search"]
+        peak = max(t["peak_mib"], s["peak_mib"] if s else 0)
+        out.append(f"| {r['budget']} | {r['method']} | {r['seed']} | `{t['genotype']}` | {t['params']:,} | "
+                   f"{100 * t['test_acc']:.2f} | {s['wall_seconds'] if s else '-'} | {t['wall_seconds']} | {peak} |")
+    out += ["", "Command:", "", "```", command, "```", "", f"Machine: {machine()}.", ""]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("\n".join(out))
+    print("\n".join(out[: out.index("## Every run")]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run (or continue) the study, then write the report and plot."""
+    args = parse_args(argv)
+    if args.as_cifar10:
+        args.dataset, args.data_dir = "cifar10", str(cifar10_batches(args.data_dir, Path(args.as_cifar10)))
+    command = shlex.join(["python", "benchmarks/end_to_end.py", *(sys.argv[1:] if argv is None else argv)])
+    if not args.report_only:
+        run_study(args)
+    rows = load_results(args.runs_dir / "results.jsonl")
+    if not rows:
+        raise SystemExit(f"no results in {args.runs_dir / 'results.jsonl'}")
+    write_report(args, rows, command)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
