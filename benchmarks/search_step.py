@@ -130,7 +130,7 @@ def main() -> None:
         return
     print(f"\nsearch step = alpha step + weight step, 32x32x3 input, 8 cells x 16 channels, device {args.device}, "
           f"{args.steps} timed steps after {args.warmup} warm-up; memory: {rows[0]['memory']}")
-    print(f"| batch | configuration | s/step | speed-up vs plain DARTS | x child step | peak MiB |")
+    print("| batch | configuration | s/step | speed-up vs plain DARTS | x child step | peak MiB |")
     print("|---|---|---|---|---|---|")
     for r in rows:
         sp = f"{r['speedup_vs_plain']:.1f}x" if r["speedup_vs_plain"] else "-"

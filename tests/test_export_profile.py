@@ -21,14 +21,6 @@ ort = pytest.importorskip("onnxruntime", reason="export and profile need onnxrun
 TINY = {"cells": 5, "channels": 8}  # digits: 1x8x8 input, 10 classes
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny tensors gain nothing from OpenMP threads, and on a shared, loaded machine their spin-waits cost seconds."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def trained_like_net() -> EvalNetwork:
     """DARTS_V2 on digits with non-trivial BatchNorm statistics, as a trained net has (eval mode must use them)."""

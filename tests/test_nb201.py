@@ -26,14 +26,6 @@ TABLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "nb201" / "nb2
 needs_table = pytest.mark.skipif(not TABLE.is_file(), reason=f"{TABLE} is absent (shared NAS-Bench-201 data)")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """These nets are tiny: on a shared 2-core machine, intra-op threads only fight (measured 7x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def uniform(op: str) -> str:
     return format_arch(Arch((op,) * 6))

@@ -23,14 +23,6 @@ needs_table = pytest.mark.skipif(not TABLE.is_file(), reason=f"{TABLE} is absent
 ALL_CONV3 = Arch(("nor_conv_3x3",) * 6)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny nets on a shared 2-core machine: intra-op threads only fight."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def config(**kw):
     """A stand-in for SearchConfig with the fields the adapter reads (works before and after the generic loop)."""

@@ -14,7 +14,7 @@ from dcanas.constraint import Budget, Constraint, auto_channels, check_budgets, 
 from dcanas.cost import build_cost_table, network_cost
 from dcanas.errors import BudgetError
 from dcanas.search import SearchConfig, run_search
-from dcanas.spaces.darts.genotype import GENOTYPES, load_genotype
+from dcanas.spaces.darts.genotype import load_genotype
 from dcanas.spaces.darts.network import eval_setting_for
 from dcanas.spaces.darts.ops import PRIMITIVES
 from dcanas.spaces.darts.supernet import Supernet, SupernetConfig, derive_genotype

@@ -37,13 +37,6 @@ def _weights(run_dir):
     return load_model(run_dir)[0].state_dict()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
