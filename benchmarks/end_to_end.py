@@ -112,7 +112,8 @@ def run_dcanas(argv: list[str], log_path: Path) -> dict[str, Any]:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     with open(log_path.with_suffix(".json"), "w") as out, open(log_path, "w") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "dcanas", *argv, "--json", "--quiet"],
+        # no --quiet: the progress bars go to the log, to watch a long study
+        proc = subprocess.Popen([sys.executable, "-m", "dcanas", *argv, "--json"],
                                 stdout=out, stderr=err, env=env)
         _, status, usage = os.wait4(proc.pid, 0)  # wait4: this child's own peak RSS
     seconds = time.perf_counter() - start
