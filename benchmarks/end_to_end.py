@@ -53,6 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--search-steps", type=int, help="stop each search after this many steps")
     g.add_argument("--search-batch", type=int, default=64)
     g.add_argument("--arch-lr", type=float, help="alpha learning rate (default: the paper's 6e-4)")
+    g.add_argument("--search-warmup", type=float, help="weights-only warm-up epochs of each search (default 0)")
     g = p.add_argument_group("training (identical for both methods)")
     g.add_argument("--train-epochs", type=int, default=600)
     g.add_argument("--train-subset", type=int, help="class-balanced subset of the training images")
@@ -158,6 +159,7 @@ def run_dcanas_method(args: argparse.Namespace, budget: str, seed: int) -> dict[
                    "--run-dir", str(folder / "search")]
     search_argv += ["--max-steps", str(args.search_steps)] if args.search_steps else []
     search_argv += ["--arch-lr", str(args.arch_lr)] if args.arch_lr else []
+    search_argv += ["--warmup-epochs", str(args.search_warmup)] if args.search_warmup else []
     search = run_dcanas(search_argv, folder / "search.log")
     train = run_dcanas(["train", str(folder / "search"), *train_argv(args, seed), "--run-dir", str(folder / "train")],
                        folder / "train.log")
@@ -264,6 +266,7 @@ def write_report(args: argparse.Namespace, rows: list[dict[str, Any]], command: 
            f"Deployed networks: {args.cells} cells (CIFAR-style). Search: {args.search_epochs} epochs"
            + (f", stopped after {args.search_steps} steps" if args.search_steps else "")
            + f", batch {args.search_batch}" + (f", alpha lr {args.arch_lr}" if args.arch_lr else "")
+           + (f", weights-only warm-up {args.search_warmup:g} epoch" if args.search_warmup else "")
            + f". Training (both methods): {args.train_epochs} epochs"
            + (f" over a class-balanced subset of {args.train_subset} training images" if args.train_subset else "")
            + f", batch {args.train_batch}, lr {args.lr} cosine, cutout {args.cutout}, drop-path {args.drop_path}; "

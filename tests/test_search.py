@@ -12,7 +12,7 @@ import torch
 
 from dcanas.constraint import Budget, Constraint, auto_channels, check_budgets, repair_genotype
 from dcanas.cost import build_cost_table, network_cost
-from dcanas.errors import BudgetError
+from dcanas.errors import BudgetError, ConfigError
 from dcanas.search import SearchConfig, run_search
 from dcanas.spaces.darts.genotype import load_genotype
 from dcanas.spaces.darts.network import eval_setting_for
@@ -226,3 +226,31 @@ def test_cli_json_and_user_errors(tmp_path):
     impossible = subprocess.run([sys.executable, "-m", "dcanas", "search", "--max-params", "10K"],
                                 capture_output=True, text=True, timeout=300)
     assert impossible.returncode == 2 and "below the smallest" in impossible.stderr
+
+
+def test_warmup_trains_only_weights_first(tmp_path, monkeypatch):
+    from dcanas import search as search_module
+
+    calls = {"alpha": 0, "weight": 0}
+    for kind in calls:
+        original = getattr(search_module.BilevelStep, f"{kind}_step")
+
+        def counted(self, x, y, _original=original, _kind=kind):
+            calls[_kind] += 1
+            return _original(self, x, y)
+        monkeypatch.setattr(search_module.BilevelStep, f"{kind}_step", counted)
+    config = SearchConfig(dataset="digits", epochs=2, batch_size=64, warmup_epochs=1.5, max_params=150_000)
+    result = run_search(config, tmp_path / "run", progress=False)
+    steps_per_epoch = calls["weight"] // 2
+    assert result.steps == calls["weight"] == 2 * steps_per_epoch
+    assert calls["alpha"] == 2 * steps_per_epoch - round(1.5 * steps_per_epoch) > 0
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert history[0]["metrics"]["val_acc"] is None  # a whole warm-up epoch: no alpha batches seen
+    assert 0.0 <= history[1]["metrics"]["val_acc"] <= 1.0
+    assert (tmp_path / "run" / "search.png").is_file()
+
+
+def test_warmup_longer_than_search_is_refused_before_writing(tmp_path):
+    with pytest.raises(ConfigError, match="--warmup-epochs"):
+        run_search(SearchConfig(dataset="digits", epochs=2, warmup_epochs=2), tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()

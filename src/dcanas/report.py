@@ -61,7 +61,8 @@ def plot_search(history: list[dict[str, Any]], budgets: dict[str, dict], path: P
     rows = [h["metrics"] for h in history]
     metrics = list(budgets) or ["params"]
     fig, axes = plt.subplots(1, 2 + len(metrics), figsize=(4.2 * (2 + len(metrics)), 3.4))
-    axes[0].plot(epochs, [r["val_acc"] for r in rows], label="val (alpha batches)")
+    axes[0].plot(epochs, [float("nan") if r["val_acc"] is None else r["val_acc"] for r in rows],
+                 label="val (alpha batches; none in warm-up)")
     axes[0].plot(epochs, [r["train_acc"] for r in rows], label="train")
     axes[0].set(title="supernet accuracy", xlabel="epoch")
     axes[0].legend()

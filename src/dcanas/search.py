@@ -65,6 +65,7 @@ class SearchConfig:
     arch_betas: tuple[float, float] = (0.5, 0.999)
     arch_weight_decay: float = 1e-3
     lambda_lr: float = 0.05
+    warmup_epochs: float = 0.0  # weights-only epochs first (PC-DARTS uses 15 of 50); fractions allowed
     grad_clip: float = 5.0
     seed: int = 0
     max_steps: int | None = None
@@ -100,6 +101,8 @@ SEARCH_PRESETS: dict[str, dict[str, Any]] = {
 def prepare_search(config: SearchConfig):
     """Load the data, resolve the deployed setting, build its cost table, and refuse unreachable budgets."""
     space = SPACES.get(config.space)
+    if not 0 <= config.warmup_epochs < config.epochs:
+        raise ConfigError(f"--warmup-epochs must be in [0, --epochs={config.epochs}), got {config.warmup_epochs:g}")
     data = load_dataset(config.dataset, config.data_dir, download=config.download, image_size=config.image_size)
     setting = space.eval_setting(config, data.in_channels, data.num_classes, data.image_size)
     table = space.cost_table(setting, config)
@@ -296,6 +299,9 @@ def _search(config: SearchConfig, run_dir: str | Path | None, checkpoint: dict |
                 "seconds": seconds, "running": asdict(running_total), "world_size": world_size}
 
     steps_per_epoch = min(len(train), len(val))
+    # alphas and multipliers stay put until the candidate ops' weights have trained a while, so that
+    # parameter-free ops do not win merely because untrained convolutions are noisy
+    warmup_steps = round(config.warmup_epochs * steps_per_epoch)
     stopped = False
     with stop_on_signals() as stop_request:
         for epoch in range(start_epoch, config.epochs):
@@ -306,12 +312,13 @@ def _search(config: SearchConfig, run_dir: str | Path | None, checkpoint: dict |
             batches = zip(train.epoch(epoch, start_step), val.epoch(epoch, start_step))
             step, stop = start_step, False
             for step, ((xt, yt), (xv, yv)) in enumerate(batches, start=start_step):
-                running.add_val(*stepper.alpha_step(xv, yv))
+                if total_steps >= warmup_steps:
+                    running.add_val(*stepper.alpha_step(xv, yv))
                 running.add_train(*stepper.weight_step(xt, yt))
                 total_steps += 1
                 bar.update(1)
                 if progress:
-                    bar.set_postfix(val_acc=f"{running.val_acc:.3f}", **_lambda_postfix(constraint))
+                    bar.set_postfix(val_acc=f"{running.val_acc:.3f}" if running.val_seen else "warm-up", **_lambda_postfix(constraint))
                 # every process stops at the same step (a signal may reach only one); the steps sync anyway
                 stop = dist_utils.any_process(bool(stop_request), device)
                 if stop or (config.max_steps is not None and total_steps >= config.max_steps):
@@ -338,7 +345,8 @@ def _search(config: SearchConfig, run_dir: str | Path | None, checkpoint: dict |
                 save_checkpoint(run_dir / CHECKPOINT, checkpoint_state(epoch + 1, 0, running))
             if progress:
                 m = record["metrics"]
-                log(f"epoch {epoch + 1}: val_acc {m['val_acc']:.3f} "
+                val = "warm-up" if m["val_acc"] is None else f"{m['val_acc']:.3f}"
+                log(f"epoch {epoch + 1}: val_acc {val} "
                     + " ".join(f"{b.metric} {m['derived_' + b.metric]:,.0f}/{b.limit:,.0f}" for b in budgets))
             if config.max_steps is not None and total_steps >= config.max_steps:
                 stopped = True
@@ -411,7 +419,9 @@ def _epoch_record(space: SearchSpace, epoch: int, running: _Running, model: torc
     n = max(running.train_seen, 1)
     row: dict[str, Any] = {
         "epoch": epoch, "train_loss": running.train_loss / n, "train_acc": running.train_correct / n,
-        "val_loss": running.val_loss / max(running.val_seen, 1), "val_acc": running.val_acc,
+        # no alpha step in a warm-up epoch: no validation figures rather than zeros
+        "val_loss": running.val_loss / running.val_seen if running.val_seen else None,
+        "val_acc": running.val_acc if running.val_seen else None,
         "lr": w_opt.param_groups[0]["lr"], "seconds": round(seconds, 3),
         "derived_params": derived["params"], "derived_flops": derived["flops"],
     }

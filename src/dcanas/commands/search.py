@@ -115,6 +115,9 @@ def register(command) -> None:
     g.add_argument("--lr", type=float, help="weight learning rate (cosine to 0)")
     g.add_argument("--arch-lr", type=float, help="alpha learning rate (Adam)")
     g.add_argument("--lambda-lr", type=float, help="multiplier step size")
+    g.add_argument("--warmup-epochs", type=float,
+                   help="train only the weights this many epochs before alphas and multipliers move (default 0, "
+                        "as the paper; PC-DARTS uses 15 of 50; fractions allowed)")
     g.add_argument("--seed", type=int)
     g.add_argument("--max-steps", type=int, help="stop after this many search steps")
     g.add_argument("--accum-steps", type=int, help="micro-batches per process per step (gradient accumulation); "
