@@ -160,7 +160,12 @@ def run_dcanas_method(args: argparse.Namespace, budget: str, seed: int) -> dict[
     search_argv += ["--max-steps", str(args.search_steps)] if args.search_steps else []
     search_argv += ["--arch-lr", str(args.arch_lr)] if args.arch_lr else []
     search_argv += ["--warmup-epochs", str(args.search_warmup)] if args.search_warmup else []
-    search = run_dcanas(search_argv, folder / "search.log")
+    if (folder / "search" / "checkpoint.pt").is_file() and not (folder / "search" / "result.json").is_file():
+        # an interrupted study: continue the search exactly; its time is the search loop's, both parts together
+        search = run_dcanas(["search", "--resume", str(folder / "search")], folder / "search_resumed.log")
+        search.update(wall_seconds=round(search["search_seconds"], 1), resumed=True)
+    else:
+        search = run_dcanas(search_argv, folder / "search.log")
     train = run_dcanas(["train", str(folder / "search"), *train_argv(args, seed), "--run-dir", str(folder / "train")],
                        folder / "train.log")
     return {"search": search, "train": train}

@@ -474,8 +474,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if srv.cut_after is not None:  # simulate a dropped connection
             body, srv.cut_after = body[: srv.cut_after], None
+        srv.sent += len(body)  # counted before the write: the client may finish reading before this thread resumes
         self.wfile.write(body)
-        srv.sent += len(body)
 
     def log_message(self, *args: object) -> None:
         pass

@@ -240,7 +240,9 @@ def test_warmup_trains_only_weights_first(tmp_path, monkeypatch):
             return _original(self, x, y)
         monkeypatch.setattr(search_module.BilevelStep, f"{kind}_step", counted)
     config = SearchConfig(dataset="digits", epochs=2, batch_size=64, warmup_epochs=1.5, max_params=150_000)
-    result = run_search(config, tmp_path / "run", progress=False)
+    logged = []
+    result = run_search(config, tmp_path / "run", progress=True, log=logged.append)  # the per-epoch log line too
+    assert logged[0].startswith("epoch 1: val_acc warm-up") and logged[1].startswith("epoch 2: val_acc 0.")
     steps_per_epoch = calls["weight"] // 2
     assert result.steps == calls["weight"] == 2 * steps_per_epoch
     assert calls["alpha"] == 2 * steps_per_epoch - round(1.5 * steps_per_epoch) > 0

@@ -345,8 +345,8 @@ def _search(config: SearchConfig, run_dir: str | Path | None, checkpoint: dict |
                 save_checkpoint(run_dir / CHECKPOINT, checkpoint_state(epoch + 1, 0, running))
             if progress:
                 m = record["metrics"]
-                val = "warm-up" if m["val_acc"] is None else f"{m['val_acc']:.3f}"
-                log(f"epoch {epoch + 1}: val_acc {val} "
+                val_text = "warm-up" if m["val_acc"] is None else f"{m['val_acc']:.3f}"
+                log(f"epoch {epoch + 1}: val_acc {val_text} "
                     + " ".join(f"{b.metric} {m['derived_' + b.metric]:,.0f}/{b.limit:,.0f}" for b in budgets))
             if config.max_steps is not None and total_steps >= config.max_steps:
                 stopped = True
