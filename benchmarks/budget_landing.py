@@ -28,7 +28,15 @@ from pathlib import Path
 
 import numpy as np
 
-from dcanas.lug import BUILD_FILE, LUG_PLOT, LugError, available_cores, build_lug, run_tasks, uniform_search_size
+from dcanas.lug import (
+    BUILD_FILE,
+    LUG_PLOT,
+    LugError,
+    available_cores,
+    build_lug,
+    run_tasks,
+    uniform_search_size,
+)
 from dcanas.search import SEARCH_PRESETS, SearchConfig, prepare_search
 from dcanas.spaces.darts.genotype import parse_genotype
 
@@ -36,6 +44,21 @@ ROOT = Path(__file__).resolve().parents[1]
 FRACTIONS = (0.05, 0.15, 0.25, 0.35, 0.45)  # of the deployable range [low, high]
 EXTRA_LUG_POINTS = 2  # above the largest budget, up to the uniform-alpha k_s
 NOTES = "<!-- notes: everything below is kept when the script rewrites this file -->"
+
+
+def study_command(script: str, argv: list[str]) -> str:
+    """The command line that produced a study's results: ARGV without the report-only options."""
+    import shlex
+
+    kept, skip = [], False
+    for token in argv:
+        if skip:
+            skip = False
+        elif token == "--note":
+            skip = True  # its value follows
+        elif token != "--report-only" and not token.startswith("--note="):
+            kept.append(token)
+    return shlex.join(["python", script, *kept])
 
 
 def machine() -> str:

@@ -29,7 +29,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from budget_landing import machine
+from budget_landing import machine, study_command
+
 from dcanas.commands.common import parse_count
 from dcanas.cost import network_cost
 from dcanas.search import SearchConfig, dry_run
@@ -303,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.as_cifar10:
         args.dataset, args.data_dir = "cifar10", str(cifar10_batches(args.data_dir, Path(args.as_cifar10)))
-    command = shlex.join(["python", "benchmarks/end_to_end.py", *(sys.argv[1:] if argv is None else argv)])
+    command = study_command("benchmarks/end_to_end.py", sys.argv[1:] if argv is None else argv)
     if not args.report_only:
         run_study(args)
     rows = load_results(args.runs_dir / "results.jsonl")

@@ -15,13 +15,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from end_to_end import cifar10_batches, data_argv, machine, run_dcanas, train_argv
+from end_to_end import (
+    cifar10_batches,
+    data_argv,
+    machine,
+    run_dcanas,
+    study_command,
+    train_argv,
+)
 from search_step import CONFIGS
 
 ROWS = [name for name, spec in CONFIGS.items() if not spec.get("child")]
@@ -158,7 +164,7 @@ def report(args: argparse.Namespace, command: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run the missing rows, then write the report."""
     args = parse_args(argv)
-    command = shlex.join(["python", "benchmarks/search_ablation.py", *(sys.argv[1:] if argv is None else argv)])
+    command = study_command("benchmarks/search_ablation.py", sys.argv[1:] if argv is None else argv)
     if args.as_cifar10:
         args.dataset, args.data_dir = "cifar10", str(cifar10_batches(args.data_dir, Path(args.as_cifar10)))
     if not args.report_only:
