@@ -55,6 +55,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--search-batch", type=int, default=64)
     g.add_argument("--arch-lr", type=float, help="alpha learning rate (default: the paper's 6e-4)")
     g.add_argument("--search-warmup", type=float, help="weights-only warm-up epochs of each search (default 0)")
+    g.add_argument("--max-skips", type=int, help="cap on skip connections in the searched normal cell (default none)")
     g = p.add_argument_group("training (identical for both methods)")
     g.add_argument("--train-epochs", type=int, default=600)
     g.add_argument("--train-subset", type=int, help="class-balanced subset of the training images")
@@ -161,6 +162,7 @@ def run_dcanas_method(args: argparse.Namespace, budget: str, seed: int) -> dict[
     search_argv += ["--max-steps", str(args.search_steps)] if args.search_steps else []
     search_argv += ["--arch-lr", str(args.arch_lr)] if args.arch_lr else []
     search_argv += ["--warmup-epochs", str(args.search_warmup)] if args.search_warmup else []
+    search_argv += ["--max-skips", str(args.max_skips)] if args.max_skips is not None else []
     if (folder / "search" / "checkpoint.pt").is_file() and not (folder / "search" / "result.json").is_file():
         # an interrupted study: continue the search exactly; its time is the search loop's, both parts together
         search = run_dcanas(["search", "--resume", str(folder / "search")], folder / "search_resumed.log")
@@ -273,6 +275,7 @@ def write_report(args: argparse.Namespace, rows: list[dict[str, Any]], command: 
            + (f", stopped after {args.search_steps} steps" if args.search_steps else "")
            + f", batch {args.search_batch}" + (f", alpha lr {args.arch_lr}" if args.arch_lr else "")
            + (f", weights-only warm-up {args.search_warmup:g} epoch" if args.search_warmup else "")
+           + (f", at most {args.max_skips} skip connections per normal cell" if args.max_skips is not None else "")
            + f". Training (both methods): {args.train_epochs} epochs"
            + (f" over a class-balanced subset of {args.train_subset} training images" if args.train_subset else "")
            + f", batch {args.train_batch}, lr {args.lr} cosine, cutout {args.cutout}, drop-path {args.drop_path}; "

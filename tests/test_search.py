@@ -256,3 +256,34 @@ def test_warmup_longer_than_search_is_refused_before_writing(tmp_path):
     with pytest.raises(ConfigError, match="--warmup-epochs"):
         run_search(SearchConfig(dataset="digits", epochs=2, warmup_epochs=2), tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_skip_cap_keeps_the_strongest_skips_and_swaps_the_rest():
+    rows = 14  # edges of a 4-step cell
+    skip, sep3, dil5 = (PRIMITIVES.index(op) for op in ("skip_connect", "sep_conv_3x3", "dil_conv_5x5"))
+    alpha = torch.zeros(rows, len(PRIMITIVES))
+    alpha[:, skip] = torch.arange(rows) + 3.0  # skip wins everywhere, later edges more strongly
+    alpha[:, sep3] = 1.0  # every edge's runner-up
+    alpha[3, dil5] = 2.0  # except edge 3's
+    free = derive_genotype(alpha, alpha)
+    assert [op for op, _ in free.normal] == ["skip_connect"] * 8
+    capped = derive_genotype(alpha, alpha, max_skips=2)
+    assert [i for _, i in capped.normal] == [i for _, i in free.normal]  # the same edges, only ops change
+    kept = [n for n, (op, _) in enumerate(capped.normal) if op == "skip_connect"]
+    assert kept == [6, 7]  # the two strongest skip edges are the last node's
+    runner_up = ["sep_conv_3x3"] * 8
+    runner_up[2] = "dil_conv_5x5"  # the third chosen edge is alpha row 3
+    assert [op for op, _ in capped.normal[:6]] == runner_up[:6]  # each swapped edge takes its runner-up
+    assert capped.reduce == free.reduce  # the cap is for the normal cell only
+    assert [op for op, _ in derive_genotype(alpha, alpha, max_skips=0).normal] == runner_up
+
+
+def test_search_with_skip_cap_and_its_refusals(tmp_path):
+    result = run_search(SearchConfig(**FAST, max_params=300_000, max_skips=0), tmp_path / "run", progress=False)
+    if not result.repairs:  # repair may choose skips to meet a budget; this one leaves room
+        assert all(op != "skip_connect" for op, _ in result.genotype.normal)
+    with pytest.raises(ConfigError, match="--max-skips"):
+        run_search(SearchConfig(**FAST, max_params=300_000, max_skips=-1), tmp_path / "bad", progress=False)
+    with pytest.raises(ConfigError, match="--max-skips"):
+        run_search(SearchConfig(space="nb201", dataset="digits", max_skips=2), tmp_path / "nb", progress=False)
+    assert not (tmp_path / "bad").exists() and not (tmp_path / "nb").exists()

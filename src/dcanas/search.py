@@ -55,6 +55,7 @@ class SearchConfig:
     bottleneck: int = 4
     weight_sharing: bool = True
     derived_cells: bool = True
+    max_skips: int | None = None  # DARTS: cap on skip connections in the derived normal cell (P-DARTS)
     # optimisation (paper appendix defaults, batch scaled for a CPU)
     epochs: int = 50
     batch_size: int = 64  # the global batch, over all processes
@@ -101,6 +102,9 @@ SEARCH_PRESETS: dict[str, dict[str, Any]] = {
 def prepare_search(config: SearchConfig):
     """Load the data, resolve the deployed setting, build its cost table, and refuse unreachable budgets."""
     space = SPACES.get(config.space)
+    if config.max_skips is not None and (config.space != "darts" or config.max_skips < 0):
+        raise ConfigError(f"--max-skips is a non-negative cap for the darts space (got {config.max_skips} "
+                          f"with --space {config.space})")
     if not 0 <= config.warmup_epochs < config.epochs:
         raise ConfigError(f"--warmup-epochs must be in [0, --epochs={config.epochs}), got {config.warmup_epochs:g}")
     data = load_dataset(config.dataset, config.data_dir, download=config.download, image_size=config.image_size)

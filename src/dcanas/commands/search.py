@@ -109,6 +109,8 @@ def register(command) -> None:
     g.add_argument("--no-bottleneck", action="store_true", help="candidate ops run on all channels")
     g.add_argument("--no-weight-sharing", dest="weight_sharing", action="store_const", const=False)
     g.add_argument("--no-derived-cells", dest="derived_cells", action="store_const", const=False)
+    g.add_argument("--max-skips", type=int, help="DARTS: keep at most this many skip connections in the derived "
+                                                 "normal cell (P-DARTS uses 2; default: no cap)")
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int)
     g.add_argument("--batch-size", type=int, help="GLOBAL batch over all processes (torchrun)")

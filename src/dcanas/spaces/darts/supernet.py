@@ -16,6 +16,7 @@ from .genotype import Genotype, make_genotype
 from .network import STEM_MULTIPLIER
 from .ops import PRIMITIVES, FactorizedReduce, ReLUConvBN, make_op
 
+SKIP_INDEX = PRIMITIVES.index("skip_connect")
 NONE_INDEX = PRIMITIVES.index("none")
 SHARED_OPS = tuple(p for p in PRIMITIVES if p != "none")  # what SourceOps computes, in alpha-column order
 SHARED_COLUMNS = [PRIMITIVES.index(p) for p in SHARED_OPS]
@@ -33,6 +34,7 @@ class SupernetConfig:
     bottleneck: int = 4  # candidate ops run on channels // bottleneck; 1 = off
     weight_sharing: bool = True
     derived_cells: bool = True
+    max_skips: int | None = None  # cap on skip_connect edges in the derived normal cell (P-DARTS); None = no cap
 
     def to_dict(self) -> dict:
         """JSON-ready form."""
@@ -194,7 +196,8 @@ class Supernet(nn.Module):
 
     def derive(self) -> Genotype:
         """The discrete genotype of the current alphas (top-2 inputs per node, strongest non-none op)."""
-        return derive_genotype(self.alpha_normal.detach(), self.alpha_reduce.detach(), self.config.steps)
+        return derive_genotype(self.alpha_normal.detach(), self.alpha_reduce.detach(), self.config.steps,
+                               max_skips=self.config.max_skips)
 
     def update_derived(self) -> Genotype:
         """Re-derive the genotype the derived cells run (called after every alpha step)."""
@@ -213,21 +216,31 @@ class Supernet(nn.Module):
         return self.classifier(self.global_pooling(s1).flatten(1))
 
 
-def derive_genotype(alpha_normal: torch.Tensor, alpha_reduce: torch.Tensor, steps: int = 4) -> Genotype:
-    """DARTS discretisation: per node keep the two incoming edges with the largest non-none weight."""
+def derive_genotype(alpha_normal: torch.Tensor, alpha_reduce: torch.Tensor, steps: int = 4, *,
+                    max_skips: int | None = None) -> Genotype:
+    """DARTS discretisation: per node keep the two incoming edges with the largest non-none weight.
 
-    def cell(alpha: torch.Tensor) -> list[tuple[str, int]]:
+    With `max_skips`, the normal cell keeps only its strongest skip connections and the others take
+    their edge's best remaining op (P-DARTS's remedy for the skip-connect collapse of long searches).
+    """
+
+    def cell(alpha: torch.Tensor, skip_cap: int | None) -> list[tuple[str, int]]:
         weights = F.softmax(alpha.float(), dim=-1).cpu()
         weights[:, NONE_INDEX] = -1.0
         strength, best = weights.max(dim=-1)
-        edges, k = [], 0
+        chosen, k = [], 0
         for j in range(2, 2 + steps):
             rows = list(range(k, k + j))
             # ties broken by lower input index, deterministically
             top = sorted(rows, key=lambda r: (-strength[r].item(), r))[:2]
-            for r in sorted(top):
-                edges.append((PRIMITIVES[best[r].item()], r - k))
+            chosen += [(r, k) for r in sorted(top)]
             k += j
-        return edges
+        ops = {r: best[r].item() for r, _ in chosen}
+        skips = sorted((r for r, _ in chosen if ops[r] == SKIP_INDEX), key=lambda r: (-strength[r].item(), r))
+        for r in skips[skip_cap:] if skip_cap is not None else []:
+            others = weights[r].clone()
+            others[SKIP_INDEX] = -1.0
+            ops[r] = int(others.argmax())
+        return [(PRIMITIVES[ops[r]], r - k) for r, k in chosen]
 
-    return make_genotype(cell(alpha_normal), cell(alpha_reduce))
+    return make_genotype(cell(alpha_normal, max_skips), cell(alpha_reduce, None))
