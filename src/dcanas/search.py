@@ -322,7 +322,8 @@ def _search(config: SearchConfig, run_dir: str | Path | None, checkpoint: dict |
                 total_steps += 1
                 bar.update(1)
                 if progress:
-                    bar.set_postfix(val_acc=f"{running.val_acc:.3f}" if running.val_seen else "warm-up", **_lambda_postfix(constraint))
+                    val_text = f"{running.val_acc:.3f}" if running.val_seen else "warm-up"
+                    bar.set_postfix(val_acc=val_text, **_lambda_postfix(constraint))
                 # every process stops at the same step (a signal may reach only one); the steps sync anyway
                 stop = dist_utils.any_process(bool(stop_request), device)
                 if stop or (config.max_steps is not None and total_steps >= config.max_steps):
