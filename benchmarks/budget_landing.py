@@ -32,11 +32,11 @@ from dcanas.lug import (
     BUILD_FILE,
     LUG_PLOT,
     LugError,
-    available_cores,
     build_lug,
     run_tasks,
     uniform_search_size,
 )
+from dcanas.threads import available_cores
 from dcanas.search import SEARCH_PRESETS, SearchConfig, prepare_search
 from dcanas.spaces.darts.genotype import parse_genotype
 

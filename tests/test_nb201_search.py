@@ -28,7 +28,8 @@ def config(**kw):
     """A stand-in for SearchConfig with the fields the adapter reads (works before and after the generic loop)."""
     base = {"dataset": "synthetic", "eval_cells": None, "eval_channels": None, "cells": 8, "channels": 16,
             "bottleneck": 4, "weight_sharing": True, "derived_cells": True, "latency_table": None,
-            "latency_device": None, "bench_table": None, "max_params": None, "max_flops": None, "max_latency": None}
+            "latency_device": None, "bench_table": None, "max_params": None, "max_flops": None, "max_latency": None,
+            "remedy": "none"}
     base.update(kw)
     ns = SimpleNamespace(**base)
     ns.budgets = lambda: [Budget(m, float(v)) for m, v in (("params", ns.max_params), ("flops", ns.max_flops),

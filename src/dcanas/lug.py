@@ -25,6 +25,7 @@ import numpy as np
 from .constraint import CONSTRAINT_MODES, UNITS, Budget
 from .errors import DcanasError
 from .runs import CHECKPOINT, atomic_write_text, prepare_run_dir, write_json
+from .threads import available_cores
 
 LUG_FORMAT = "dcanas-lug"
 LUG_VERSION = 1
@@ -242,14 +243,6 @@ def resolved_setting(config: Any) -> dict[str, Any]:
 
 # -- building ---------------------------------------------------------------------------------------------------
 
-def available_cores() -> int:
-    """CPU cores this process may use."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
 def run_task(task: dict[str, Any]) -> dict[str, Any]:
     """One search in this process (a pool or Ray worker): fresh, resumed, or read back when already finished.
 
@@ -257,34 +250,27 @@ def run_task(task: dict[str, Any]) -> dict[str, Any]:
     Returns {"task": task, "result": the run's result.json, "metrics": the last epoch's metrics row,
     "val_acc": its alpha-batch accuracy}.
     """
-    import torch
-
     from .search import SearchConfig, run_search
 
     global _stopped
     if _stopped:  # a pool worker that was interrupted starts none of the searches still queued to it
         raise KeyboardInterrupt("not started: the build was interrupted")
-    previous = torch.get_num_threads()
     # every executor runs a search on the same thread count, so the same seed gives the same network
-    torch.set_num_threads(task["threads"])
-    try:
-        run_dir = Path(task["run_dir"])
-        if not (run_dir / "result.json").is_file():
-            resume = (run_dir / CHECKPOINT).is_file()
-            if not resume and run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= _BEFORE_CHECKPOINT:
-                shutil.rmtree(run_dir)  # stopped before its first checkpoint: nothing in it to keep, start afresh
-            try:
-                run_search(SearchConfig.from_dict(task["config"]), run_dir, resume=resume, progress=False,
-                           log=lambda message: None)
-            except KeyboardInterrupt:  # run_search checkpointed at a step boundary first
-                _stopped = _in_pool
-                raise
-        history = json.loads((run_dir / "history.json").read_text()) if (run_dir / "history.json").is_file() else []
-        metrics = history[-1]["metrics"] if history else {}
-        return {"task": task, "result": json.loads((run_dir / "result.json").read_text()), "metrics": metrics,
-                "val_acc": metrics.get("val_acc")}
-    finally:
-        torch.set_num_threads(previous)
+    config = SearchConfig.from_dict({**task["config"], "threads": task["threads"]})
+    run_dir = Path(task["run_dir"])
+    if not (run_dir / "result.json").is_file():
+        resume = (run_dir / CHECKPOINT).is_file()
+        if not resume and run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= _BEFORE_CHECKPOINT:
+            shutil.rmtree(run_dir)  # stopped before its first checkpoint: nothing in it to keep, start afresh
+        try:
+            run_search(config, run_dir, resume=resume, progress=False, log=lambda message: None)
+        except KeyboardInterrupt:  # run_search checkpointed at a step boundary first
+            _stopped = _in_pool
+            raise
+    history = json.loads((run_dir / "history.json").read_text()) if (run_dir / "history.json").is_file() else []
+    metrics = history[-1]["metrics"] if history else {}
+    return {"task": task, "result": json.loads((run_dir / "result.json").read_text()), "metrics": metrics,
+            "val_acc": metrics.get("val_acc")}
 
 
 def _lug_point(done: dict[str, Any]) -> LugPoint:

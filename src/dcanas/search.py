@@ -8,8 +8,9 @@ batch_size / (processes x accum_steps), not on how many processes share the work
 """
 from __future__ import annotations
 
+import math
 import time
-from dataclasses import asdict, astuple, dataclass, field, fields
+from dataclasses import asdict, astuple, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -19,11 +20,13 @@ from tqdm.auto import tqdm
 
 from . import distributed as dist_utils
 from .constraint import Budget, Constraint, check_budgets, cost_summary
-from .data import BatchLoader, default_augment, load_dataset, split_train_val
+from .data import BatchLoader, balanced_subset, default_augment, load_dataset, split_train_val
 from .errors import ConfigError, RunDirError
 from .runs import (CHECKPOINT, MetricsLog, load_checkpoint, prepare_run_dir, rng_state, save_checkpoint,
                    set_rng_state, stop_on_signals, write_json)
+from .remedies import DEFAULT_BETA_WEIGHT, DEFAULT_REMEDY, beta_decay_loss, beta_decay_weight, check_remedy
 from .spaces import SPACES, SearchSpace
+from .threads import choose_threads, use_threads
 
 
 @dataclass
@@ -56,6 +59,11 @@ class SearchConfig:
     weight_sharing: bool = True
     derived_cells: bool = True
     max_skips: int | None = None  # DARTS: cap on skip connections in the derived normal cell (P-DARTS)
+    remedy: str = DEFAULT_REMEDY  # against collapse onto parameter-free ops: see remedies.py
+    beta_weight: float = DEFAULT_BETA_WEIGHT  # beta-decay: final weight of the regulariser (linear ramp from 0)
+    # search-time cuts for quick searches (the budgets stay about the deployed network at full resolution)
+    train_subset: int | None = None  # search on this many training images (class-balanced), split in two halves
+    search_image_size: int | None = None  # the supernet sees images resized to this (None: as loaded)
     # optimisation (paper appendix defaults, batch scaled for a CPU)
     epochs: int = 50
     batch_size: int = 64  # the global batch, over all processes
@@ -73,6 +81,7 @@ class SearchConfig:
     accum_steps: int = 1  # micro-batches per process per step (BatchNorm normalises over one)
     device: str = "auto"
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
+    threads: int | None = None  # torch CPU threads; None = chosen at start (threads.py), then recorded here
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -105,6 +114,13 @@ def prepare_search(config: SearchConfig):
     if config.max_skips is not None and (config.space != "darts" or config.max_skips < 0):
         raise ConfigError(f"--max-skips is a non-negative cap for the darts space (got {config.max_skips} "
                           f"with --space {config.space})")
+    check_remedy(config.remedy)
+    if not (math.isfinite(config.beta_weight) and config.beta_weight >= 0):
+        raise ConfigError(f"--beta-weight must be a finite number >= 0, got {config.beta_weight}")
+    if config.train_subset is not None and config.train_subset < 2:
+        raise ConfigError(f"--train-subset must be at least 2 images (one per half), got {config.train_subset}")
+    if config.search_image_size is not None and not 4 <= config.search_image_size <= 1024:
+        raise ConfigError(f"--search-image-size must be between 4 and 1024 pixels, got {config.search_image_size}")
     if not 0 <= config.warmup_epochs < config.epochs:
         raise ConfigError(f"--warmup-epochs must be in [0, --epochs={config.epochs}), got {config.warmup_epochs:g}")
     data = load_dataset(config.dataset, config.data_dir, download=config.download, image_size=config.image_size)
@@ -141,6 +157,7 @@ class BilevelStep:
         self.accum_steps = config.accum_steps
         self.use_amp = config.amp and device.type == "cuda"
         self.device_type = device.type
+        self.beta_weight = 0.0  # beta-decay regulariser's weight for the next alpha step (set by the loop)
         self.w_opt = torch.optim.SGD(model.weight_parameters(), config.lr, momentum=config.momentum,
                                      weight_decay=config.weight_decay)
         self.a_opt = torch.optim.Adam(model.arch_parameters(), config.arch_lr, betas=config.arch_betas,
@@ -155,7 +172,8 @@ class BilevelStep:
         return zip(x.chunk(self.accum_steps), y.chunk(self.accum_steps))
 
     def alpha_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int, int]:
-        """Adam on alpha: validation loss plus lambda times the normalised violation; then lambda ascends."""
+        """Adam on alpha: validation loss plus lambda times the normalised violation (plus the beta-decay
+        regulariser when `self.beta_weight` > 0); then lambda ascends."""
         model, constraint = self.model, self.constraint
         alphas = model.arch_parameters()
         self.a_opt.zero_grad(set_to_none=True)
@@ -167,6 +185,8 @@ class BilevelStep:
             losses.append(loss.item())
             correct += (logits.argmax(1) == ym).sum().item()
         dist_utils.average_gradients(alphas)  # the global batch's gradient: the same step on every process
+        if self.beta_weight > 0:  # depends on alpha alone, like the penalty: added once, after the average
+            _add_grads(alphas, torch.autograd.grad(self.beta_weight * beta_decay_loss(alphas), alphas))
         costs = None
         if constraint is not None:  # the penalty depends on alpha alone: added once, after the average
             costs = constraint.expected_costs(alphas, model.genotype)
@@ -193,6 +213,13 @@ class BilevelStep:
         torch.nn.utils.clip_grad_norm_(self.model.weight_parameters(), self.grad_clip)
         self.w_opt.step()
         return sum(losses) / len(losses), correct, len(y)
+
+
+def _resizer(size: int | None, image_size: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Resize batches to the supernet's resolution (antialiased), or pass them through."""
+    if size is None or size == image_size:
+        return lambda x: x
+    return lambda x: F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
 
 
 def _add_grads(params: list[torch.Tensor], grads: tuple[torch.Tensor, ...]) -> None:
@@ -238,10 +265,12 @@ def run_search(config: SearchConfig, run_dir: str | Path | None = None, *, resum
         checkpoint = load_checkpoint(run_dir / CHECKPOINT)
         config = SearchConfig.from_dict(checkpoint["config"])
     rank, world_size, device = dist_utils.init_distributed(config.device)
+    threads_before = torch.get_num_threads()
     try:
         return _search(config, run_dir, checkpoint, rank, world_size, device, progress and rank == 0,
                        log if rank == 0 else (lambda message: None))
     finally:
+        use_threads(threads_before)
         dist_utils.cleanup()
 
 
@@ -253,7 +282,16 @@ def _search(config: SearchConfig, run_dir: str | Path | None, checkpoint: dict |
     if config.download and world_size > 1:  # rank 0 fetches (every process would write the same files), then all load
         dist_utils.on_main(lambda: load_dataset(config.dataset, config.data_dir, download=True).name)
     data, setting, table, budgets = prepare_search(config)
+    # fixed for the run and recorded in its config: the thread count changes the numerics (threads.py)
+    config.threads = choose_threads(data.train_x[0].numel(), device, config.threads)
+    use_threads(config.threads)
+    if config.train_subset is not None:
+        if config.train_subset > len(data.train_y):
+            raise ConfigError(f"--train-subset {config.train_subset} exceeds the {len(data.train_y)} training images")
+        data = replace(data, **dict(zip(("train_x", "train_y"), balanced_subset(
+            data.train_x, data.train_y, config.train_subset, seed=config.seed))))
     (train_x, train_y), (val_x, val_y) = split_train_val(data, 0.5, seed=config.seed)
+    resize = _resizer(config.search_image_size, data.image_size)
     augment = default_augment(config.dataset, data.image_size)
     if config.accum_steps < 1 or config.batch_size % (world_size * config.accum_steps):
         raise ConfigError(f"--batch-size {config.batch_size} (the global batch) must be a positive multiple of "
@@ -306,6 +344,10 @@ def _search(config: SearchConfig, run_dir: str | Path | None, checkpoint: dict |
     # alphas and multipliers stay put until the candidate ops' weights have trained a while, so that
     # parameter-free ops do not win merely because untrained convolutions are noisy
     warmup_steps = round(config.warmup_epochs * steps_per_epoch)
+    planned_steps = config.epochs * steps_per_epoch if config.max_steps is None else min(
+        config.max_steps, config.epochs * steps_per_epoch)
+    beta_weight = (lambda step: 0.0) if config.remedy != "beta-decay" else (
+        lambda step: beta_decay_weight(step - warmup_steps, planned_steps - warmup_steps, config.beta_weight))
     stopped = False
     with stop_on_signals() as stop_request:
         for epoch in range(start_epoch, config.epochs):
@@ -317,8 +359,9 @@ def _search(config: SearchConfig, run_dir: str | Path | None, checkpoint: dict |
             step, stop = start_step, False
             for step, ((xt, yt), (xv, yv)) in enumerate(batches, start=start_step):
                 if total_steps >= warmup_steps:
-                    running.add_val(*stepper.alpha_step(xv, yv))
-                running.add_train(*stepper.weight_step(xt, yt))
+                    stepper.beta_weight = beta_weight(total_steps)
+                    running.add_val(*stepper.alpha_step(resize(xv), yv))
+                running.add_train(*stepper.weight_step(resize(xt), yt))
                 total_steps += 1
                 bar.update(1)
                 if progress:
@@ -362,7 +405,7 @@ def _search(config: SearchConfig, run_dir: str | Path | None, checkpoint: dict |
     # -- derive, verify against every budget, and repair if the derived network breaks one
     space = SPACES.get(config.space)
     raw = model.derive()
-    genotype, repairs = (space.repair(raw, model.arch_parameters(), table, budgets)
+    genotype, repairs = (space.repair(raw, model.ranking_alphas(), table, budgets)
                          if config.repair and budgets else (raw, []))
     deployed = space.deployed_cost(genotype, setting)
     summary = cost_summary(table, genotype, budgets)
@@ -439,7 +482,7 @@ def _epoch_record(space: SearchSpace, epoch: int, running: _Running, model: torc
             row[f"lambda_{b.metric}"] = lam
     hist = {"epoch": epoch, "genotype": space.to_text(genotype),
             "alphas": {name: F.softmax(a.detach().float(), -1).cpu().tolist()
-                       for name, a in zip(space.alpha_names, model.arch_parameters())},
+                       for name, a in zip(space.alpha_names, model.ranking_alphas())},
             "metrics": row}
     return {"metrics": row, "history": hist}
 

@@ -36,6 +36,7 @@ from .runs import (CHECKPOINT, MetricsLog, atomic_write_text, load_checkpoint, p
                    save_checkpoint, set_rng_state, stop_on_signals, write_json)
 from .spaces.darts.genotype import GENOTYPES, Genotype, genotype_to_text, load_genotype, parse_genotype
 from .spaces.darts.network import EvalNetwork, EvalSetting, eval_setting_for
+from .threads import choose_threads, use_threads
 
 BEST_FILE = "best.pt"
 SELECT_CHOICES = ("last", "val", "test")
@@ -81,6 +82,7 @@ class TrainConfig:
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
     channels_last: bool | None = None  # None: on CUDA
     sync_bn: bool = False  # SyncBatchNorm across processes (CUDA only)
+    threads: int | None = None  # torch CPU threads; None = chosen at start (threads.py), then recorded here
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -355,10 +357,12 @@ def run_training(config: TrainConfig | None, run_dir: str | Path | None = None, 
     if config is None:
         raise ConfigError("give a genotype to train, or --resume RUN_DIR")
     rank, world_size, device = dist_utils.init_distributed(config.device)
+    threads_before = torch.get_num_threads()
     try:
         return _train(config, run_dir, checkpoint, rank, world_size, device, progress and rank == 0,
                       log if rank == 0 else (lambda message: None))
     finally:
+        use_threads(threads_before)
         dist_utils.cleanup()
 
 
@@ -377,6 +381,9 @@ def _train(config: TrainConfig, run_dir: str | Path | None, checkpoint: dict | N
     # -- data and the network it fits
     image_size = config.image_size or (source.setting.image_size if source.setting else None)
     data = load_dataset(config.dataset, config.data_dir, image_size=image_size)
+    # fixed for the run and recorded in its config: the thread count changes the numerics (threads.py)
+    config.threads = choose_threads(data.train_x[0].numel(), device, config.threads)
+    use_threads(config.threads)
     setting = EvalSetting(**checkpoint["setting"]) if resume else resolve_setting(config, data, source.setting)
     validate_config(config, world_size, config.train_subset or round(len(data.train_y) * (1.0 - config.val_fraction)))
     train_x, train_y = data.train_x, data.train_y

@@ -66,6 +66,13 @@ def channels_arg(value: str) -> int | str:
         raise argparse.ArgumentTypeError(f"{value!r} must be an integer or 'auto'") from None
 
 
+def add_threads_option(group) -> None:
+    """--threads, shared by the commands that train networks."""
+    group.add_argument("--threads", type=int,
+                       help="torch CPU threads, fixed for the run (default: DCANAS_THREADS, else 1 for small images "
+                            "and the cores other processes leave free for larger ones; recorded for --resume)")
+
+
 def stderr_log(message: str) -> None:
     """Progress messages go to stderr so --json output stays clean."""
     print(message, file=sys.stderr)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from .common import channels_arg, emit, parse_count, stderr_log
+from .common import add_threads_option, channels_arg, emit, parse_count, stderr_log
 
 ORDER = 30
 
@@ -111,6 +111,12 @@ def register(command) -> None:
     g.add_argument("--no-derived-cells", dest="derived_cells", action="store_const", const=False)
     g.add_argument("--max-skips", type=int, help="DARTS: keep at most this many skip connections in the derived "
                                                  "normal cell (P-DARTS uses 2; default: no cap)")
+    g.add_argument("--remedy", help="against collapse onto skip/pool: none (plain softmax), beta-decay "
+                                    "(beta-DARTS) or dirichlet (DrNAS); see docs/design.md")
+    g.add_argument("--beta-weight", type=float, help="beta-decay: final regulariser weight, ramped from 0 (default 5)")
+    g.add_argument("--train-subset", type=int, help="search on this many training images (class-balanced)")
+    g.add_argument("--search-image-size", type=int,
+                   help="the supernet sees images resized to this many pixels (budgets stay about the full size)")
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int)
     g.add_argument("--batch-size", type=int, help="GLOBAL batch over all processes (torchrun)")
@@ -125,6 +131,7 @@ def register(command) -> None:
     g.add_argument("--accum-steps", type=int, help="micro-batches per process per step (gradient accumulation); "
                                                    "BatchNorm normalises over batch/(processes x accum-steps)")
     g.add_argument("--device", help="auto, cpu, cuda, cuda:1 ... (under torchrun each process takes GPU LOCAL_RANK)")
+    add_threads_option(g)
     p.add_argument("--run-dir", help="run folder (default: runs/<time>-<dataset>-<budget>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted search exactly")
     p.add_argument("--dry-run", action="store_true", help="build everything, print sizes, and exit")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from .common import emit, human, stderr_log
+from .common import add_threads_option, emit, human, stderr_log
 
 ORDER = 40
 
@@ -82,6 +82,7 @@ def register(command) -> None:
     g.add_argument("--select", choices=("last", "val", "test"),
                    help="which epoch becomes model.pt (default: val with --val-fraction, else last; "
                         "test is DARTS' practice and reports an optimistic accuracy)")
+    add_threads_option(p)
     g = p.add_argument_group("execution (these may change on --resume)")
     g.add_argument("--accum-steps", type=int, help="micro-batches per process per step (gradient accumulation); "
                                                    "BatchNorm normalises over batch/(processes x accum-steps)")

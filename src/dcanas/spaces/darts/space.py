@@ -50,7 +50,7 @@ class DartsSpace(SearchSpace):
         return Supernet(SupernetConfig(cells=config.cells, channels=config.channels, num_classes=num_classes,
                                        in_channels=in_channels, bottleneck=config.bottleneck,
                                        weight_sharing=config.weight_sharing, derived_cells=config.derived_cells,
-                                       max_skips=config.max_skips))
+                                       max_skips=config.max_skips, remedy=config.remedy))
 
     def repair(self, genotype: Genotype, alphas: list, table: Any, budgets: list["Budget"]) -> tuple[Genotype, list[str]]:
         from ...constraint import repair_genotype

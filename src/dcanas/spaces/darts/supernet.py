@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...remedies import mixing_weights, ranking_logits
 from .cells import CellPlan, plan_cells
 from .genotype import Genotype, make_genotype
 from .network import STEM_MULTIPLIER
@@ -35,6 +36,7 @@ class SupernetConfig:
     weight_sharing: bool = True
     derived_cells: bool = True
     max_skips: int | None = None  # cap on skip_connect edges in the derived normal cell (P-DARTS); None = no cap
+    remedy: str = "none"  # how alphas become mixing weights (remedies.py): softmax, or Dirichlet samples
 
     def to_dict(self) -> dict:
         """JSON-ready form."""
@@ -194,10 +196,14 @@ class Supernet(nn.Module):
         arch = {id(p) for p in self.arch_parameters()}
         return [p for p in self.parameters() if id(p) not in arch]
 
+    def ranking_alphas(self) -> list[torch.Tensor]:
+        """Logits whose softmax is each edge's mixing weights at evaluation: what derive and repair rank by."""
+        return [ranking_logits(a.detach(), self.config.remedy) for a in self.arch_parameters()]
+
     def derive(self) -> Genotype:
         """The discrete genotype of the current alphas (top-2 inputs per node, strongest non-none op)."""
-        return derive_genotype(self.alpha_normal.detach(), self.alpha_reduce.detach(), self.config.steps,
-                               max_skips=self.config.max_skips)
+        normal, reduce = self.ranking_alphas()
+        return derive_genotype(normal, reduce, self.config.steps, max_skips=self.config.max_skips)
 
     def update_derived(self) -> Genotype:
         """Re-derive the genotype the derived cells run (called after every alpha step)."""
@@ -206,8 +212,8 @@ class Supernet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s0 = s1 = self.stem(x)
-        w_normal = F.softmax(self.alpha_normal, dim=-1)
-        w_reduce = F.softmax(self.alpha_reduce, dim=-1)
+        w_normal = mixing_weights(self.alpha_normal, self.config.remedy, self.training)
+        w_reduce = mixing_weights(self.alpha_reduce, self.config.remedy, self.training)
         for i, cell in enumerate(self.cells):
             if i in self.mixed_cells:
                 s0, s1 = s1, cell(s0, s1, weights=w_reduce if cell.reduction else w_normal)

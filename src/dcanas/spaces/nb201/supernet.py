@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...errors import ConfigError
+from ...remedies import mixing_weights, ranking_logits
 from ..darts.ops import ReLUConvBN
 from .arch import EDGES, NUM_EDGES, NUM_NODES, Arch
 from .network import STAGES
@@ -31,6 +32,7 @@ class NB201SupernetConfig:
     weight_sharing: bool = True  # each source node computes each op once for all its destinations
     derived_cells: bool = True  # only the first cell of each stage runs the mixture
     derive_none: bool = False  # whether derive() may pick `none` (NB201-style DARTS does; it may disconnect cells)
+    remedy: str = "none"  # how alphas become mixing weights (remedies.py): softmax, or Dirichlet samples
 
     def __post_init__(self) -> None:
         if self.bottleneck < 1 or self.channels // self.bottleneck < 1:
@@ -180,9 +182,13 @@ class NB201Supernet(nn.Module):
         """Everything but alpha."""
         return [p for name, p in self.named_parameters() if name != "alpha"]
 
+    def ranking_alphas(self) -> list[torch.Tensor]:
+        """Logits whose softmax is each edge's mixing weights at evaluation: what derive and repair rank by."""
+        return [ranking_logits(self.alpha.detach(), self.config.remedy)]
+
     def derive(self, allow_none: bool | None = None) -> Arch:
         """The discrete architecture of the current alpha (argmax op per edge; `none` per config unless given)."""
-        return derive_arch(self.alpha.detach(), self.config.derive_none if allow_none is None else allow_none)
+        return derive_arch(self.ranking_alphas()[0], self.config.derive_none if allow_none is None else allow_none)
 
     def update_derived(self) -> Arch:
         """Re-derive the architecture the derived cells run (call after every alpha step)."""
@@ -190,7 +196,7 @@ class NB201Supernet(nn.Module):
         return self.genotype
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weights = F.softmax(self.alpha, dim=-1)
+        weights = mixing_weights(self.alpha, self.config.remedy, self.training)
         x = self.stem(x)
         for k, layer in enumerate(self.cells):
             if isinstance(layer, ResNetBlock):

@@ -1,0 +1,372 @@
+"""Search quality on NAS-Bench-201's ground truth: seeds x budgets x remedies, against the table's best.
+
+    # this machine (2 CPU cores): the `cpu` protocol, every remedy, 3 seeds, two searches at a time
+    python benchmarks/search_quality.py --protocol cpu --remedies none beta-decay dirichlet --seeds 0 1 2 --jobs 2
+    # a GPU: the paper's protocol (50 epochs, full CIFAR-10, the benchmark's N=5 supernet)
+    python benchmarks/search_quality.py --protocol paper --remedies beta-decay --seeds 0 1 2
+
+Every search runs `dcanas search --space nb201` (in-process, one torch thread, the dataset decoded once
+per worker) under one budget: none; Pixel 3 and Raspberry Pi 4 measured latency at three levels each
+(about the 10th, 25th and 50th percentile of the none-free architectures); two parameter budgets.
+Every found architecture is then looked up in the benchmark table (test accuracy after 200 epochs on
+CIFAR-10, CIFAR-100, ImageNet16-120; measured latency) and compared with the best architecture the
+table holds inside the same budget (architectures without `none` edges: what a search can derive).
+
+Results are appended to RUNS_DIR/results.jsonl as each search ends (an interrupted sweep continues
+where it stopped); the full record goes to benchmarks/results/search_quality.json, the summary (mean
+± sd per remedy and budget) to benchmarks/results/search_quality.md, the plot to docs/search_quality.png.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import platform
+import shlex
+import statistics
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "cifar10-jpeg" / "cifar10_jpg.tar.gz"
+DEFAULT_TABLE = ROOT.parent / "shared" / "data" / "nb201" / "nb201_cifar10_hw.csv"
+
+# The two protocols. `cpu` fits a 2-core machine: a 1-cell-per-stage supernet on 16x16 images (the
+# budgets stay about the deployed 32x32 network), 10,000 training images (5,000 for weights, 5,000 for
+# alphas), 4 epochs of 78 steps. `paper` is the paper's NB201 search (50 epochs, all 50,000 images).
+PROTOCOLS: dict[str, dict[str, Any]] = {
+    "cpu": {"epochs": 4, "batch_size": 64, "cells": 3, "channels": 16, "train_subset": 10_000,
+            "search_image_size": 16, "arch_lr": 3e-3, "device": "cpu"},
+    "paper": {"epochs": 50, "batch_size": 64, "cells": 15, "channels": 16, "train_subset": None,
+              "search_image_size": None, "arch_lr": 3e-4, "device": "auto"},
+}
+LATENCY_BUDGETS = {"pixel3": [6.6, 10.4, 13.9], "raspi4": [16.3, 25.6, 34.5]}  # ms
+PARAMS_BUDGETS = [400_000, 700_000]
+# CIFAR-10 test accuracy on NAS-Bench-201 as each method's paper reports it (mean over its seeds)
+PUBLISHED = {"DARTS (1st order)": 54.30, "GDAS": 93.61, "PC-DARTS": 93.41, "DrNAS": 94.36, "beta-DARTS": 94.36,
+             "optimum": 94.37}
+DEVICE_NAMES = {"pixel3": "Pixel 3", "raspi4": "Raspberry Pi 4"}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--protocol", choices=list(PROTOCOLS), default="cpu")
+    p.add_argument("--remedies", nargs="+", default=["none"], help="remedies to compare (remedies.py)")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--budgets", nargs="+", default=["all"],
+                   help="subset of: none pixel3 raspi4 params (default all)")
+    p.add_argument("--extra", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a search setting for every run (e.g. beta_weight=2)")
+    p.add_argument("--tag", default="", help="a suffix that tells these runs apart from others with the same remedy")
+    p.add_argument("--data-dir", default=str(DEFAULT_DATA), help="CIFAR-10 (python batches, or the JPEG tarball)")
+    p.add_argument("--dataset", help="cifar10 or imagefolder (default: by --data-dir)")
+    p.add_argument("--table", default=str(DEFAULT_TABLE), help="the NB201 CSV")
+    p.add_argument("--jobs", type=int, default=1, help="searches at a time (one torch thread each)")
+    p.add_argument("--runs-dir", default=str(ROOT / "runs" / "search_quality"))
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "search_quality.json"))
+    p.add_argument("--report", default=str(ROOT / "benchmarks" / "results" / "search_quality.md"))
+    p.add_argument("--plot", default=str(ROOT / "docs" / "search_quality.png"))
+    p.add_argument("--report-only", action="store_true", help="rebuild json, report and plot from results.jsonl")
+    args = p.parse_args(argv)
+    if args.dataset is None:
+        args.dataset = "imagefolder" if args.data_dir.endswith((".tar", ".tar.gz", ".tgz")) else "cifar10"
+    args.settings = dict(PROTOCOLS[args.protocol])
+    for spec in args.extra:
+        key, _, value = spec.partition("=")
+        args.settings[key] = json.loads(value) if value not in ("", None) else None
+    return args
+
+
+# -- the plan ---------------------------------------------------------------------------------------------------
+
+def planned_budgets(which: list[str]) -> list[dict[str, Any] | None]:
+    """The budgets of the sweep, in the results' format (None = unconstrained)."""
+    every = "all" in which
+    plan: list[dict[str, Any] | None] = [None] if every or "none" in which else []
+    for device, limits in LATENCY_BUDGETS.items():
+        if every or device in which:
+            plan += [{"metric": "latency", "device": device, "limit": v} for v in limits]
+    if every or "params" in which:
+        plan += [{"metric": "params", "device": None, "limit": v} for v in PARAMS_BUDGETS]
+    return plan
+
+
+def run_name(remedy: str, tag: str, budget: dict[str, Any] | None, seed: int) -> str:
+    what = "unconstrained" if budget is None else f"{budget['device'] or budget['metric']}-{budget['limit']:g}"
+    return f"{remedy}{tag and '-' + tag}/{what}-seed{seed}"
+
+
+# -- the benchmark's truth --------------------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=1)
+def bench_truth(table_path: str):
+    """The table, each row's exact parameter count, and the none-free mask."""
+    from dcanas.nb201_bench import load_nb201_table
+    from dcanas.spaces.nb201.cost import build_nb201_cost_table
+    from dcanas.spaces.nb201.ops import NONE_INDEX
+
+    bench = load_nb201_table(table_path)
+    ops = bench.op_indices()
+    params = build_nb201_cost_table().all_arch_costs("params", ops)  # exact: parameters are additive
+    return bench, params, (ops != NONE_INDEX).all(axis=1)
+
+
+def cost_of(budget: dict[str, Any] | None, table_path: str) -> np.ndarray:
+    """Every row's cost under `budget`'s metric (Pixel 3 latency when unconstrained, for the plot)."""
+    bench, params, _ = bench_truth(table_path)
+    if budget is None:
+        return bench.latency["pixel3"]
+    return params if budget["metric"] == "params" else bench.latency[budget["device"]]
+
+
+def best_in_budget(budget: dict[str, Any] | None, table_path: str) -> float:
+    """The best CIFAR-10 test accuracy among none-free architectures within `budget`."""
+    bench, _, none_free = bench_truth(table_path)
+    ok = none_free.copy()
+    if budget is not None:
+        ok &= cost_of(budget, table_path) <= budget["limit"]
+    return float(bench.accuracy["cifar10"][ok].max())
+
+
+# -- one search -------------------------------------------------------------------------------------------------
+
+def run_one(args: argparse.Namespace, remedy: str, budget: dict[str, Any] | None, seed: int) -> dict[str, Any]:
+    """One search, looked up in the benchmark table."""
+    import torch
+
+    from dcanas.search import SearchConfig, run_search
+
+    torch.set_num_threads(1)
+    s = args.settings
+    limits = {"max_latency": None, "max_params": None, "latency_device": None}
+    if budget is not None and budget["metric"] == "latency":
+        limits.update(max_latency=budget["limit"], latency_device=budget["device"])
+    elif budget is not None:
+        limits["max_params"] = budget["limit"]
+    known = {k: v for k, v in s.items() if k in SearchConfig.__dataclass_fields__}
+    config = SearchConfig(space="nb201", dataset=args.dataset, data_dir=args.data_dir, bench_table=args.table,
+                          remedy=remedy, seed=seed, threads=1, **limits, **known)
+    name = run_name(remedy, args.tag, budget, seed)
+    t0 = time.perf_counter()
+    result = run_search(config, Path(args.runs_dir) / name, progress=False, log=lambda m: None)
+    wall = time.perf_counter() - t0
+    bench, params, _ = bench_truth(args.table)
+    row = bench.row(str(result.genotype))
+    if budget is None:
+        cost = None
+    elif budget["metric"] == "params":
+        cost = float(params[row])
+    else:
+        cost = float(bench.latency[budget["device"]][row])
+    best = best_in_budget(budget, args.table)
+    acc = {d: float(v[row]) for d, v in bench.accuracy.items()}
+    return {"space": "nb201", "remedy": remedy, "tag": args.tag, "seed": seed, "budget": budget,
+            "arch": str(result.genotype), "raw_arch": str(result.raw_genotype), "index": int(bench.indices[row]),
+            "cost": cost, "test_acc_cifar10": acc["cifar10"], "test_acc_cifar100": acc["cifar100"],
+            "test_acc_imagenet16": acc["imagenet16-120"], "best_in_budget": best,
+            "regret": best - acc["cifar10"], "budget_use": None if budget is None else cost / budget["limit"],
+            "repaired": bool(result.repairs), "search_s": round(result.seconds, 1), "wall_s": round(wall, 1),
+            "steps": result.steps, "latency_ms": {d: float(bench.latency[d][row]) for d in DEVICE_NAMES},
+            "params": float(params[row]), "name": name}
+
+
+def _cached_datasets() -> None:
+    """Decode the dataset once per worker process, not once per search."""
+    from dcanas import search
+
+    search.load_dataset = functools.lru_cache(maxsize=2)(search.load_dataset)
+
+
+def _worker(args: argparse.Namespace, remedy: str, budget: dict[str, Any] | None, seed: int) -> dict[str, Any]:
+    return run_one(args, remedy, budget, seed)
+
+
+def sweep(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Run every planned search not already in results.jsonl; return all of them."""
+    from tqdm.auto import tqdm
+
+    path = Path(args.runs_dir) / "results.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    done = {r["name"]: r for r in load_results(path)}
+    plan = [(remedy, b, seed) for remedy in args.remedies for seed in args.seeds
+            for b in planned_budgets(args.budgets)]
+    todo = [t for t in plan if run_name(t[0], args.tag, t[1], t[2]) not in done]
+    bar = tqdm(total=len(plan), initial=len(plan) - len(todo), desc="searches", dynamic_ncols=True)
+    with ProcessPoolExecutor(max_workers=max(1, args.jobs), initializer=_cached_datasets) as pool:
+        futures = [pool.submit(_worker, args, *t) for t in todo]
+        for future in as_completed(futures):
+            record = future.result()
+            with open(path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+            done[record["name"]] = record
+            bar.update(1)
+            bar.write(f"{record['name']}: {record['arch']} CIFAR-10 {record['test_acc_cifar10']:.2f} "
+                      f"(best in budget {record['best_in_budget']:.2f}), {record['search_s']:.0f} s")
+    bar.close()
+    wanted = {run_name(r, args.tag, b, s) for r, b, s in plan}
+    return [done[n] for n in sorted(done) if n in wanted]
+
+
+def load_results(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+# -- summary ----------------------------------------------------------------------------------------------------
+
+def mean_sd(values: list[float], digits: int = 2) -> str:
+    if not values:
+        return "-"
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.{digits}f} ± {sd:.{digits}f}"
+
+
+def use_text(run: dict[str, Any]) -> str:
+    return "-" if run["budget_use"] is None else f"{run['budget_use']:.2f}"
+
+
+def budget_label(budget: dict[str, Any] | None) -> str:
+    if budget is None:
+        return "none"
+    if budget["metric"] == "params":
+        return f"params ≤ {budget['limit'] / 1e3:g}K"
+    return f"{DEVICE_NAMES[budget['device']]} ≤ {budget['limit']:g} ms"
+
+
+def summary_lines(runs: list[dict[str, Any]]) -> list[str]:
+    """Per remedy and budget: accuracy, regret, within-budget, budget use, repairs (mean ± sd over seeds)."""
+    lines = ["| remedy | budget | seeds | CIFAR-10 test % | min | regret (pts) | within | use 85-100 % | "
+             "budget use | repaired | search s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    groups: dict[tuple, list[dict]] = {}
+    for r in runs:
+        groups.setdefault((r["remedy"] + (f" ({r['tag']})" if r.get("tag") else ""),
+                           json.dumps(r["budget"], sort_keys=True)), []).append(r)
+    for (remedy, key), rs in groups.items():
+        budget = json.loads(key)
+        acc = [r["test_acc_cifar10"] for r in rs]
+        use = [r["budget_use"] for r in rs if r["budget_use"] is not None]
+        within = "-" if budget is None else f"{sum(u <= 1 + 1e-9 for u in use)}/{len(rs)}"
+        landed = "-" if budget is None else f"{sum(0.85 <= u <= 1 + 1e-9 for u in use)}/{len(rs)}"
+        lines.append(f"| {remedy} | {budget_label(budget)} | {len(rs)} | {mean_sd(acc)} | {min(acc):.2f} | "
+                     f"{mean_sd([r['regret'] for r in rs])} | {within} | {landed} | "
+                     f"{mean_sd(use) if use else '-'} | {sum(r['repaired'] for r in rs)}/{len(rs)} | "
+                     f"{statistics.mean(r['search_s'] for r in rs):.0f} |")
+    return lines
+
+
+def totals_lines(runs: list[dict[str, Any]]) -> list[str]:
+    """Per remedy, over all budgets: the targets of the search-quality issue."""
+    lines = ["| remedy | runs | unconstrained CIFAR-10 % | constrained: mean regret | seeds < 90 % | within budget | "
+             "use 85-100 % | repaired |", "|---|---|---|---|---|---|---|---|"]
+    by: dict[str, list[dict]] = {}
+    for r in runs:
+        by.setdefault(r["remedy"] + (f" ({r['tag']})" if r.get("tag") else ""), []).append(r)
+    for remedy, rs in by.items():
+        free = [r["test_acc_cifar10"] for r in rs if r["budget"] is None]
+        con = [r for r in rs if r["budget"] is not None]
+        n = max(len(con), 1)
+        lines.append(f"| {remedy} | {len(rs)} | {mean_sd(free)} | {mean_sd([r['regret'] for r in con])} | "
+                     f"{sum(r['test_acc_cifar10'] < 90 for r in rs)} | "
+                     f"{sum(r['budget_use'] <= 1 + 1e-9 for r in con)}/{len(con)} | "
+                     f"{100 * sum(0.85 <= r['budget_use'] <= 1 + 1e-9 for r in con) / n:.0f} % | "
+                     f"{100 * sum(r['repaired'] for r in con) / n:.0f} % |")
+    return lines
+
+
+def plot(runs: list[dict[str, Any]], table_path: str, path: Path) -> None:
+    """Accuracy vs measured latency (Pixel 3, Raspberry Pi 4): the table's Pareto front and every run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bench, _, none_free = bench_truth(table_path)
+    acc = bench.accuracy["cifar10"]
+    remedies = sorted({r["remedy"] + (f" ({r['tag']})" if r.get("tag") else "") for r in runs})
+    markers = dict(zip(remedies, "osD^vP*X"))
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5))
+    for ax, device in zip(axes, DEVICE_NAMES):
+        lat = bench.latency[device]
+        ax.scatter(lat[none_free], acc[none_free], s=3, c="lightgrey", label="NB201 (none-free)")
+        order = np.lexsort((-acc[none_free], lat[none_free]))
+        front_l, front_a, best = [], [], -np.inf
+        for k in order:
+            if acc[none_free][k] > best:
+                best = acc[none_free][k]
+                front_l.append(lat[none_free][k])
+                front_a.append(best)
+        ax.step(front_l, front_a, where="post", c="black", lw=1, label="Pareto front")
+        for limit in LATENCY_BUDGETS[device]:
+            ax.axvline(limit, c="tab:red", ls=":", lw=0.8)
+        for i, remedy in enumerate(remedies):
+            rs = [r for r in runs if r["remedy"] + (f" ({r['tag']})" if r.get("tag") else "") == remedy
+                  and (r["budget"] is None or r["budget"].get("device") == device)]
+            ax.scatter([r["latency_ms"][device] for r in rs], [r["test_acc_cifar10"] for r in rs],
+                       marker=markers[remedy], s=28, c=f"C{i}", edgecolors="black", linewidths=0.4, label=remedy)
+        ax.set_xlabel(f"measured latency on {DEVICE_NAMES[device]} (ms)")
+        ax.set_ylabel("CIFAR-10 test accuracy (%)")
+        ax.set_ylim(max(50.0, min([r["test_acc_cifar10"] for r in runs] + [85.0]) - 2), 95)
+        ax.set_title(f"{DEVICE_NAMES[device]} budgets (dotted) and unconstrained runs")
+        ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_outputs(args: argparse.Namespace, runs: list[dict[str, Any]], command: str) -> str:
+    """search_quality.json (the issue's format), the markdown report, the plot; returns the report."""
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"protocol": args.protocol, "settings": args.settings, "command": command,
+                               "runs": runs}, indent=1) + "\n")
+    plot(runs, args.table, Path(args.plot))
+    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    published = ", ".join(f"{k} {v:.2f}" for k, v in PUBLISHED.items())
+    text = "\n".join([
+        f"# Search quality on NAS-Bench-201 (`{args.protocol}` protocol)", "",
+        f"```\n{command}\n```", "",
+        f"Settings: {json.dumps(args.settings)}. Machine: {machine}.", "",
+        "## Against the issue's targets", "", *totals_lines(runs), "",
+        f"Published CIFAR-10 test accuracy on NB201 (their papers): {published}.", "",
+        "## Per budget (mean ± sd over seeds)", "", *summary_lines(runs), "",
+        "Regret = best CIFAR-10 test accuracy among none-free architectures inside the budget − the found one's. "
+        "Budget use = true cost / budget (measured latency, exact parameters).", "",
+        f"![accuracy vs latency]({os.path.relpath(args.plot, Path(args.report).parent)})", "",
+        "## Every run", "",
+        "| remedy | budget | seed | arch (index) | CIFAR-10 / 100 / IN16 % | best in budget | use | repaired | s |",
+        "|---|---|---|---|---|---|---|---|---|",
+        *(f"| {r['remedy']}{' (' + r['tag'] + ')' if r.get('tag') else ''} | {budget_label(r['budget'])} | "
+          f"{r['seed']} | `{r['arch']}` ({r['index']}) | {r['test_acc_cifar10']:.2f} / {r['test_acc_cifar100']:.2f} / "
+          f"{r['test_acc_imagenet16']:.2f} | {r['best_in_budget']:.2f} | "
+          f"{use_text(r)} | "
+          f"{'yes' if r['repaired'] else 'no'} | {r['search_s']:.0f} |" for r in runs)])
+    Path(args.report).write_text(text + "\n")
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    command = "python benchmarks/search_quality.py " + shlex.join(
+        a for a in (argv if argv is not None else sys.argv[1:]) if a != "--report-only")
+    if args.report_only:
+        path = Path(args.runs_dir) / "results.jsonl"
+        plan = {run_name(r, args.tag, b, s) for r in args.remedies for s in args.seeds
+                for b in planned_budgets(args.budgets)}
+        runs = [r for r in load_results(path) if r["name"] in plan]
+    else:
+        runs = sweep(args)
+    print(write_outputs(args, runs, command))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

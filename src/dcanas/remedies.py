@@ -1,0 +1,61 @@
+"""Remedies against the collapse of differentiable search onto parameter-free ops, switchable per search.
+
+A first-order DARTS search favours skip connections and pooling: they help the supernet's loss early,
+while the convolutions' weights are still untrained, and the alphas then lock that in (DARTS finds
+54.3 % on NAS-Bench-201, its all-skip cell). Each remedy here is an established fix that touches only
+how alphas become mixing weights or the alpha loss, so it applies to every search space:
+
+- ``beta-decay`` (beta-DARTS, Ye et al. 2022): adds w(t) * mean over edges of logsumexp(alpha_edge)
+  to the alpha loss. Its gradient on alpha_edge is w * softmax(alpha_edge) / edges, so the op that
+  already dominates an edge is decayed most and no op runs away early; w(t) ramps linearly from 0 to
+  `beta_weight` over the alpha steps of the search.
+- ``dirichlet`` (DrNAS, Chen et al. 2021): the mixing weights of an edge are drawn, at every training
+  forward, from a Dirichlet distribution with concentration ELU(alpha) + 1 (reparameterised, so alpha
+  still gets gradients); evaluation and discretisation use its mean. The sampling noise keeps every op
+  exercised and regularises the supernet towards flat, robust regions.
+- ``none``: plain softmax (DARTS, the paper's DCA-NAS).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .errors import ConfigError
+
+REMEDIES: tuple[str, ...] = ("none", "beta-decay", "dirichlet")
+DEFAULT_REMEDY = "none"
+DEFAULT_BETA_WEIGHT = 5.0
+
+
+def check_remedy(name: str) -> str:
+    """The remedy's name, or one clear error listing the valid ones."""
+    if name not in REMEDIES:
+        raise ConfigError(f"unknown --remedy {name!r}; choose one of: {', '.join(REMEDIES)}")
+    return name
+
+
+def mixing_weights(alpha: torch.Tensor, remedy: str = "none", training: bool = False) -> torch.Tensor:
+    """The weights an edge mixes its candidate ops with ([..., ops], rows sum to one)."""
+    if remedy == "dirichlet":
+        concentration = F.elu(alpha.float()) + 1.0
+        if training:
+            return torch.distributions.Dirichlet(concentration).rsample().to(alpha.dtype)
+        return (concentration / concentration.sum(-1, keepdim=True)).to(alpha.dtype)
+    return F.softmax(alpha, dim=-1)
+
+
+def ranking_logits(alpha: torch.Tensor, remedy: str = "none") -> torch.Tensor:
+    """Logits whose softmax equals the evaluation-time mixing weights (what derivation and repair rank by)."""
+    if remedy == "dirichlet":
+        return torch.log(mixing_weights(alpha.detach(), remedy, training=False).float())
+    return alpha.detach()
+
+
+def beta_decay_loss(alphas: list[torch.Tensor]) -> torch.Tensor:
+    """beta-DARTS's regulariser: the mean over all edges of logsumexp(alpha_edge)."""
+    return torch.cat([torch.logsumexp(a.float(), dim=-1).reshape(-1) for a in alphas]).mean()
+
+
+def beta_decay_weight(step: int, total_steps: int, final_weight: float) -> float:
+    """The regulariser's weight after `step` of `total_steps` alpha steps: a linear ramp from 0."""
+    return final_weight * min(1.0, step / max(total_steps - 1, 1))
