@@ -16,7 +16,7 @@ from dcanas.errors import BudgetError, ConfigError
 from dcanas.search import SearchConfig, run_search
 from dcanas.spaces.darts.genotype import load_genotype
 from dcanas.spaces.darts.network import eval_setting_for
-from dcanas.spaces.darts.ops import PRIMITIVES
+from dcanas.spaces.darts.ops import PARAMETRIC, PRIMITIVES
 from dcanas.spaces.darts.supernet import Supernet, SupernetConfig, derive_genotype
 
 FAST = dict(dataset="digits", epochs=2, max_steps=4, batch_size=32)
@@ -103,7 +103,23 @@ def test_repair_meets_the_budget_with_next_ranked_ops(digits_table):
     assert digits_table.genotype_cost(g)["params"] > limit
     fixed, changes = repair_genotype(g, alpha, alpha, digits_table, [Budget("params", limit)])
     assert digits_table.genotype_cost(fixed)["params"] <= limit
-    assert changes and all("sep_conv_5x5" in c and "-> max_pool_3x3" in c for c in changes)
+    # cheaper convolutions first; parameter-free ops (the pooling the alphas rank next) only once no
+    # parametric swap saves anything more
+    targets = [c.rsplit("-> ", 1)[1] for c in changes]
+    free = [t not in PARAMETRIC for t in targets]
+    assert any(free) and not all(free) and free == sorted(free)
+    assert all(t == "max_pool_3x3" for t, f in zip(targets, free) if f)
+
+
+def test_repair_prefers_a_cheaper_convolution_to_the_pooling_alphas_rank_next(digits_table):
+    alpha = torch.zeros(14, len(PRIMITIVES))
+    alpha[:, PRIMITIVES.index("sep_conv_5x5")] = 3.0
+    alpha[:, PRIMITIVES.index("max_pool_3x3")] = 2.0
+    g = derive_genotype(alpha, alpha)
+    limit = digits_table.genotype_cost(g)["params"] - 1  # one swap is enough
+    fixed, changes = repair_genotype(g, alpha, alpha, digits_table, [Budget("params", limit)])
+    assert len(changes) == 1 and changes[0].rsplit("-> ", 1)[1] in PARAMETRIC
+    assert digits_table.genotype_cost(fixed)["params"] <= limit
 
 
 def test_constraint_estimates(digits_table):

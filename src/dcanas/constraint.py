@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from .cost import CostTable
 from .errors import BudgetError
 from .spaces.darts.genotype import Genotype
-from .spaces.darts.ops import PRIMITIVES
+from .spaces.darts.ops import PARAMETRIC, PRIMITIVES
 from .spaces.darts.supernet import edge_sources
 
 CONSTRAINT_MODES = ("derived", "paper")
@@ -105,7 +105,7 @@ class Constraint:
     """
 
     def __init__(self, table: CostTable, budgets: list[Budget], mode: str = "derived", lambda_lr: float = 0.05,
-                 device: torch.device | str = "cpu"):
+                 device: torch.device | str = "cpu", floor: float | None = None):
         if mode not in CONSTRAINT_MODES:
             raise ValueError(f"constraint mode must be one of {CONSTRAINT_MODES}")
         self.table = table
@@ -113,6 +113,10 @@ class Constraint:
         self.mode = mode
         self.lambda_lr = lambda_lr
         self.lambdas = torch.zeros(len(budgets), dtype=torch.float64)
+        # the lower side of the band: unused budget is lost accuracy, so a second multiplier per budget
+        # (mu >= 0) pushes towards costlier ops while k/K < floor, exactly as lambda pushes down above 1
+        self.floor = floor
+        self.mus = torch.zeros(len(budgets), dtype=torch.float64)
         self.none_index = list(table.ops).index("none") if "none" in table.ops else None
         # per budget, per alpha tensor: [edges, ops] costs summed over the deployed cells it describes
         self._costs = [[torch.tensor(c, dtype=torch.float32, device=device) for c in table.alpha_costs(b.metric)]
@@ -140,22 +144,29 @@ class Constraint:
         return torch.stack([c / b.limit - 1.0 for c, b in zip(costs, self.budgets)])
 
     def penalty(self, costs: list[torch.Tensor]) -> torch.Tensor:
-        """sum_m lambda_m (k_m/K_m - 1): the term added to the validation loss."""
+        """sum_m lambda_m (k_m/K_m - 1) [+ mu_m (floor - k_m/K_m)]: the term added to the validation loss."""
         v = self.violations(costs)
-        return (self.lambdas.to(v) * v).sum()
+        total = (self.lambdas.to(v) * v).sum()
+        if self.floor is not None:
+            total = total + (self.mus.to(v) * (self.floor - 1.0 - v)).sum()
+        return total
 
     def update(self, costs: list[torch.Tensor]) -> None:
-        """Projected gradient ascent on the multipliers: lambda <- max(0, lambda + lr * violation)."""
+        """Projected gradient ascent on the multipliers: lambda <- max(0, lambda + lr * violation), and
+        mu <- max(0, mu + lr * (floor - k/K)) for the band's lower side."""
         v = self.violations([c.detach() for c in costs]).double().cpu()
         self.lambdas = torch.clamp(self.lambdas + self.lambda_lr * v, min=0.0)
+        if self.floor is not None:
+            self.mus = torch.clamp(self.mus + self.lambda_lr * (self.floor - 1.0 - v), min=0.0)
 
     def state_dict(self) -> dict:
         """Multipliers, for checkpoints."""
-        return {"lambdas": self.lambdas.clone()}
+        return {"lambdas": self.lambdas.clone(), "mus": self.mus.clone()}
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore the multipliers."""
+        """Restore the multipliers (checkpoints from before the lower side have no mu: zeros)."""
         self.lambdas = state["lambdas"].clone()
+        self.mus = state.get("mus", torch.zeros_like(self.lambdas)).clone()
 
 
 def _without(alpha: torch.Tensor, none_index: int | None) -> torch.Tensor:
@@ -168,7 +179,13 @@ def _without(alpha: torch.Tensor, none_index: int | None) -> torch.Tensor:
 
 def repair_genotype(genotype: Genotype, alpha_normal: torch.Tensor, alpha_reduce: torch.Tensor,
                     table: CostTable, budgets: list[Budget]) -> tuple[Genotype, list[str]]:
-    """Replace the costliest ops by the cheaper ops the alphas rank next until every budget holds."""
+    """Replace the costliest ops by the cheaper ops the alphas rank next until every budget holds.
+
+    Each step swaps one op. A cheaper parametric op (e.g. sep_conv_5x5 -> sep_conv_3x3) is always
+    preferred to a parameter-free one (skip, pooling): turning convolutions into skip connections is what
+    collapses a cell, so it happens only when no parametric swap still saves budget. Within a tier, the
+    swap with the most budget saved per unit of alpha weight lost wins.
+    """
     normal, reduce = list(genotype.normal), list(genotype.reduce)
     order = edge_sources(table.steps)
     changes: list[str] = []
@@ -180,7 +197,7 @@ def repair_genotype(genotype: Genotype, alpha_normal: torch.Tensor, alpha_reduce
 
     current = genotype
     while (violated := over(current)):
-        best = None  # (saving per unit of alpha lost, cell name, position, new op)
+        best = None  # (parametric tier, saving per unit of alpha lost, cell name, position, new op)
         for cell_name, edges, alpha, t in (("normal", normal, alpha_normal, 0), ("reduce", reduce, alpha_reduce, 1)):
             weights = F.softmax(alpha.detach().float(), -1).cpu().numpy()
             for pos, (op, i) in enumerate(edges):
@@ -194,12 +211,12 @@ def repair_genotype(genotype: Genotype, alpha_normal: torch.Tensor, alpha_reduce
                     if min(savings) <= 0:
                         continue
                     loss = max(weights[row, o] - weights[row, o2], 1e-9)
-                    score = sum(savings) / loss
-                    if best is None or score > best[0]:
-                        best = (score, cell_name, pos, name)
+                    key = (name in PARAMETRIC, sum(savings) / loss)
+                    if best is None or key > best[:2]:
+                        best = (*key, cell_name, pos, name)
         if best is None:
             raise BudgetError("the budget cannot be met by changing ops alone; raise it or change the setting")
-        _, cell_name, pos, name = best
+        _, _, cell_name, pos, name = best
         edges = normal if cell_name == "normal" else reduce
         old, i = edges[pos]
         edges[pos] = (name, i)

@@ -64,6 +64,7 @@ class SearchConfig:
     # search-time cuts for quick searches (the budgets stay about the deployed network at full resolution)
     train_subset: int | None = None  # search on this many training images (class-balanced), split in two halves
     search_image_size: int | None = None  # the supernet sees images resized to this (None: as loaded)
+    score_derived: bool = False  # after the search, the derived network's one-shot accuracy on the alpha half
     # optimisation (paper appendix defaults, batch scaled for a CPU)
     epochs: int = 50
     batch_size: int = 64  # the global batch, over all processes
@@ -74,6 +75,9 @@ class SearchConfig:
     arch_betas: tuple[float, float] = (0.5, 0.999)
     arch_weight_decay: float = 1e-3
     lambda_lr: float = 0.05
+    penalty_step: str = "sgd"  # the constraint's gradient: inside the Adam step ("adam") or a plain step ("sgd")
+    penalty_lr: float = 1.0  # step size of the "sgd" penalty step (digits 200K: 0.1 ended 32 % over, 1.0 at 97 %)
+    budget_floor: float | None = None  # aim for floor <= k/K <= 1 (a second multiplier below); None: at most K
     warmup_epochs: float = 0.0  # weights-only epochs first (PC-DARTS uses 15 of 50); fractions allowed
     grad_clip: float = 5.0
     seed: int = 0
@@ -94,6 +98,8 @@ class SearchConfig:
         values = {k: v for k, v in data.items() if k in known}
         if "arch_betas" in values:
             values["arch_betas"] = tuple(values["arch_betas"])
+        if "remedy" not in values and "seed" in values:  # a run saved before these options: as it ran then
+            values.update(remedy="none", penalty_step="adam")
         return cls(**values)
 
     def budgets(self) -> list[Budget]:
@@ -115,6 +121,12 @@ def prepare_search(config: SearchConfig):
         raise ConfigError(f"--max-skips is a non-negative cap for the darts space (got {config.max_skips} "
                           f"with --space {config.space})")
     check_remedy(config.remedy)
+    if config.penalty_step not in ("adam", "sgd"):
+        raise ConfigError(f"--penalty-step must be adam or sgd, got {config.penalty_step!r}")
+    if not (math.isfinite(config.penalty_lr) and config.penalty_lr > 0):
+        raise ConfigError(f"--penalty-lr must be a finite number > 0, got {config.penalty_lr}")
+    if config.budget_floor is not None and not 0 < config.budget_floor < 1:
+        raise ConfigError(f"--budget-floor is a fraction of the budget in (0, 1), got {config.budget_floor}")
     if not (math.isfinite(config.beta_weight) and config.beta_weight >= 0):
         raise ConfigError(f"--beta-weight must be a finite number >= 0, got {config.beta_weight}")
     if config.train_subset is not None and config.train_subset < 2:
@@ -158,6 +170,8 @@ class BilevelStep:
         self.use_amp = config.amp and device.type == "cuda"
         self.device_type = device.type
         self.beta_weight = 0.0  # beta-decay regulariser's weight for the next alpha step (set by the loop)
+        self.penalty_step = config.penalty_step
+        self.penalty_lr = config.penalty_lr
         self.w_opt = torch.optim.SGD(model.weight_parameters(), config.lr, momentum=config.momentum,
                                      weight_decay=config.weight_decay)
         self.a_opt = torch.optim.Adam(model.arch_parameters(), config.arch_lr, betas=config.arch_betas,
@@ -187,11 +201,19 @@ class BilevelStep:
         dist_utils.average_gradients(alphas)  # the global batch's gradient: the same step on every process
         if self.beta_weight > 0:  # depends on alpha alone, like the penalty: added once, after the average
             _add_grads(alphas, torch.autograd.grad(self.beta_weight * beta_decay_loss(alphas), alphas))
-        costs = None
+        costs = penalty_grads = None
         if constraint is not None:  # the penalty depends on alpha alone: added once, after the average
             costs = constraint.expected_costs(alphas, model.genotype)
-            _add_grads(alphas, torch.autograd.grad(constraint.penalty(costs), alphas))
+            penalty_grads = torch.autograd.grad(constraint.penalty(costs), alphas)
+            if self.penalty_step == "adam":
+                _add_grads(alphas, penalty_grads)
         self.a_opt.step()
+        if penalty_grads is not None and self.penalty_step == "sgd":
+            # outside Adam: Adam normalises each alpha's step, so any lambda > 0 moved every edge towards
+            # cheap ops at full speed (bang-bang between all-skip and all-conv); a plain step scales with lambda
+            with torch.no_grad():
+                for alpha, g in zip(alphas, penalty_grads):
+                    alpha.sub_(self.penalty_lr * g)
         if constraint is not None:
             constraint.update(costs)  # the derived genotype's cost: the same on every process
         model.update_derived()  # the derived cells follow the new alphas
@@ -213,6 +235,34 @@ class BilevelStep:
         torch.nn.utils.clip_grad_norm_(self.model.weight_parameters(), self.grad_clip)
         self.w_opt.step()
         return sum(losses) / len(losses), correct, len(y)
+
+
+SCORE_IMAGES = 10_000  # validation images the one-shot score of a derived network looks at, at most
+
+
+@torch.no_grad()
+def derived_accuracy(model: torch.nn.Module, genotype: Any, val: BatchLoader,
+                     resize: Callable[[torch.Tensor], torch.Tensor] = lambda x: x) -> float:
+    """Accuracy on the alpha half of the supernet run as the derived network in every cell (shared weights).
+
+    BatchNorm uses batch statistics, as during the search: the running statistics were gathered on the
+    mixture, not on the derived network. Runs after the last checkpoint, so the statistics it moves are
+    never saved. A one-shot proxy for "train each derived network and compare on validation".
+    """
+    model.train()
+    previous, model.genotype = model.genotype, genotype
+    correct = seen = 0
+    try:
+        for x, y in val.epoch(0):
+            correct += (model(resize(x), all_derived=True).argmax(1) == y).sum().item()
+            seen += len(y)
+            if seen >= SCORE_IMAGES:
+                break
+    finally:
+        model.genotype = previous
+    device = next(model.parameters()).device
+    total = dist_utils.all_reduce_sum(torch.tensor([correct, seen], dtype=torch.float64, device=device))
+    return float(total[0] / max(total[1], 1))
 
 
 def _resizer(size: int | None, image_size: int) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -243,6 +293,7 @@ class SearchResult:
     seconds: float
     steps: int
     benchmark: dict[str, Any] = field(default_factory=dict)  # e.g. NB201's true accuracies of the genotype
+    derived_val_acc: float | None = None  # one-shot accuracy of the derived network on the alpha half
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (what `dcanas search --json` prints)."""
@@ -253,6 +304,8 @@ class SearchResult:
                   "run_dir": str(self.run_dir), "search_seconds": round(self.seconds, 2), "steps": self.steps}
         if self.benchmark:
             result["benchmark"] = self.benchmark
+        if self.derived_val_acc is not None:
+            result["derived_val_acc"] = self.derived_val_acc
         return result
 
 
@@ -277,7 +330,6 @@ def run_search(config: SearchConfig, run_dir: str | Path | None = None, *, resum
 def _search(config: SearchConfig, run_dir: str | Path | None, checkpoint: dict | None, rank: int,
             world_size: int, device: torch.device, progress: bool, log: Callable[[str], None]) -> SearchResult:
     main, resume = rank == 0, checkpoint is not None
-    torch.manual_seed(config.seed)  # the same initial weights and alphas on every process
 
     if config.download and world_size > 1:  # rank 0 fetches (every process would write the same files), then all load
         dist_utils.on_main(lambda: load_dataset(config.dataset, config.data_dir, download=True).name)
@@ -305,8 +357,12 @@ def _search(config: SearchConfig, run_dir: str | Path | None, checkpoint: dict |
     search_budgets = [Budget(b.metric, config.search_budgets.get(b.metric, b.limit)) for b in budgets]
 
     # -- the supernet, its optimisers and the constraint
+    # seeded here, after data and cost tables: building a table may draw from the global RNG, and tables are
+    # cached, so seeding earlier made a search depend on what ran before it in the same process
+    torch.manual_seed(config.seed)  # the same initial weights and alphas on every process
     model = build_supernet(config, data.in_channels, data.num_classes).to(device)
-    constraint = Constraint(table, search_budgets, config.constraint, config.lambda_lr, device) if budgets else None
+    constraint = (Constraint(table, search_budgets, config.constraint, config.lambda_lr, device,
+                             floor=config.budget_floor) if budgets else None)
     stepper = BilevelStep(model, config, constraint, device)
     w_opt, a_opt = stepper.w_opt, stepper.a_opt
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(w_opt, config.epochs, eta_min=0.0)
@@ -411,6 +467,8 @@ def _search(config: SearchConfig, run_dir: str | Path | None, checkpoint: dict |
     summary = cost_summary(table, genotype, budgets)
     result = SearchResult(space, genotype, run_dir, setting, deployed["params"], deployed["flops"], summary,
                           repairs, raw, seconds, total_steps, space.describe(genotype))
+    if config.score_derived:
+        result.derived_val_acc = derived_accuracy(model, genotype, val, resize)
     if main:
         from .report import write_search_report
 

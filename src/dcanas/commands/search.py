@@ -33,8 +33,17 @@ DEFAULT_BUDGETS = {"digits": {"max_params": 200_000}}
 
 def cmd_search(args: argparse.Namespace) -> int:
     """Run (or resume, or dry-run) a DCA-NAS search."""
+    from ..errors import ConfigError
+    from ..repeats import is_repeats_dir, run_repeats
     from ..search import SearchConfig, dry_run, run_search
 
+    if args.repeats is not None and (args.dry_run or args.resume):
+        raise ConfigError("--repeats starts a new set of searches; --resume RUN_DIR continues one as it was "
+                          "started, and --dry-run runs none")
+    if args.resume and is_repeats_dir(args.resume):
+        r = run_repeats(None, run_dir=args.resume, resume=True, jobs=args.repeat_jobs, log=stderr_log,
+                        progress=not args.quiet)
+        return _print_result(args, r)
     if args.resume:
         result = run_search(SearchConfig(), args.resume, resume=True, progress=not args.quiet,
                             log=stderr_log)
@@ -57,16 +66,27 @@ def cmd_search(args: argparse.Namespace) -> int:
                 lines.append(f"deployable {metric:7} {b['min']:,.6g} .. {b['max']:,.6g}")
             emit(args, info, "\n".join(lines))
             return 0
+        if args.repeats is not None:
+            r = run_repeats(config, args.repeats, args.run_dir, jobs=args.repeat_jobs, log=stderr_log,
+                            progress=not args.quiet)
+            return _print_result(args, r)
         result = run_search(config, args.run_dir, progress=not args.quiet, log=stderr_log)
     if not _is_rank_0():
         return 0  # under torchrun: one summary per job, from rank 0
-    r = result.to_dict()
+    return _print_result(args, result.to_dict())
+
+
+def _print_result(args: argparse.Namespace, r: dict) -> int:
+    """The search's summary: genotype, sizes, budgets, repairs, and (with --repeats) every seed's score."""
     lines = [f"genotype  {r['genotype']}",
              f"params    {r['params']:,}   FLOPs {r['flops']:,}"]
     for metric, b in r["budgets"].items():
         lines.append(f"budget    {metric}: {b['value']:,.6g} <= {b['limit']:,.6g}  {'ok' if b['ok'] else 'EXCEEDED'}")
     if r["repairs"]:
         lines.append(f"repaired  {len(r['repairs'])} op(s) replaced to meet the budget (see report.md)")
+    for run in r.get("repeats", []):
+        mark = "  <- kept" if run["seed"] == r["selected_seed"] else ""
+        lines.append(f"seed {run['seed']:<4} one-shot val acc {run['derived_val_acc']:.4f}  {run['genotype']}{mark}")
     lines.append(f"run dir   {r['run_dir']}")
     emit(args, r, "\n".join(lines))
     return 0
@@ -95,6 +115,13 @@ def register(command) -> None:
     g.add_argument("--unconstrained", action="store_true", help="no budget (plain DARTS-style search)")
     g.add_argument("--constraint", choices=("derived", "paper"),
                    help="cost estimate: exact derived network (default) or the paper's eq. 3")
+    g.add_argument("--penalty-step", choices=("sgd", "adam"),
+                   help="how the budget's gradient moves alpha: a plain step scaled by the multiplier (sgd, the "
+                        "default) or inside Adam's normalised step (adam, which flips whole cells at once)")
+    g.add_argument("--penalty-lr", type=float, help="step size of the sgd penalty step (default 1.0)")
+    g.add_argument("--budget-floor", type=float,
+                   help="also push the derived network up to this fraction of each budget (e.g. 0.9): unused "
+                        "budget is lost accuracy")
     g.add_argument("--lug", help="look-up graph JSON: maps the device budget to the search budget")
     g.add_argument("--no-repair", dest="repair", action="store_const", const=False,
                    help="do not repair a derived network that exceeds a budget")
@@ -111,8 +138,8 @@ def register(command) -> None:
     g.add_argument("--no-derived-cells", dest="derived_cells", action="store_const", const=False)
     g.add_argument("--max-skips", type=int, help="DARTS: keep at most this many skip connections in the derived "
                                                  "normal cell (P-DARTS uses 2; default: no cap)")
-    g.add_argument("--remedy", help="against collapse onto skip/pool: none (plain softmax), beta-decay "
-                                    "(beta-DARTS) or dirichlet (DrNAS); see docs/design.md")
+    g.add_argument("--remedy", help="against collapse onto skip/pool: beta-decay (beta-DARTS, the default), "
+                                    "dirichlet (DrNAS) or none (plain softmax, as the paper); see docs/design.md")
     g.add_argument("--beta-weight", type=float, help="beta-decay: final regulariser weight, ramped from 0 (default 5)")
     g.add_argument("--train-subset", type=int, help="search on this many training images (class-balanced)")
     g.add_argument("--search-image-size", type=int,
@@ -135,4 +162,8 @@ def register(command) -> None:
     p.add_argument("--run-dir", help="run folder (default: runs/<time>-<dataset>-<budget>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted search exactly")
     p.add_argument("--dry-run", action="store_true", help="build everything, print sizes, and exit")
+    p.add_argument("--repeats", type=int, help="run this many searches (seeds seed, seed+1, ...) and keep the "
+                                               "derived network that scores best on validation (the paper's protocol)")
+    p.add_argument("--repeat-jobs", type=int, help="searches of --repeats at a time (default: one per CPU core; "
+                                                   "1 on a GPU)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

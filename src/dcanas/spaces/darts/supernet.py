@@ -210,12 +210,13 @@ class Supernet(nn.Module):
         self.genotype = self.derive()
         return self.genotype
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, all_derived: bool = False) -> torch.Tensor:
+        """Logits; `all_derived` runs every cell as the derived genotype (the one-shot derived network)."""
         s0 = s1 = self.stem(x)
         w_normal = mixing_weights(self.alpha_normal, self.config.remedy, self.training)
         w_reduce = mixing_weights(self.alpha_reduce, self.config.remedy, self.training)
         for i, cell in enumerate(self.cells):
-            if i in self.mixed_cells:
+            if i in self.mixed_cells and not all_derived:
                 s0, s1 = s1, cell(s0, s1, weights=w_reduce if cell.reduction else w_normal)
             else:
                 s0, s1 = s1, cell(s0, s1, edges=self.genotype.reduce if cell.reduction else self.genotype.normal)

@@ -30,7 +30,7 @@ from torch import nn
 from ...errors import BudgetError, ConfigError
 from ..base import SearchSpace
 from .arch import EDGES, NUM_ARCHS, NUM_EDGES, Arch, arch_from_enumeration, arch_to_index, format_arch, resolve_arch
-from .ops import NONE_INDEX, PRIMITIVES
+from .ops import NONE_INDEX, PARAMETRIC, PRIMITIVES
 
 if TYPE_CHECKING:
     from ...constraint import Budget
@@ -118,7 +118,9 @@ class NB201Space(SearchSpace):
         """Replace the costliest op by the op the alpha ranks next until every budget holds.
 
         Greedy, as the DARTS repair: each step takes the single-edge change (never to `none`) with the
-        largest saving on the violated budgets per unit of softmax(alpha) lost. Savings are what
+        largest saving on the violated budgets per unit of softmax(alpha) lost, a parametric op (conv
+        3x3 -> conv 1x1) always before a parameter-free one (skip, pooling), which only comes into play
+        when no parametric change still saves budget. Savings are what
         `table.genotype_cost` says, i.e. measured latencies where the table has them, so the result
         holds against the measurement. Measured latencies are not additive: if no single change
         helps (or the greedy walk would cycle), the architecture with the highest alpha score among
@@ -136,7 +138,7 @@ class NB201Space(SearchSpace):
         current, changes, seen = arch, [], {arch}
         while violated := over(current):
             cost = table.genotype_cost(current)
-            best = None  # (score, edge, new op index)
+            best = None  # (parametric tier, score, edge, new op index)
             for e, o in enumerate(current.op_indices):
                 for o2 in range(len(PRIMITIVES)):
                     if o2 in (o, NONE_INDEX):
@@ -146,12 +148,12 @@ class NB201Space(SearchSpace):
                     savings = [(cost[b.metric] - new[b.metric]) / b.limit for b in violated]
                     if min(savings) <= 0 or candidate in seen:
                         continue
-                    score = sum(savings) / max(weights[e, o] - weights[e, o2], 1e-9)
-                    if best is None or score > best[0]:
-                        best = (score, e, o2)
+                    key = (PRIMITIVES[o2] in PARAMETRIC, sum(savings) / max(weights[e, o] - weights[e, o2], 1e-9))
+                    if best is None or key > best[:2]:
+                        best = (*key, e, o2)
             if best is None:
                 return self._best_within(arch, logp, table, budgets)
-            _, e, o2 = best
+            _, _, e, o2 = best
             (i, j), old = EDGES[e], current.ops[e]
             current = _with_op(current, e, o2)
             seen.add(current)

@@ -195,13 +195,14 @@ class NB201Supernet(nn.Module):
         self.genotype = self.derive()
         return self.genotype
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, all_derived: bool = False) -> torch.Tensor:
+        """Logits; `all_derived` runs every cell as the derived architecture (the one-shot derived network)."""
         weights = mixing_weights(self.alpha, self.config.remedy, self.training)
         x = self.stem(x)
         for k, layer in enumerate(self.cells):
             if isinstance(layer, ResNetBlock):
                 x = layer(x)
-            elif k in self.mixed_cells:
+            elif k in self.mixed_cells and not all_derived:
                 x = layer(x, weights=weights)
             else:
                 x = layer(x, arch=self.genotype)
