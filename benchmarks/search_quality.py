@@ -1,7 +1,7 @@
 """Search quality on NAS-Bench-201's ground truth: seeds x budgets x remedies, against the table's best.
 
     # this machine (2 CPU cores): the `cpu` protocol, every remedy, 3 seeds, two searches at a time
-    python benchmarks/search_quality.py --protocol cpu --remedies none beta-decay dirichlet --seeds 0 1 2 --jobs 2
+    python benchmarks/search_quality.py --protocol cpu --methods beta-decay none dirichlet pc-darts --seeds 0 1 2 --jobs 2
     # a GPU: the paper's protocol (50 epochs, full CIFAR-10, the benchmark's N=5 supernet)
     python benchmarks/search_quality.py --protocol paper --remedies beta-decay --seeds 0 1 2
 
@@ -46,6 +46,18 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
     "paper": {"epochs": 50, "batch_size": 64, "cells": 15, "channels": 16, "train_subset": None,
               "search_image_size": None, "arch_lr": 3e-4, "device": "auto"},
 }
+# What each compared method changes in the search (on top of the protocol). The remedies run under
+# every budget; PC-DARTS (partial channels K=4 + edge normalisation on its own plain supernet, warm-up
+# as its paper: 15 of 50 epochs, here 1 of 4) has no budget, so it runs unconstrained only and its
+# architectures are placed on each device's latency axis: the paper's Figure 3 comparison.
+METHODS: dict[str, dict[str, Any]] = {
+    "beta-decay": {"remedy": "beta-decay"},
+    "dirichlet": {"remedy": "dirichlet"},
+    "none": {"remedy": "none"},
+    "pc-darts": {"remedy": "none", "bottleneck": 1, "weight_sharing": False, "derived_cells": False,
+                 "partial_channels": 4, "edge_norm": True, "warmup_epochs": 1},
+}
+UNCONSTRAINED_ONLY = {"pc-darts"}
 LATENCY_BUDGETS = {"pixel3": [6.6, 10.4, 13.9], "raspi4": [16.3, 25.6, 34.5]}  # ms
 PARAMS_BUDGETS = [400_000, 700_000]
 # CIFAR-10 test accuracy on NAS-Bench-201 as each method's paper reports it (mean over its seeds)
@@ -58,7 +70,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--protocol", choices=list(PROTOCOLS), default="cpu")
-    p.add_argument("--remedies", nargs="+", default=["none"], help="remedies to compare (remedies.py)")
+    p.add_argument("--methods", "--remedies", nargs="+", default=["beta-decay"], choices=list(METHODS),
+                   dest="remedies", help="remedies (remedies.py) and baselines to compare")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--budgets", nargs="+", default=["all"],
                    help="subset of: none pixel3 raspi4 params (default all)")
@@ -96,6 +109,13 @@ def planned_budgets(which: list[str]) -> list[dict[str, Any] | None]:
     if every or "params" in which:
         plan += [{"metric": "params", "device": None, "limit": v} for v in PARAMS_BUDGETS]
     return plan
+
+
+def planned_runs(args: argparse.Namespace) -> list[tuple[str, dict[str, Any] | None, int]]:
+    """(method, budget, seed) of every search of the sweep."""
+    budgets = planned_budgets(args.budgets)
+    return [(m, b, seed) for m in args.remedies for seed in args.seeds for b in budgets
+            if b is None or m not in UNCONSTRAINED_ONLY]
 
 
 def run_name(remedy: str, tag: str, budget: dict[str, Any] | None, seed: int) -> str:
@@ -150,9 +170,9 @@ def run_one(args: argparse.Namespace, remedy: str, budget: dict[str, Any] | None
         limits.update(max_latency=budget["limit"], latency_device=budget["device"])
     elif budget is not None:
         limits["max_params"] = budget["limit"]
-    known = {k: v for k, v in s.items() if k in SearchConfig.__dataclass_fields__}
+    known = {k: v for k, v in {**s, **METHODS[remedy]}.items() if k in SearchConfig.__dataclass_fields__}
     config = SearchConfig(space="nb201", dataset=args.dataset, data_dir=args.data_dir, bench_table=args.table,
-                          remedy=remedy, seed=seed, threads=1, **limits, **known)
+                          seed=seed, threads=1, **limits, **known)
     name = run_name(remedy, args.tag, budget, seed)
     t0 = time.perf_counter()
     result = run_search(config, Path(args.runs_dir) / name, progress=False, log=lambda m: None)
@@ -195,8 +215,7 @@ def sweep(args: argparse.Namespace) -> list[dict[str, Any]]:
     path = Path(args.runs_dir) / "results.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     done = {r["name"]: r for r in load_results(path)}
-    plan = [(remedy, b, seed) for remedy in args.remedies for seed in args.seeds
-            for b in planned_budgets(args.budgets)]
+    plan = planned_runs(args)
     todo = [t for t in plan if run_name(t[0], args.tag, t[1], t[2]) not in done]
     bar = tqdm(total=len(plan), initial=len(plan) - len(todo), desc="searches", dynamic_ncols=True)
     with ProcessPoolExecutor(max_workers=max(1, args.jobs), initializer=_cached_datasets) as pool:
@@ -359,8 +378,7 @@ def main(argv: list[str] | None = None) -> int:
         a for a in (argv if argv is not None else sys.argv[1:]) if a != "--report-only")
     if args.report_only:
         path = Path(args.runs_dir) / "results.jsonl"
-        plan = {run_name(r, args.tag, b, s) for r in args.remedies for s in args.seeds
-                for b in planned_budgets(args.budgets)}
+        plan = {run_name(r, args.tag, b, s) for r, b, s in planned_runs(args)}
         runs = [r for r in load_results(path) if r["name"] in plan]
     else:
         runs = sweep(args)

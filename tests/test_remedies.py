@@ -188,3 +188,51 @@ def test_sgd_penalty_step_is_a_plain_step_outside_adam():
         assert torch.allclose(s, p - 0.5 * g, atol=1e-6)
     adam, _ = alpha_after("adam", constrained=True)
     assert not all(torch.allclose(a, s, atol=1e-6) for a, s in zip(adam, sgd))
+
+
+# -- PC-DARTS (the baseline of the paper's Figure 3) ------------------------------------------------------------
+
+def test_partial_channels_keep_shapes_and_shuffle_every_channel_through():
+    from dcanas.spaces.nb201.supernet import MixedEdge, channel_shuffle
+
+    x = torch.arange(8.0).view(1, 8, 1, 1)
+    assert channel_shuffle(x, 4).flatten().tolist() == [0, 2, 4, 6, 1, 3, 5, 7]
+    edge = MixedEdge(8, partial=4)
+    out = edge(torch.randn(2, 8, 5, 5), torch.softmax(torch.randn(5), -1))
+    assert out.shape == (2, 8, 5, 5)
+    convs = [m for m in edge.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(c.in_channels == 2 for c in convs)  # the ops run on 8 / 4 channels
+
+
+def test_edge_normalisation_sums_to_one_per_node_and_learns():
+    from dcanas.spaces.nb201.arch import EDGES
+    from dcanas.spaces.nb201.supernet import NB201Supernet, NB201SupernetConfig
+
+    net = NB201Supernet(NB201SupernetConfig(cells_per_stage=1, bottleneck=1, weight_sharing=False,
+                                            derived_cells=False, partial_channels=4, edge_norm=True))
+    with torch.no_grad():
+        net.beta.copy_(torch.randn(6))
+    w = net.edge_weights()
+    for node in (1, 2, 3):
+        assert float(sum(w[k] for k, (_, j) in enumerate(EDGES) if j == node)) == pytest.approx(1.0)
+    net(torch.randn(2, 3, 8, 8)).sum().backward()
+    assert net.beta.grad is not None and net.beta.grad.abs().sum() > 0
+    assert all(p is not net.beta for p in net.weight_parameters())
+    plain = NB201Supernet(NB201SupernetConfig(cells_per_stage=1))
+    assert "beta" not in plain.state_dict() and plain.edge_parameters() == []
+
+
+def test_pc_darts_search_runs_and_is_refused_where_it_does_not_apply(tmp_path):
+    config = SearchConfig(space="nb201", dataset="synthetic", image_size=16, epochs=1, max_steps=3, cells=3,
+                          bottleneck=1, weight_sharing=False, derived_cells=False, partial_channels=4,
+                          edge_norm=True, remedy="none", max_params=None)
+    result = run_search(config, tmp_path / "pc", progress=False, log=lambda m: None)
+    assert result.steps == 3
+    state = torch.load(tmp_path / "pc" / "checkpoint.pt", weights_only=False)
+    assert "beta" in state["model"] and len(state["a_opt"]["param_groups"][0]["params"]) == 2
+    with pytest.raises(ConfigError, match="nb201 only"):
+        run_search(SearchConfig(**FAST, partial_channels=4), tmp_path / "darts", progress=False)
+    with pytest.raises(ConfigError, match="no-weight-sharing"):
+        run_search(SearchConfig(space="nb201", dataset="synthetic", partial_channels=4, max_params=None),
+                   tmp_path / "shared", progress=False)
+    assert not (tmp_path / "darts").exists() and not (tmp_path / "shared").exists()

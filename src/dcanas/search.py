@@ -75,6 +75,8 @@ class SearchConfig:
     arch_betas: tuple[float, float] = (0.5, 0.999)
     arch_weight_decay: float = 1e-3
     lambda_lr: float = 0.05
+    partial_channels: int = 1  # NB201: PC-DARTS's partial channel connections, 1/K of the channels (1 = off)
+    edge_norm: bool = False  # NB201: PC-DARTS's edge normalisation
     penalty_step: str = "sgd"  # the constraint's gradient: inside the Adam step ("adam") or a plain step ("sgd")
     penalty_lr: float = 1.0  # step size of the "sgd" penalty step (digits 200K: 0.1 ended 32 % over, 1.0 at 97 %)
     budget_floor: float | None = None  # aim for floor <= k/K <= 1 (a second multiplier below); None: at most K
@@ -121,6 +123,8 @@ def prepare_search(config: SearchConfig):
         raise ConfigError(f"--max-skips is a non-negative cap for the darts space (got {config.max_skips} "
                           f"with --space {config.space})")
     check_remedy(config.remedy)
+    if (config.partial_channels != 1 or config.edge_norm) and config.space != "nb201":
+        raise ConfigError("--partial-channels and --edge-norm (PC-DARTS) are implemented for --space nb201 only")
     if config.penalty_step not in ("adam", "sgd"):
         raise ConfigError(f"--penalty-step must be adam or sgd, got {config.penalty_step!r}")
     if not (math.isfinite(config.penalty_lr) and config.penalty_lr > 0):
@@ -174,8 +178,8 @@ class BilevelStep:
         self.penalty_lr = config.penalty_lr
         self.w_opt = torch.optim.SGD(model.weight_parameters(), config.lr, momentum=config.momentum,
                                      weight_decay=config.weight_decay)
-        self.a_opt = torch.optim.Adam(model.arch_parameters(), config.arch_lr, betas=config.arch_betas,
-                                      weight_decay=config.arch_weight_decay)
+        self.a_opt = torch.optim.Adam(model.arch_parameters() + _edge_parameters(model), config.arch_lr,
+                                      betas=config.arch_betas, weight_decay=config.arch_weight_decay)
 
     def _forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.autocast(self.device_type, torch.bfloat16, enabled=self.use_amp):
@@ -190,15 +194,16 @@ class BilevelStep:
         regulariser when `self.beta_weight` > 0); then lambda ascends."""
         model, constraint = self.model, self.constraint
         alphas = model.arch_parameters()
+        learned = alphas + _edge_parameters(model)  # PC-DARTS's edge weights learn from the loss alone
         self.a_opt.zero_grad(set_to_none=True)
         losses, correct = [], 0
         for xm, ym in self._micro_batches(x, y):
             logits, loss = self._forward(xm, ym)
             # only alpha needs gradients here: skip the weight gradients a full backward would compute
-            _add_grads(alphas, torch.autograd.grad(loss / self.accum_steps, alphas))
+            _add_grads(learned, torch.autograd.grad(loss / self.accum_steps, learned))
             losses.append(loss.item())
             correct += (logits.argmax(1) == ym).sum().item()
-        dist_utils.average_gradients(alphas)  # the global batch's gradient: the same step on every process
+        dist_utils.average_gradients(learned)  # the global batch's gradient: the same step on every process
         if self.beta_weight > 0:  # depends on alpha alone, like the penalty: added once, after the average
             _add_grads(alphas, torch.autograd.grad(self.beta_weight * beta_decay_loss(alphas), alphas))
         costs = penalty_grads = None
@@ -228,7 +233,7 @@ class BilevelStep:
             (loss / self.accum_steps).backward()
             losses.append(loss.item())
             correct += (logits.argmax(1) == ym).sum().item()
-        for alpha in self.model.arch_parameters():  # the weight loss must not move alpha
+        for alpha in self.model.arch_parameters() + _edge_parameters(self.model):  # the weight loss must not move alpha
             alpha.grad = None
         # not DDP: the derived cells change the graph every step and leave most weights without a gradient
         dist_utils.average_gradients(self.model.weight_parameters())
@@ -270,6 +275,11 @@ def _resizer(size: int | None, image_size: int) -> Callable[[torch.Tensor], torc
     if size is None or size == image_size:
         return lambda x: x
     return lambda x: F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+
+
+def _edge_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """Architecture weights that carry no cost (PC-DARTS's edge normalisation), if the supernet has any."""
+    return model.edge_parameters() if hasattr(model, "edge_parameters") else []
 
 
 def _add_grads(params: list[torch.Tensor], grads: tuple[torch.Tensor, ...]) -> None:

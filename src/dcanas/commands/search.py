@@ -138,6 +138,9 @@ def register(command) -> None:
     g.add_argument("--no-derived-cells", dest="derived_cells", action="store_const", const=False)
     g.add_argument("--max-skips", type=int, help="DARTS: keep at most this many skip connections in the derived "
                                                  "normal cell (P-DARTS uses 2; default: no cap)")
+    g.add_argument("--partial-channels", type=int, help="NB201, PC-DARTS: only 1/K of each edge's channels enter "
+                                                        "its mixed ops (needs --no-weight-sharing; default 1 = off)")
+    g.add_argument("--edge-norm", action="store_const", const=True, help="NB201, PC-DARTS: edge normalisation")
     g.add_argument("--remedy", help="against collapse onto skip/pool: beta-decay (beta-DARTS, the default), "
                                     "dirichlet (DrNAS) or none (plain softmax, as the paper); see docs/design.md")
     g.add_argument("--beta-weight", type=float, help="beta-decay: final regulariser weight, ramped from 0 (default 5)")

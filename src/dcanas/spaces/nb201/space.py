@@ -109,7 +109,8 @@ class NB201Space(SearchSpace):
         return NB201Supernet(NB201SupernetConfig(
             channels=config.channels, cells_per_stage=max(1, math.ceil(config.cells / 3)), num_classes=num_classes,
             in_channels=in_channels, bottleneck=config.bottleneck, weight_sharing=config.weight_sharing,
-            derived_cells=config.derived_cells, remedy=config.remedy))
+            derived_cells=config.derived_cells, remedy=config.remedy,
+            partial_channels=getattr(config, "partial_channels", 1), edge_norm=getattr(config, "edge_norm", False)))
 
     # -- repair -----------------------------------------------------------------------------
 

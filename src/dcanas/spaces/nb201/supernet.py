@@ -33,6 +33,8 @@ class NB201SupernetConfig:
     derived_cells: bool = True  # only the first cell of each stage runs the mixture
     derive_none: bool = False  # whether derive() may pick `none` (NB201-style DARTS does; it may disconnect cells)
     remedy: str = "none"  # how alphas become mixing weights (remedies.py): softmax, or Dirichlet samples
+    partial_channels: int = 1  # PC-DARTS: only 1/K of an edge's channels enter its mixed ops (1 = off)
+    edge_norm: bool = False  # PC-DARTS: each edge's output is weighted by softmax(beta) over its node's inputs
 
     def __post_init__(self) -> None:
         if self.bottleneck < 1 or self.channels // self.bottleneck < 1:
@@ -40,6 +42,12 @@ class NB201SupernetConfig:
                               f"{self.channels} channels")
         if self.cells_per_stage < 1:
             raise ConfigError(f"cells per stage must be at least 1, got {self.cells_per_stage}")
+        inner = self.channels // self.bottleneck
+        if self.partial_channels < 1 or inner % self.partial_channels:
+            raise ConfigError(f"--partial-channels {self.partial_channels} must be >= 1 and divide the {inner} "
+                              f"channels that enter the candidate ops")
+        if self.partial_channels > 1 and self.weight_sharing:
+            raise ConfigError("--partial-channels (PC-DARTS) needs per-edge ops: add --no-weight-sharing")
 
     def to_dict(self) -> dict:
         """JSON-ready form."""
@@ -52,14 +60,29 @@ def candidate_op(name: str, channels: int) -> nn.Module:
 
 
 class MixedEdge(nn.Module):
-    """All 5 candidate ops of one edge, summed with softmax(alpha) weights (NB201's DARTS MixedOp)."""
+    """All 5 candidate ops of one edge, summed with softmax(alpha) weights (NB201's DARTS MixedOp).
 
-    def __init__(self, channels: int):
+    With `partial` K > 1 (PC-DARTS) only the first C/K channels go through the ops; the others pass by
+    unchanged and a channel shuffle mixes the two groups, so every channel is searched over the cells.
+    """
+
+    def __init__(self, channels: int, partial: int = 1):
         super().__init__()
-        self.ops = nn.ModuleList(candidate_op(p, channels) for p in PRIMITIVES)
+        self.partial = partial
+        self.ops = nn.ModuleList(candidate_op(p, channels // partial) for p in PRIMITIVES)
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        return sum(w * op(x) for w, op in zip(weights, self.ops))
+        if self.partial == 1:
+            return sum(w * op(x) for w, op in zip(weights, self.ops))
+        searched, bypass = x.split([x.shape[1] // self.partial, x.shape[1] - x.shape[1] // self.partial], dim=1)
+        mixed = sum(w * op(searched) for w, op in zip(weights, self.ops))
+        return channel_shuffle(torch.cat([mixed, bypass], dim=1), self.partial)
+
+
+def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """Interleave `groups` channel groups (ShuffleNet), so the next partial edge sees other channels."""
+    n, c, h, w = x.shape
+    return x.view(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)
 
 
 class SourceOps(nn.Module):
@@ -77,7 +100,7 @@ class SourceOps(nn.Module):
 class NB201SearchCell(nn.Module):
     """A supernet cell: mixed (weighted by alpha) or discrete (one op per edge, from a derived Arch)."""
 
-    def __init__(self, channels: int, bottleneck: int = 1, weight_sharing: bool = False):
+    def __init__(self, channels: int, bottleneck: int = 1, weight_sharing: bool = False, partial: int = 1):
         super().__init__()
         self.channels = channels
         self.inner = channels // bottleneck
@@ -95,7 +118,7 @@ class NB201SearchCell(nn.Module):
         if weight_sharing:
             self.source_ops = nn.ModuleList(SourceOps(self.inner) for _ in range(NUM_NODES - 1))
         else:
-            self.mixed = nn.ModuleList(MixedEdge(self.inner) for _ in EDGES)
+            self.mixed = nn.ModuleList(MixedEdge(self.inner, partial) for _ in EDGES)
 
     def _squeezed(self, k: int, x: torch.Tensor) -> torch.Tensor:
         return self.squeeze[k](x) if self.use_bottleneck else x
@@ -103,8 +126,10 @@ class NB201SearchCell(nn.Module):
     def _node(self, j: int, total: torch.Tensor) -> torch.Tensor:
         return self.expand[j - 1](total) if self.use_bottleneck else total
 
-    def forward(self, x: torch.Tensor, weights: torch.Tensor | None = None, arch: Arch | None = None) -> torch.Tensor:
-        """`weights` [6, 5] (softmax of alpha) runs the mixture; `arch` runs only its ops."""
+    def forward(self, x: torch.Tensor, weights: torch.Tensor | None = None, arch: Arch | None = None,
+                edge_weights: torch.Tensor | None = None) -> torch.Tensor:
+        """`weights` [6, 5] (softmax of alpha) runs the mixture, each edge scaled by `edge_weights` [6] when
+        given (PC-DARTS's edge normalisation); `arch` runs only its ops."""
         if arch is not None:
             return self._forward_discrete(x, arch)
         nodes = [x]
@@ -117,9 +142,10 @@ class NB201SearchCell(nn.Module):
                 if jj != j:
                     continue
                 if self.weight_sharing:
-                    total = total + sum(weights[k, o] * out for o, out in outputs[i])
+                    edge = sum(weights[k, o] * out for o, out in outputs[i])
                 else:
-                    total = total + self.mixed[k](self._squeezed(k, nodes[i]), weights[k])
+                    edge = self.mixed[k](self._squeezed(k, nodes[i]), weights[k])
+                total = total + (edge if edge_weights is None else edge_weights[k] * edge)
             nodes.append(self._node(j, total))
         return nodes[-1]
 
@@ -161,12 +187,14 @@ class NB201Supernet(nn.Module):
             for n in range(config.cells_per_stage):
                 if n == 0 or not config.derived_cells:
                     self.mixed_cells.add(len(layers))
-                layers.append(NB201SearchCell(c, config.bottleneck, config.weight_sharing))
+                layers.append(NB201SearchCell(c, config.bottleneck, config.weight_sharing, config.partial_channels))
         self.cells = nn.ModuleList(layers)
         self.lastact = nn.Sequential(nn.BatchNorm2d(widths[-1]), nn.ReLU(inplace=True))
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(widths[-1], config.num_classes)
         self.alpha = nn.Parameter(1e-3 * torch.randn(NUM_EDGES, len(PRIMITIVES)))
+        # PC-DARTS's edge-normalisation weights (absent when off: state dicts of other searches are unchanged)
+        self.register_parameter("beta", nn.Parameter(1e-3 * torch.randn(NUM_EDGES)) if config.edge_norm else None)
         self.genotype: Arch = self.derive()
 
     @property
@@ -178,9 +206,24 @@ class NB201Supernet(nn.Module):
         """The architecture weights: [alpha], alpha of shape [6 edges, 5 ops] in EDGES x PRIMITIVES order."""
         return [self.alpha]
 
+    def edge_parameters(self) -> list[nn.Parameter]:
+        """PC-DARTS's edge-normalisation weights beta [6] (trained with alpha, not part of any cost); [] when off."""
+        return [self.beta] if self.config.edge_norm else []
+
     def weight_parameters(self) -> list[nn.Parameter]:
-        """Everything but alpha."""
-        return [p for name, p in self.named_parameters() if name != "alpha"]
+        """Everything but alpha and beta."""
+        return [p for name, p in self.named_parameters() if name not in ("alpha", "beta")]
+
+    def edge_weights(self) -> torch.Tensor | None:
+        """softmax(beta) over the incoming edges of each node ([6]), or None without edge normalisation."""
+        if not self.config.edge_norm:
+            return None
+        dest = torch.tensor([j for _, j in EDGES], device=self.beta.device)
+        out = torch.empty_like(self.beta)
+        for j in range(1, NUM_NODES):
+            mask = dest == j
+            out = out.masked_scatter(mask, F.softmax(self.beta[mask], dim=0))
+        return out
 
     def ranking_alphas(self) -> list[torch.Tensor]:
         """Logits whose softmax is each edge's mixing weights at evaluation: what derive and repair rank by."""
@@ -198,12 +241,13 @@ class NB201Supernet(nn.Module):
     def forward(self, x: torch.Tensor, all_derived: bool = False) -> torch.Tensor:
         """Logits; `all_derived` runs every cell as the derived architecture (the one-shot derived network)."""
         weights = mixing_weights(self.alpha, self.config.remedy, self.training)
+        edge_weights = self.edge_weights()
         x = self.stem(x)
         for k, layer in enumerate(self.cells):
             if isinstance(layer, ResNetBlock):
                 x = layer(x)
             elif k in self.mixed_cells and not all_derived:
-                x = layer(x, weights=weights)
+                x = layer(x, weights=weights, edge_weights=edge_weights)
             else:
                 x = layer(x, arch=self.genotype)
         return self.classifier(self.global_pooling(self.lastact(x)).flatten(1))
