@@ -159,11 +159,9 @@ def best_in_budget(budget: dict[str, Any] | None, table_path: str) -> float:
 
 def run_one(args: argparse.Namespace, remedy: str, budget: dict[str, Any] | None, seed: int) -> dict[str, Any]:
     """One search, looked up in the benchmark table."""
-    import torch
+    from dcanas.lug import run_task
+    from dcanas.search import SearchConfig
 
-    from dcanas.search import SearchConfig, run_search
-
-    torch.set_num_threads(1)
     s = args.settings
     limits = {"max_latency": None, "max_params": None, "latency_device": None}
     if budget is not None and budget["metric"] == "latency":
@@ -175,10 +173,11 @@ def run_one(args: argparse.Namespace, remedy: str, budget: dict[str, Any] | None
                           seed=seed, threads=1, **limits, **known)
     name = run_name(remedy, args.tag, budget, seed)
     t0 = time.perf_counter()
-    result = run_search(config, Path(args.runs_dir) / name, progress=False, log=lambda m: None)
+    # fresh, resumed from its checkpoint, or read back when it finished before (an interrupted sweep)
+    result = run_task({"config": config.to_dict(), "run_dir": str(Path(args.runs_dir) / name), "threads": 1})["result"]
     wall = time.perf_counter() - t0
     bench, params, _ = bench_truth(args.table)
-    row = bench.row(str(result.genotype))
+    row = bench.row(result["genotype"])
     if budget is None:
         cost = None
     elif budget["metric"] == "params":
@@ -188,12 +187,12 @@ def run_one(args: argparse.Namespace, remedy: str, budget: dict[str, Any] | None
     best = best_in_budget(budget, args.table)
     acc = {d: float(v[row]) for d, v in bench.accuracy.items()}
     return {"space": "nb201", "remedy": remedy, "tag": args.tag, "seed": seed, "budget": budget,
-            "arch": str(result.genotype), "raw_arch": str(result.raw_genotype), "index": int(bench.indices[row]),
+            "arch": result["genotype"], "raw_arch": result["raw_genotype"], "index": int(bench.indices[row]),
             "cost": cost, "test_acc_cifar10": acc["cifar10"], "test_acc_cifar100": acc["cifar100"],
             "test_acc_imagenet16": acc["imagenet16-120"], "best_in_budget": best,
             "regret": best - acc["cifar10"], "budget_use": None if budget is None else cost / budget["limit"],
-            "repaired": bool(result.repairs), "search_s": round(result.seconds, 1), "wall_s": round(wall, 1),
-            "steps": result.steps, "latency_ms": {d: float(bench.latency[d][row]) for d in DEVICE_NAMES},
+            "repaired": bool(result["repairs"]), "search_s": result["search_seconds"], "wall_s": round(wall, 1),
+            "steps": result["steps"], "latency_ms": {d: float(bench.latency[d][row]) for d in DEVICE_NAMES},
             "params": float(params[row]), "name": name}
 
 
@@ -221,7 +220,11 @@ def sweep(args: argparse.Namespace) -> list[dict[str, Any]]:
     with ProcessPoolExecutor(max_workers=max(1, args.jobs), initializer=_cached_datasets) as pool:
         futures = [pool.submit(_worker, args, *t) for t in todo]
         for future in as_completed(futures):
-            record = future.result()
+            try:
+                record = future.result()
+            except Exception as exc:  # noqa: BLE001 - one failed search must not stop the sweep; rerun to retry
+                bar.write(f"a search failed: {type(exc).__name__}: {exc}")
+                continue
             with open(path, "a") as f:
                 f.write(json.dumps(record) + "\n")
             done[record["name"]] = record
