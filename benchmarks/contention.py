@@ -7,10 +7,13 @@ Each row runs `dcanas search` (the built-in digits set and its default budget, s
 
 - alone;
 - (a) beside two single-threaded CPU-bound processes (a loaded laptop);
-- (b) beside a second `dcanas search` with the same settings, started just before and still running.
+- (b) beside a second `dcanas search` with the same settings, started just before and still running;
+- (c) the same pair the other way round: the measured search starts first, the second 3 s later (a
+  thread count chosen at start cannot see work that arrives afterwards).
 
 Policies: "all cores" is what dcanas did before `threads.py` (torch's default: one OpenMP thread per
-core, DCANAS_THREADS=<cores> reproduces it); "default" is the policy now shipped (no variable set).
+core, DCANAS_THREADS=<cores> reproduces it); "default" is the policy now shipped (no variable set);
+"free cores" (DCANAS_THREADS=free) takes the cores idle at start whatever the input size.
 Every ratio is against the same policy alone, measured in this run. `--dataset synthetic` runs the
 same on CIFAR-size (32x32x3) images instead, where the default uses the free cores at start.
 """
@@ -42,6 +45,8 @@ def policy_env(policy: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("DCANAS_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     if policy == "all cores":
         env["DCANAS_THREADS"] = str(available_cores())
+    elif policy == "free cores":
+        env["DCANAS_THREADS"] = "free"
     return env
 
 
@@ -64,6 +69,16 @@ def measure(workdir: Path, policy: str, scenario: str, dataset: str, max_steps: 
         load = [subprocess.Popen(search_command(workdir / f"other-{tag}", dataset, max_steps * 10), env=env,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
     try:
+        if scenario == "2nd search starts after it":
+            t0 = time.perf_counter()
+            measured = subprocess.Popen(search_command(workdir / f"run-{tag}", dataset, max_steps), env=env,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(3.0)
+            load.append(subprocess.Popen(search_command(workdir / f"other-{tag}", dataset, max_steps * 10),
+                                         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            if measured.wait() != 0:
+                raise RuntimeError("the measured search failed")
+            return time.perf_counter() - t0
         if load:
             time.sleep(3.0)  # let the load start (the other search loads its data first)
         return timed_search(workdir, f"run-{tag}", env, dataset, max_steps)
@@ -77,9 +92,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--max-steps", type=int, default=60)
     p.add_argument("--dataset", default="digits", choices=("digits", "synthetic"))
-    p.add_argument("--policies", nargs="+", default=["all cores", "default"])
+    p.add_argument("--policies", nargs="+", default=["all cores", "default", "free cores"])
     args = p.parse_args()
-    scenarios = ["alone", "beside 2 busy processes", "beside a 2nd search"]
+    scenarios = ["alone", "beside 2 busy processes", "beside a 2nd search", "2nd search starts after it"]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for policy in args.policies:

@@ -29,6 +29,8 @@ def test_precedence_argument_then_dcanas_then_omp(clean_env):
     assert threads.requested_threads(5) == 5
     clean_env.setenv("DCANAS_THREADS", "auto")
     assert threads.requested_threads() is None
+    clean_env.setenv("DCANAS_THREADS", "free")
+    assert threads.requested_threads() == threads.FREE
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "two", "1.5"])
@@ -49,6 +51,9 @@ def test_automatic_choice(clean_env, monkeypatch):
     monkeypatch.setattr(threads, "busy_cores_elsewhere", lambda: 1.6)
     assert threads.choose_threads(3 * 32 * 32) == 2
     assert threads.choose_threads(3 * 32 * 32, threads=3) == 3  # explicit wins
+    clean_env.setenv("DCANAS_THREADS", "free")
+    monkeypatch.setattr(threads, "busy_cores_elsewhere", lambda: 0.0)
+    assert threads.choose_threads(64) == 4  # free: the idle cores even for small inputs
 
 
 def test_busy_cores_elsewhere_sees_a_busy_process():

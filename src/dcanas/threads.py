@@ -10,7 +10,8 @@ the cores that other processes leave idle when the run starts.
 The count is fixed for the whole run and recorded in its config: the thread count changes floating-point
 reduction order, hence the derived network, so a resumed run must use the same count to stay exact.
 Order of precedence: `--threads N`, then `DCANAS_THREADS=N`, then `OMP_NUM_THREADS` set by the user,
-then the automatic choice.
+then the automatic choice. `DCANAS_THREADS=free` takes the cores idle at start whatever the input size
+(faster alone on small inputs, slower once other work arrives: BENCHMARKS.md §11).
 """
 from __future__ import annotations
 
@@ -36,8 +37,12 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+FREE = -1  # requested_threads' answer for DCANAS_THREADS=free
+
+
 def requested_threads(threads: int | None = None) -> int | None:
-    """An explicit thread count from the argument, DCANAS_THREADS or OMP_NUM_THREADS; None = automatic."""
+    """An explicit thread count from the argument, DCANAS_THREADS or OMP_NUM_THREADS; None = automatic,
+    FREE = the cores idle at start whatever the input size."""
     if threads is not None:
         source, value = "--threads", str(threads)
     elif os.environ.get("DCANAS_THREADS"):
@@ -48,12 +53,14 @@ def requested_threads(threads: int | None = None) -> int | None:
         return None
     if value.strip().lower() == "auto" and source == "DCANAS_THREADS":
         return None
+    if value.strip().lower() == "free" and source == "DCANAS_THREADS":
+        return FREE
     try:
         count = int(value)
     except ValueError:
-        raise ConfigError(f"{source} must be a positive integer (or DCANAS_THREADS=auto), got {value!r}") from None
+        raise ConfigError(f"{source} must be a positive integer (or DCANAS_THREADS=auto|free), got {value!r}") from None
     if count < 1:
-        raise ConfigError(f"{source} must be a positive integer (or DCANAS_THREADS=auto), got {value!r}")
+        raise ConfigError(f"{source} must be a positive integer (or DCANAS_THREADS=auto|free), got {value!r}")
     return count
 
 
@@ -77,10 +84,11 @@ def busy_cores_elsewhere(seconds: float = _SAMPLE_SECONDS) -> float | None:
 def choose_threads(sample_numel: int, device: torch.device | str = "cpu", threads: int | None = None) -> int:
     """The intra-op thread count for a run on inputs of `sample_numel` values per image (see the module doc)."""
     explicit = requested_threads(threads)
-    if explicit is not None:
+    if explicit is not None and explicit != FREE:
         return explicit
     cores = available_cores()
-    if torch.device(device).type != "cpu" or sample_numel < SMALL_INPUT or cores == 1:
+    small = sample_numel < SMALL_INPUT and explicit != FREE
+    if torch.device(device).type != "cpu" or small or cores == 1:
         return 1  # small inputs gain nothing from threads; on a GPU the CPU thread only launches kernels
     others = busy_cores_elsewhere()
     if others is None:
