@@ -253,3 +253,39 @@ def test_latency_constrained_search_lands_within_the_true_latency(tmp_path, limi
     # the report's benchmark facts: true accuracy and the measured latency on the search's device
     assert result.benchmark["latency_ms"] == {"pixel3": pytest.approx(true)}
     assert 10 < result.benchmark["test_accuracy"]["cifar10"] < 95
+
+
+# -- fill: spend unused budget ------------------------------------------------------------------
+
+def test_fill_spends_unused_budget_on_the_convolutions_the_alphas_rank_next():
+    space, table = NB201Space(), build_nb201_cost_table()
+    all_skip = Arch(("skip_connect",) * 6)
+    alpha = torch.zeros(6, 5)
+    alpha[:, PRIMITIVES.index("skip_connect")] = 3.0
+    alpha[:, PRIMITIVES.index("nor_conv_1x1")] = 2.0  # the next choice everywhere...
+    alpha[2, PRIMITIVES.index("nor_conv_3x3")] = 2.5  # ...but on edge 2 the 3x3
+    one_conv3 = table.genotype_cost(Arch(("skip_connect",) * 2 + ("nor_conv_3x3",) + ("skip_connect",) * 3))
+    budget = Budget("params", one_conv3["params"])  # room for exactly that one conv 3x3 (or several 1x1)
+    filled, changes = space.fill(all_skip, [alpha], table, [budget])
+    assert table.genotype_cost(filled)["params"] <= budget.limit
+    assert changes and all("(unused budget)" in c for c in changes)
+    assert all(op in ("skip_connect", "nor_conv_1x1", "nor_conv_3x3") for op in filled.ops)
+    assert filled.ops[2] == "nor_conv_3x3" or filled.ops.count("nor_conv_1x1") >= 2
+    # no room: unchanged; a full budget is never exceeded whatever the alphas
+    assert space.fill(all_skip, [alpha], table, [Budget("params", table.genotype_cost(all_skip)["params"])]) \
+        == (all_skip, [])
+    rng = random.Random(0)
+    for _ in range(10):
+        arch, limit = random_arch(rng), rng.uniform(*table.bounds("params"))
+        if table.genotype_cost(arch)["params"] > limit or "none" in arch.ops:
+            continue
+        filled, _ = space.fill(arch, [torch.randn(6, 5)], table, [Budget("params", limit)])
+        assert table.genotype_cost(filled)["params"] <= limit
+
+
+def test_fill_budget_is_refused_for_the_darts_space(tmp_path):
+    from dcanas.search import SearchConfig, run_search
+
+    with pytest.raises(ConfigError, match="nb201 only"):
+        run_search(SearchConfig(dataset="digits", fill_budget=True), tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()

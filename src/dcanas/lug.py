@@ -412,7 +412,7 @@ def point_config(base: Any, metric: str, search_budget: float, seed: int, upper:
     """One LUG search: the paper's k_s at K_d', device budget at the upper bound so nothing masks K_d, no repair."""
     budgets = {"max_params": None, "max_flops": None, "max_latency": None, f"max_{metric}": upper}
     return replace(base, constraint="paper", search_budgets={metric: float(search_budget)}, repair=False,
-                   seed=int(seed), **budgets)
+                   fill_budget=False, seed=int(seed), **budgets)
 
 
 def build_lug(base: Any, metric: str = "params", search_budgets: Sequence[float] | None = None, points: int = 5,

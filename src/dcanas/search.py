@@ -79,6 +79,7 @@ class SearchConfig:
     edge_norm: bool = False  # NB201: PC-DARTS's edge normalisation
     penalty_step: str = "sgd"  # the constraint's gradient: inside the Adam step ("adam") or a plain step ("sgd")
     penalty_lr: float = 1.0  # step size of the "sgd" penalty step (digits 200K: 0.1 ended 32 % over, 1.0 at 97 %)
+    fill_budget: bool | None = None  # upgrade ops into unused budget after the search (None: where the space can)
     budget_floor: float | None = None  # aim for floor <= k/K <= 1 (a second multiplier below); None: at most K
     warmup_epochs: float = 0.0  # weights-only epochs first (PC-DARTS uses 15 of 50); fractions allowed
     grad_clip: float = 5.0
@@ -101,7 +102,7 @@ class SearchConfig:
         if "arch_betas" in values:
             values["arch_betas"] = tuple(values["arch_betas"])
         if "remedy" not in values and "seed" in values:  # a run saved before these options: as it ran then
-            values.update(remedy="none", penalty_step="adam")
+            values.update(remedy="none", penalty_step="adam", fill_budget=False)
         return cls(**values)
 
     def budgets(self) -> list[Budget]:
@@ -123,6 +124,8 @@ def prepare_search(config: SearchConfig):
         raise ConfigError(f"--max-skips is a non-negative cap for the darts space (got {config.max_skips} "
                           f"with --space {config.space})")
     check_remedy(config.remedy)
+    if config.fill_budget is True and config.space != "nb201":
+        raise ConfigError("--fill-budget is implemented for --space nb201 only")
     if (config.partial_channels != 1 or config.edge_norm) and config.space != "nb201":
         raise ConfigError("--partial-channels and --edge-norm (PC-DARTS) are implemented for --space nb201 only")
     if config.penalty_step not in ("adam", "sgd"):
@@ -304,6 +307,7 @@ class SearchResult:
     steps: int
     benchmark: dict[str, Any] = field(default_factory=dict)  # e.g. NB201's true accuracies of the genotype
     derived_val_acc: float | None = None  # one-shot accuracy of the derived network on the alpha half
+    fills: list[str] = field(default_factory=list)  # ops upgraded to spend unused budget (--fill-budget)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (what `dcanas search --json` prints)."""
@@ -316,6 +320,8 @@ class SearchResult:
             result["benchmark"] = self.benchmark
         if self.derived_val_acc is not None:
             result["derived_val_acc"] = self.derived_val_acc
+        if self.fills:
+            result["fills"] = self.fills
         return result
 
 
@@ -473,10 +479,15 @@ def _search(config: SearchConfig, run_dir: str | Path | None, checkpoint: dict |
     raw = model.derive()
     genotype, repairs = (space.repair(raw, model.ranking_alphas(), table, budgets)
                          if config.repair and budgets else (raw, []))
+    fills: list[str] = []
+    fill = config.fill_budget if config.fill_budget is not None else hasattr(space, "fill")
+    if fill and budgets and not repairs:
+        genotype, fills = space.fill(genotype, model.ranking_alphas(), table, budgets)
     deployed = space.deployed_cost(genotype, setting)
     summary = cost_summary(table, genotype, budgets)
     result = SearchResult(space, genotype, run_dir, setting, deployed["params"], deployed["flops"], summary,
                           repairs, raw, seconds, total_steps, space.describe(genotype))
+    result.fills = fills
     if config.score_derived:
         result.derived_val_acc = derived_accuracy(model, genotype, val, resize)
     if main:

@@ -161,6 +161,43 @@ class NB201Space(SearchSpace):
             changes.append(f"edge {j}<-{i}: {old} -> {PRIMITIVES[o2]}")
         return self._give_back(arch, current, changes, weights, over)
 
+    def fill(self, genotype: Arch, alphas: list, table: NB201CostTable,
+             budgets: list[Budget]) -> tuple[Arch, list[str]]:
+        """Spend unused budget: upgrade ops to costlier convolutions while every budget still holds.
+
+        The mirror of repair: each step takes the single-edge change to a parametric op that keeps every
+        budget and gains the most budget use per unit of softmax(alpha) lost (the op the alphas rank next
+        first); it stops when no such change fits. Unused budget is lost accuracy, and the multiplier's
+        push towards cheap ops leaves the alphas of a constrained search biased below the budget.
+        """
+        current = resolve_arch(genotype)
+        alpha = alphas[0] if isinstance(alphas, (list, tuple)) else alphas
+        weights = F.softmax(torch.as_tensor(alpha).detach().float().cpu(), -1).numpy()
+        changes: list[str] = []
+        while True:
+            cost = table.genotype_cost(current)
+            best = None  # (score, edge, new op index)
+            for e, o in enumerate(current.op_indices):
+                for o2, name in enumerate(PRIMITIVES):
+                    if o2 == o or name not in PARAMETRIC:
+                        continue
+                    candidate = _with_op(current, e, o2)
+                    new = table.genotype_cost(candidate)
+                    if any(new[b.metric] > b.limit for b in budgets):
+                        continue
+                    gain = sum((new[b.metric] - cost[b.metric]) / b.limit for b in budgets)
+                    if gain <= 0:
+                        continue
+                    score = gain / max(weights[e, o] - weights[e, o2], 1e-9)
+                    if best is None or score > best[0]:
+                        best = (score, e, o2)
+            if best is None:
+                return current, changes
+            _, e, o2 = best
+            (i, j), old = EDGES[e], current.ops[e]
+            current = _with_op(current, e, o2)
+            changes.append(f"edge {j}<-{i}: {old} -> {PRIMITIVES[o2]} (unused budget)")
+
     @staticmethod
     def _give_back(raw: Arch, current: Arch, changes: list[str], weights: np.ndarray,
                    over) -> tuple[Arch, list[str]]:
