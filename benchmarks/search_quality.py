@@ -203,10 +203,6 @@ def _cached_datasets() -> None:
     search.load_dataset = functools.lru_cache(maxsize=2)(search.load_dataset)
 
 
-def _worker(args: argparse.Namespace, remedy: str, budget: dict[str, Any] | None, seed: int) -> dict[str, Any]:
-    return run_one(args, remedy, budget, seed)
-
-
 def sweep(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Run every planned search not already in results.jsonl; return all of them."""
     from tqdm.auto import tqdm
@@ -218,7 +214,7 @@ def sweep(args: argparse.Namespace) -> list[dict[str, Any]]:
     todo = [t for t in plan if run_name(t[0], args.tag, t[1], t[2]) not in done]
     bar = tqdm(total=len(plan), initial=len(plan) - len(todo), desc="searches", dynamic_ncols=True)
     with ProcessPoolExecutor(max_workers=max(1, args.jobs), initializer=_cached_datasets) as pool:
-        futures = [pool.submit(_worker, args, *t) for t in todo]
+        futures = [pool.submit(run_one, args, *t) for t in todo]
         for future in as_completed(futures):
             try:
                 record = future.result()

@@ -22,8 +22,8 @@ from .errors import ConfigError, RunDirError
 from .runs import prepare_run_dir, write_json
 
 REPEATS_FILE = "repeats.json"
-WINNER_FILES = ("genotype.json", "genotype.txt", "result.json", "report.md", "cell_normal.png",
-                "cell_reduce.png", "cell.png")
+# result.json is not copied: it is rewritten below with every run's record
+WINNER_FILES = ("genotype.json", "genotype.txt", "report.md", "cell_normal.png", "cell_reduce.png", "cell.png")
 
 
 def is_repeats_dir(path: str | Path | None) -> bool:
@@ -35,7 +35,7 @@ def run_repeats(config: Any, repeats: int | None = None, run_dir: str | Path | N
                 resume: bool = False, jobs: int | None = None, log: Callable[[str], None] = print,
                 progress: bool = True) -> dict[str, Any]:
     """Run (or resume) `repeats` seeds of `config`, keep the best derived network; returns its result dict."""
-    from .lug import run_task, run_tasks
+    from .lug import run_tasks
     from .search import SearchConfig, _run_name, prepare_search
     from .threads import available_cores
 
@@ -55,7 +55,7 @@ def run_repeats(config: Any, repeats: int | None = None, run_dir: str | Path | N
         write_json(run_dir / REPEATS_FILE, {"config": config.to_dict(), "seeds": seeds, "runs": []})
     if jobs is not None and jobs < 1:
         raise ConfigError(f"--repeat-jobs must be at least 1, got {jobs}")
-    on_cpu = config.device in ("cpu",) or (config.device == "auto" and not _cuda_available())
+    on_cpu = config.device == "cpu" or (config.device == "auto" and not _cuda_available())
     jobs = jobs or (min(len(seeds), available_cores()) if on_cpu else 1)
     threads = config.threads or max(1, available_cores() // jobs)
     scored = replace(config, score_derived=True, threads=threads)
@@ -65,7 +65,7 @@ def run_repeats(config: Any, repeats: int | None = None, run_dir: str | Path | N
         f"{threads} thread(s) each, in {run_dir}")
     records = []
     bar = tqdm(total=len(tasks), desc="searches", disable=not progress, dynamic_ncols=True)
-    for done in (run_tasks(tasks, workers=jobs) if jobs > 1 else map(run_task, tasks)):
+    for done in run_tasks(tasks, workers=jobs):  # one at a time in this process when jobs == 1
         result = done["result"]
         records.append({"seed": done["task"]["seed"], "run_dir": done["task"]["run_dir"],
                         "genotype": result["genotype"], "derived_val_acc": result.get("derived_val_acc"),

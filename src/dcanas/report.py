@@ -150,7 +150,7 @@ def write_search_report(result: "SearchResult", config: "SearchConfig", table: C
         lines += ["The derived network exceeded a budget and was repaired (cheaper ops the alphas rank next):", ""]
         lines += [f"- {r}" for r in result.repairs] + ["", "Before repair: `" + space.to_text(result.raw_genotype)
                                                        + "`", ""]
-    if getattr(result, "fills", None):
+    if result.fills:
         lines += ["Unused budget was spent on costlier convolutions the alphas rank next (--fill-budget):", ""]
         lines += [f"- {r}" for r in result.fills] + ["", "Before: `" + space.to_text(result.raw_genotype) + "`", ""]
     lines += ["![search](search.png)", "", "![alphas](alphas.png)", ""]

@@ -486,8 +486,7 @@ def _search(config: SearchConfig, run_dir: str | Path | None, checkpoint: dict |
     deployed = space.deployed_cost(genotype, setting)
     summary = cost_summary(table, genotype, budgets)
     result = SearchResult(space, genotype, run_dir, setting, deployed["params"], deployed["flops"], summary,
-                          repairs, raw, seconds, total_steps, space.describe(genotype))
-    result.fills = fills
+                          repairs, raw, seconds, total_steps, space.describe(genotype), fills=fills)
     if config.score_derived:
         result.derived_val_acc = derived_accuracy(model, genotype, val, resize)
     if main:
