@@ -2,10 +2,10 @@
 
 Why. torch's OpenMP threads spin at every parallel region until all of them arrive. When another process
 takes a core, one of our threads is descheduled and the others spin waiting for it: on this project's
-2-core machine the default search ran 3.9x slower beside two busy processes with 2 threads, 1.7x with one
-(`benchmarks/contention.py`). On small inputs (8x8 digits, 28x28 greyscale) a second thread gains nothing
-even on an idle machine, so they get one; CIFAR-size inputs gain ~1.4x from two free cores, so they get
-the cores that other processes leave idle when the run starts.
+2-core machine the default search took 3.0x its time alone beside two busy processes with 2 threads, 1.8x
+with one, and 6.6x vs 1.07x beside a second search (`benchmarks/contention.py`, BENCHMARKS.md §11). On
+small inputs (8x8 digits, 28x28 greyscale) a second thread saves only 8-16 % on an idle machine, so they
+get one; CIFAR-size inputs take the cores that other processes leave idle when the run starts.
 
 The count is fixed for the whole run and recorded in its config: the thread count changes floating-point
 reduction order, hence the derived network, so a resumed run must use the same count to stay exact.
@@ -23,8 +23,8 @@ import torch
 
 from .errors import ConfigError
 
-# Below this many input values per image (C*H*W) one thread is as fast as two on an idle machine
-# (digits 8x8: 19.9 s vs 19.1 s for 60 steps), and much faster under load.
+# Below this many input values per image (C*H*W) one thread: 8-16 % slower than two on an idle machine
+# (digits 8x8), 1.7-6x faster once other work shares the cores (BENCHMARKS.md §11).
 SMALL_INPUT = 1024
 _SAMPLE_SECONDS = 0.25  # how long the machine's load is sampled before choosing
 
