@@ -37,7 +37,7 @@ from dcanas.lug import (
     uniform_search_size,
 )
 from dcanas.threads import available_cores
-from dcanas.search import SEARCH_PRESETS, SearchConfig, prepare_search
+from dcanas.search_loop import SEARCH_PRESETS, SearchConfig, prepare_search
 from dcanas.spaces.darts.genotype import parse_genotype
 
 ROOT = Path(__file__).resolve().parents[1]

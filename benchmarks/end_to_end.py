@@ -33,7 +33,7 @@ from budget_landing import machine, study_command
 
 from dcanas.commands.common import parse_count
 from dcanas.cost import network_cost
-from dcanas.search import SearchConfig, dry_run
+from dcanas.search_loop import SearchConfig, dry_run
 from dcanas.spaces.darts.genotype import GENOTYPES
 from dcanas.spaces.darts.network import EvalSetting
 
@@ -56,6 +56,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--arch-lr", type=float, help="alpha learning rate (default: the paper's 6e-4)")
     g.add_argument("--search-warmup", type=float, help="weights-only warm-up epochs of each search (default 0)")
     g.add_argument("--max-skips", type=int, help="cap on skip connections in the searched normal cell (default none)")
+    g.add_argument("--search-cells", type=int, help="supernet cells (default: dcanas search's 8)")
     g = p.add_argument_group("training (identical for both methods)")
     g.add_argument("--train-epochs", type=int, default=600)
     g.add_argument("--train-subset", type=int, help="class-balanced subset of the training images")
@@ -63,6 +64,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--lr", type=float, default=0.025)
     g.add_argument("--cutout", type=int, default=16)
     g.add_argument("--drop-path", type=float, default=0.2)
+    g.add_argument("--eval-every", type=int, help="evaluate the test set every this many epochs (default: each)")
     g.add_argument("--device", default="cpu")
     p.add_argument("--as-cifar10", metavar="DIR",
                    help="decode an imagefolder of CIFAR-10 once into CIFAR's python batches in DIR and use those "
@@ -131,6 +133,7 @@ def train_argv(args: argparse.Namespace, seed: int) -> list[str]:
     argv = ["--epochs", str(args.train_epochs), "--batch-size", str(args.train_batch), "--lr", str(args.lr),
             "--cutout", str(args.cutout), "--drop-path", str(args.drop_path), "--seed", str(seed),
             "--device", args.device]
+    argv += ["--eval-every", str(args.eval_every)] if args.eval_every else []
     return argv + (["--train-subset", str(args.train_subset)] if args.train_subset else [])
 
 
@@ -163,6 +166,7 @@ def run_dcanas_method(args: argparse.Namespace, budget: str, seed: int) -> dict[
     search_argv += ["--arch-lr", str(args.arch_lr)] if args.arch_lr else []
     search_argv += ["--warmup-epochs", str(args.search_warmup)] if args.search_warmup else []
     search_argv += ["--max-skips", str(args.max_skips)] if args.max_skips is not None else []
+    search_argv += ["--search-cells", str(args.search_cells)] if args.search_cells else []
     if (folder / "search" / "checkpoint.pt").is_file() and not (folder / "search" / "result.json").is_file():
         # an interrupted study: continue the search exactly; its time is the search loop's, both parts together
         search = run_dcanas(["search", "--resume", str(folder / "search")], folder / "search_resumed.log")
@@ -276,6 +280,7 @@ def write_report(args: argparse.Namespace, rows: list[dict[str, Any]], command: 
            + f", batch {args.search_batch}" + (f", alpha lr {args.arch_lr}" if args.arch_lr else "")
            + (f", weights-only warm-up {args.search_warmup:g} epoch" if args.search_warmup else "")
            + (f", at most {args.max_skips} skip connections per normal cell" if args.max_skips is not None else "")
+           + (f", {args.search_cells}-cell supernet" if args.search_cells else "")
            + f". Training (both methods): {args.train_epochs} epochs"
            + (f" over a class-balanced subset of {args.train_subset} training images" if args.train_subset else "")
            + f", batch {args.train_batch}, lr {args.lr} cosine, cutout {args.cutout}, drop-path {args.drop_path}; "

@@ -113,7 +113,7 @@ def best_within(bench, device: str, limit: float, *, none_free: bool = False) ->
 def run_one(args: argparse.Namespace, seed: int, device: str | None, limit: float | None, bench,
             models: dict) -> dict[str, Any]:
     """One search, looked up in the benchmark table."""
-    from dcanas.search import SearchConfig, run_search
+    from dcanas.search_loop import SearchConfig, run_search
 
     name = f"{device}-{limit:g}ms-seed{seed}" if device else f"unconstrained-seed{seed}"
     config = SearchConfig(space="nb201", dataset=args.dataset, data_dir=args.data_dir, max_latency=limit,
@@ -139,7 +139,7 @@ def run_one(args: argparse.Namespace, seed: int, device: str | None, limit: floa
 
 def cached_datasets() -> None:
     """Decode the 60,000 JPEGs once for the whole sweep, not once per search (this script only)."""
-    from dcanas import search
+    from dcanas import search_loop as search
 
     if hasattr(search, "load_dataset"):
         search.load_dataset = functools.lru_cache(maxsize=2)(search.load_dataset)

@@ -228,7 +228,7 @@ def test_describe_without_a_table_is_empty(tmp_path):
 # -- through the shared search loop ------------------------------------------------------------
 
 def _generic_search():
-    from dcanas.search import SearchConfig
+    from dcanas.search_loop import SearchConfig
 
     names = {f.name for f in dataclasses.fields(SearchConfig)}
     if not {"space", "latency_device", "bench_table"} <= names:
@@ -240,7 +240,7 @@ def _generic_search():
 @pytest.mark.parametrize("limit", [6.0, 12.0])
 def test_latency_constrained_search_lands_within_the_true_latency(tmp_path, limit):
     SearchConfig = _generic_search()
-    from dcanas.search import run_search
+    from dcanas.search_loop import run_search
 
     cfg = SearchConfig(space="nb201", dataset="synthetic", max_latency=limit, latency_device="pixel3",
                        bench_table=str(TABLE), cells=3, channels=8, batch_size=16, epochs=1, max_steps=3,
@@ -284,7 +284,7 @@ def test_fill_spends_unused_budget_on_the_convolutions_the_alphas_rank_next():
 
 
 def test_fill_budget_is_refused_for_the_darts_space(tmp_path):
-    from dcanas.search import SearchConfig, run_search
+    from dcanas.search_loop import SearchConfig, run_search
 
     with pytest.raises(ConfigError, match="nb201 only"):
         run_search(SearchConfig(dataset="digits", fill_budget=True), tmp_path / "run", progress=False)

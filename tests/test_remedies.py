@@ -11,7 +11,7 @@ from dcanas.errors import ConfigError
 from dcanas.remedies import (REMEDIES, beta_decay_loss, beta_decay_weight, check_remedy, mixing_weights,
                              ranking_logits)
 from dcanas.repeats import REPEATS_FILE, run_repeats, select_best
-from dcanas.search import SearchConfig, run_search
+from dcanas.search_loop import SearchConfig, run_search
 
 FAST = dict(dataset="digits", epochs=1, batch_size=64, max_steps=4, max_params=150_000)
 
@@ -71,7 +71,7 @@ def test_beta_decay_keeps_alphas_closer_to_uniform(tmp_path):
     def spread(remedy: str, weight: float) -> float:
         config = SearchConfig(**{**FAST, "max_steps": 8, "arch_lr": 0.05, "remedy": remedy, "beta_weight": weight})
         run_search(config, tmp_path / f"{remedy}-{weight}", progress=False, log=lambda m: None)
-        state = torch.load(tmp_path / f"{remedy}-{weight}" / "checkpoint.pt", weights_only=False)["model"]
+        state = torch.load(tmp_path / f"{remedy}-{weight}" / "checkpoint.pt", weights_only=True)["model"]
         return float(torch.softmax(state["alpha_normal"], -1).max(-1).values.mean())
 
     assert spread("beta-decay", 200.0) < spread("none", 0.0)
@@ -129,7 +129,7 @@ def test_a_search_does_not_depend_on_what_ran_before_it_in_the_process(tmp_path)
     alphas = []
     for k in range(2):
         run_search(config, tmp_path / f"run{k}", progress=False, log=lambda m: None)
-        alphas.append(torch.load(tmp_path / f"run{k}" / "checkpoint.pt", weights_only=False)["model"]["alpha"])
+        alphas.append(torch.load(tmp_path / f"run{k}" / "checkpoint.pt", weights_only=True)["model"]["alpha"])
     assert torch.equal(alphas[0], alphas[1])
 
 
@@ -158,7 +158,7 @@ def test_sgd_penalty_step_is_a_plain_step_outside_adam():
     """With penalty_step='sgd' the budget moves alpha by exactly -penalty_lr * its gradient, after Adam's step
     on the loss alone; with 'adam' it enters Adam's normalised step instead."""
     from dcanas.constraint import Budget, Constraint
-    from dcanas.search import BilevelStep, build_supernet
+    from dcanas.search_loop import BilevelStep, build_supernet
     from dcanas.spaces.darts.network import eval_setting_for
     from dcanas.cost import build_cost_table
 
@@ -228,7 +228,7 @@ def test_pc_darts_search_runs_and_is_refused_where_it_does_not_apply(tmp_path):
                           edge_norm=True, remedy="none", max_params=None)
     result = run_search(config, tmp_path / "pc", progress=False, log=lambda m: None)
     assert result.steps == 3
-    state = torch.load(tmp_path / "pc" / "checkpoint.pt", weights_only=False)
+    state = torch.load(tmp_path / "pc" / "checkpoint.pt", weights_only=True)
     assert "beta" in state["model"] and len(state["a_opt"]["param_groups"][0]["params"]) == 2
     with pytest.raises(ConfigError, match="nb201 only"):
         run_search(SearchConfig(**FAST, partial_channels=4), tmp_path / "darts", progress=False)

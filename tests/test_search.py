@@ -13,7 +13,7 @@ import torch
 from dcanas.constraint import Budget, Constraint, auto_channels, check_budgets, repair_genotype
 from dcanas.cost import build_cost_table, network_cost
 from dcanas.errors import BudgetError, ConfigError
-from dcanas.search import SearchConfig, run_search
+from dcanas.search_loop import SearchConfig, run_search
 from dcanas.spaces.darts.genotype import load_genotype
 from dcanas.spaces.darts.network import eval_setting_for
 from dcanas.spaces.darts.ops import PARAMETRIC, PRIMITIVES
@@ -172,7 +172,7 @@ def _search_cmd(run_dir, *extra):
 
 
 def _final_state(run_dir):
-    ckpt = torch.load(Path(run_dir) / "checkpoint.pt", weights_only=False)
+    ckpt = torch.load(Path(run_dir) / "checkpoint.pt", weights_only=True)
     return ckpt["model"]["alpha_normal"], ckpt["model"]["alpha_reduce"], (Path(run_dir) / "genotype.txt").read_text()
 
 
@@ -207,7 +207,7 @@ def test_killed_search_resumes_exactly(tmp_path, uninterrupted, sig):
     os.kill(proc.pid, sig)
     proc.wait(timeout=60)
     assert not (run_dir / "genotype.txt").exists(), "the run finished before it was killed"
-    ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=False)
+    ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=True)
     if sig == signal.SIGTERM:
         assert proc.returncode == 130 and ckpt["step"] > 0  # checkpointed mid-epoch on the signal
     subprocess.run([sys.executable, "-m", "dcanas", "search", "--quiet", "--resume", str(run_dir)], check=True,
@@ -245,7 +245,7 @@ def test_cli_json_and_user_errors(tmp_path):
 
 
 def test_warmup_trains_only_weights_first(tmp_path, monkeypatch):
-    from dcanas import search as search_module
+    from dcanas import search_loop as search_module
 
     calls = {"alpha": 0, "weight": 0}
     for kind in calls:

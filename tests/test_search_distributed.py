@@ -31,7 +31,7 @@ def _run(argv, cwd=None):
 def _final(run_dir):
     """The checkpoint's parameters (not BatchNorm running statistics: per process, never used by the search),
     multipliers and step count, and the derived genotype."""
-    ckpt = torch.load(Path(run_dir) / "checkpoint.pt", weights_only=False)
+    ckpt = torch.load(Path(run_dir) / "checkpoint.pt", weights_only=True)
     params = {k: v for k, v in ckpt["model"].items() if "running_" not in k and "num_batches" not in k}
     return params, ckpt["constraint"]["lambdas"], ckpt["total_steps"], (Path(run_dir) / "genotype.txt").read_text()
 
@@ -127,7 +127,7 @@ def test_signal_to_one_process_stops_all_and_resumes_exactly(two_process, tmp_pa
         proc.kill()
     assert proc.returncode != 0 and not (run_dir / "genotype.txt").exists(), "the run finished before the signal"
     assert "stopped by signal on another process; resume with --resume" in stderr  # rank 0's message
-    ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=False)
+    ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=True)
     assert ckpt["epoch"] == 1 and ckpt["step"] == 1 and ckpt["world_size"] == 2  # mid-epoch, after step 3
     resumed = _run([*TORCHRUN, "search", "--quiet", "--resume", str(run_dir)])
     assert resumed.returncode == 0, resumed.stderr[-3000:]

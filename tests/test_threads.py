@@ -10,7 +10,7 @@ import torch
 
 from dcanas import threads
 from dcanas.errors import ConfigError
-from dcanas.search import SearchConfig, run_search
+from dcanas.search_loop import SearchConfig, run_search
 
 
 @pytest.fixture

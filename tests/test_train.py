@@ -16,7 +16,7 @@ from dcanas.data import load_dataset
 from dcanas.model_io import load_model
 from dcanas.spaces.darts.genotype import GENOTYPES, genotype_to_dict
 from dcanas.spaces.darts.network import EvalNetwork, eval_setting_for
-from dcanas.train import TrainConfig, eval_loader, evaluate, lr_factor, make_config
+from dcanas.train_loop import TrainConfig, eval_loader, evaluate, lr_factor, make_config
 
 # A tiny network and short epochs: 44 steps of batch 32 per digits epoch.
 TINY = ["--cells", "3", "--channels", "8", "--batch-size", "32", "--device", "cpu", "--quiet"]
@@ -83,7 +83,7 @@ def test_interrupted_training_resumes_exactly(tmp_path, uninterrupted, sig):
     os.kill(proc.pid, sig)
     _, stderr = proc.communicate(timeout=120)
     assert not (run_dir / "model.pt").exists(), "the run finished before it was killed"
-    checkpoint = torch.load(run_dir / "checkpoint.pt", weights_only=False)
+    checkpoint = torch.load(run_dir / "checkpoint.pt", weights_only=True)
     if sig == signal.SIGTERM:
         assert proc.returncode == 130 and "--resume" in stderr
         assert checkpoint["epoch"] == 1 and checkpoint["step"] > 0  # written mid-epoch, on the signal

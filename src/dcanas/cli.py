@@ -33,8 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: user errors print one line and exit 2; interrupts exit 130."""
+    from .logs import log_to_stderr
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    log_to_stderr()
     try:
         return args.handler(args)
     except DcanasError as exc:

@@ -14,7 +14,6 @@ either way the file is verified in onnxruntime before it is written.
 from __future__ import annotations
 
 import io
-import os
 import warnings
 from contextlib import contextmanager
 from copy import deepcopy
@@ -140,14 +139,6 @@ def inference_copy(net: EvalNetwork) -> EvalNetwork:
     return _prepare(copy)
 
 
-def _write(path: Path, data: bytes) -> None:
-    """Atomic write, readable like any file the user creates (the temp file behind it is private)."""
-    atomic_write_bytes(path, data)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
-
-
 def onnx_bytes(module: nn.Module, example: torch.Tensor, *, dynamic_batch: bool = False, opset: int = DEFAULT_OPSET,
                exporter: str = "auto") -> tuple[bytes, str]:
     """Export `module` (eval mode) to an in-memory ONNX model; returns (bytes, exporter used)."""
@@ -248,7 +239,7 @@ def export_onnx(net: EvalNetwork, path: str | Path, *, batch_size: int = 1, imag
     inputs = [example_input(net, b, image_size, seed=1 + k) for k, b in enumerate(batches)]
     diff = verify_onnx(model, net, inputs, tolerance)
     path = Path(path)
-    _write(path, model)
+    atomic_write_bytes(path, model)
     size = image_size or net.setting.image_size
     batch: int | str = "batch" if dynamic_batch else batch_size
     opset = max(opset, DYNAMO_MIN_OPSET) if used == "dynamo" else opset
@@ -279,7 +270,7 @@ def export_torchscript(net: EvalNetwork, path: str | Path, *, batch_size: int = 
             x = example_input(net, b, image_size, seed=1 + k)
             diff = max(diff, _check_close("TorchScript", net(x), reloaded(x).numpy(), tolerance))
     path = Path(path)
-    _write(path, buffer.getvalue())
+    atomic_write_bytes(path, buffer.getvalue())
     size = image_size or net.setting.image_size
     return {"path": str(path), "bytes": len(buffer.getvalue()),
             "input_shape": ["batch", net.setting.in_channels, size, size], "max_abs_diff": diff,

@@ -24,7 +24,7 @@ import numpy as np
 
 from .constraint import CONSTRAINT_MODES, UNITS, Budget
 from .errors import DcanasError
-from .runs import CHECKPOINT, atomic_write_text, prepare_run_dir, write_json
+from .runs import CHECKPOINT, atomic_write_text, prepare_run_dir, stopped_before_checkpoint, write_json
 from .threads import available_cores
 
 LUG_FORMAT = "dcanas-lug"
@@ -250,7 +250,7 @@ def run_task(task: dict[str, Any]) -> dict[str, Any]:
     Returns {"task": task, "result": the run's result.json, "metrics": the last epoch's metrics row,
     "val_acc": its alpha-batch accuracy}.
     """
-    from .search import SearchConfig, run_search
+    from .search_loop import SearchConfig, run_search
 
     global _stopped
     if _stopped:  # a pool worker that was interrupted starts none of the searches still queued to it
@@ -260,7 +260,7 @@ def run_task(task: dict[str, Any]) -> dict[str, Any]:
     run_dir = Path(task["run_dir"])
     if not (run_dir / "result.json").is_file():
         resume = (run_dir / CHECKPOINT).is_file()
-        if not resume and run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= _BEFORE_CHECKPOINT:
+        if not resume and stopped_before_checkpoint(run_dir):
             shutil.rmtree(run_dir)  # stopped before its first checkpoint: nothing in it to keep, start afresh
         try:
             run_search(config, run_dir, resume=resume, progress=False, log=lambda message: None)
@@ -285,8 +285,6 @@ def _lug_point(done: dict[str, Any]) -> LugPoint:
                     int(result["steps"]), float(result["search_seconds"]), str(task["run_dir"]))
 
 
-# what a search folder holds before its first checkpoint (config only): safe to restart from scratch
-_BEFORE_CHECKPOINT = {"config.json", "tensorboard"}
 _in_pool = False  # set in local pool workers only (Ray reuses its workers, so no flag may stick there)
 _stopped = False
 
@@ -423,7 +421,7 @@ def build_lug(base: Any, metric: str = "params", search_budgets: Sequence[float]
     """Run the LUG's searches in parallel, fit, save lug.json, lug.png and report.md; resumable."""
     from tqdm.auto import tqdm
 
-    from .search import SearchConfig, prepare_search
+    from .search_loop import SearchConfig, prepare_search
 
     if resume:
         run_dir = Path(run_dir) if run_dir is not None else None

@@ -11,7 +11,7 @@ from .runs import atomic_write_text, write_json
 from .spaces.darts.genotype import Genotype
 
 if TYPE_CHECKING:
-    from .search import SearchConfig, SearchResult
+    from .search_loop import SearchConfig, SearchResult
 
 
 def cell_dot(edges: list[tuple[str, int]], concat: list[int], name: str) -> str:

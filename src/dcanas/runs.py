@@ -5,7 +5,13 @@ import csv
 import io
 import json
 import os
+import pickle
+import platform
+import shutil
 import signal
+import socket
+import subprocess
+import sys
 import tempfile
 import time
 from contextlib import contextmanager
@@ -17,6 +23,22 @@ import torch
 from .errors import RunDirError
 
 CHECKPOINT = "checkpoint.pt"
+RUN_INFO = "run.json"
+# what a run folder holds before its first checkpoint: nothing worth keeping, safe to start afresh in it
+BEFORE_CHECKPOINT = frozenset({"config.json", "tensorboard", RUN_INFO})
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where /proc allows (os.umask can only swap it)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -29,6 +51,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+            # mkstemp makes the file private (0600); a run folder is readable like any file the user creates
+            os.fchmod(f.fileno(), 0o666 & ~current_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -58,7 +82,14 @@ def load_checkpoint(path: Path) -> dict:
     if not path.is_file():
         raise RunDirError(f"no checkpoint at {path}; nothing to resume (start the run without --resume)")
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        # weights_only: tensors and plain containers only; a pickled payload is refused, never run
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "allowed global" in str(exc) or "Unsupported global" in str(exc):
+            raise RunDirError(f"{path} holds Python objects other than weights and plain data; dcanas loads "
+                              f"only files it wrote itself and will not run code from a file") from None
+        raise RunDirError(f"checkpoint {path} is unreadable (not a torch file, or truncated); "
+                          f"restart the run in a new folder") from None
     except Exception as exc:  # torch raises many types for a truncated or foreign file
         raise RunDirError(f"checkpoint {path} is unreadable ({type(exc).__name__}); "
                           f"it may be truncated, restart the run in a new folder") from None
@@ -71,7 +102,11 @@ def prepare_run_dir(run_dir: str | Path | None, resume: bool, default_name: str,
             raise RunDirError("--resume needs the run folder to continue")
         path = Path(run_dir)
         if not (path / CHECKPOINT).is_file():
+            if stopped_before_checkpoint(path):
+                raise RunDirError(f"{path} stopped before its first checkpoint, so there is nothing to resume; "
+                                  f"run the same command without --resume to start it afresh in that folder")
             raise RunDirError(f"{path} holds no {CHECKPOINT}; nothing to resume")
+        record_run_info(path, resumed=True)
         return path
     if run_dir is None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -82,11 +117,77 @@ def prepare_run_dir(run_dir: str | Path | None, resume: bool, default_name: str,
             path = Path(root) / f"{stamp}-{default_name}-{n}"
     else:
         path = Path(run_dir)
-        if path.exists() and any(path.iterdir()):
+        if path.is_file():
+            raise RunDirError(f"--run-dir {path} is a file; choose a folder")
+        if stopped_before_checkpoint(path):
+            clear_folder(path)  # only the config of a run that never got going: nothing to lose
+        elif path.exists() and any(path.iterdir()):
             raise RunDirError(f"{path} already holds files; add --resume to continue that run or choose another "
                               f"--run-dir (nothing was changed)")
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunDirError(f"cannot create the run folder {path} ({exc.strerror}); choose another --run-dir") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise RunDirError(f"the run folder {path} is not writable; choose another --run-dir")
+    record_run_info(path)
     return path
+
+
+def stopped_before_checkpoint(path: Path) -> bool:
+    """True for a run folder that holds only what a run writes before its first checkpoint."""
+    path = Path(path)
+    if not path.is_dir() or (path / CHECKPOINT).exists():
+        return False
+    names = {p.name for p in path.iterdir()}
+    return bool(names) and names <= BEFORE_CHECKPOINT
+
+
+def clear_folder(path: Path) -> None:
+    """Delete what a folder holds (files and sub-folders), keeping the folder itself."""
+    for item in Path(path).iterdir():
+        if item.is_dir() and not item.is_symlink():
+            shutil.rmtree(item)
+        else:
+            item.unlink()
+
+
+def _git_commit() -> str | None:
+    """The commit of the dcanas source tree when it is a git checkout ('+dirty' with local changes)."""
+    source = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(source), "status", "--porcelain", "--untracked-files=no", "."],
+                               capture_output=True, text=True, timeout=5, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("+dirty" if dirty else "") if commit else None
+
+
+def run_info() -> dict[str, Any]:
+    """Where and with what a run was made: versions, source commit, command line, host, time."""
+    from . import __version__
+
+    return {"dcanas": __version__, "torch": torch.__version__, "python": platform.python_version(),
+            "git_commit": _git_commit(), "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
+            "host": socket.gethostname(), "platform": platform.platform(),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def record_run_info(path: Path, *, resumed: bool = False) -> None:
+    """Write run.json for a new run; a resume adds its own entry, keeping the original."""
+    info_path = Path(path) / RUN_INFO
+    info = run_info()
+    if resumed:
+        try:
+            previous = json.loads(info_path.read_text())
+        except (OSError, ValueError):
+            previous = {}
+        if isinstance(previous, dict) and previous:
+            previous.setdefault("resumed", []).append(info)
+            info = previous
+    write_json(info_path, info)
 
 
 class MetricsLog:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any
 
 
@@ -74,7 +73,9 @@ def add_threads_option(group) -> None:
 
 
 def stderr_log(message: str) -> None:
-    """Progress messages go to stderr so --json output stays clean."""
-    print(message, file=sys.stderr)
+    """Progress messages go to the dcanas logger, which the command line sends to stderr (--json stays clean)."""
+    from ..logs import LOG
+
+    LOG.info(message)
 
 

@@ -11,31 +11,20 @@ ORDER = 30
 
 def search_config_from_args(args: argparse.Namespace):
     """SearchConfig from defaults, the dataset's preset, then what the user typed (in that order)."""
-    from ..search import SEARCH_PRESETS, SearchConfig
+    from ..search_loop import SearchConfig, make_search_config
 
-    values = SearchConfig().to_dict()
-    values.update(SEARCH_PRESETS.get(args.dataset.lower(), {}))
-    given = {k: v for k, v in vars(args).items() if k in values and v is not None}
-    has_budget = any(given.get(k) is not None for k in ("max_params", "max_flops", "max_latency"))
-    if not has_budget and not args.unconstrained:
-        values.update(DEFAULT_BUDGETS.get(args.dataset.lower(), {}))
-    values.update(given)
-    if args.unconstrained:
-        values.update(max_params=None, max_flops=None, max_latency=None)
+    known = set(SearchConfig().to_dict()) - {"dataset"}
+    given = {k: v for k, v in vars(args).items() if k in known}
     if args.no_bottleneck:
-        values["bottleneck"] = 1
-    return SearchConfig.from_dict(values)
-
-
-# The budget `dcanas search` uses when none is given (only for the built-in dataset).
-DEFAULT_BUDGETS = {"digits": {"max_params": 200_000}}
+        given["bottleneck"] = 1
+    return make_search_config(args.dataset, unconstrained=args.unconstrained, **given)
 
 
 def cmd_search(args: argparse.Namespace) -> int:
     """Run (or resume, or dry-run) a DCA-NAS search."""
     from ..errors import ConfigError
     from ..repeats import is_repeats_dir, run_repeats
-    from ..search import SearchConfig, dry_run, run_search
+    from ..search_loop import SearchConfig, dry_run, run_search
 
     if args.repeats is not None and (args.dry_run or args.resume):
         raise ConfigError("--repeats starts a new set of searches; --resume RUN_DIR continues one as it was "

@@ -12,7 +12,7 @@ ORDER = 40
 def cmd_train(args: argparse.Namespace) -> int:
     """Train (or resume training) and print the selected model's accuracy, size and budget check."""
     from ..errors import ConfigError
-    from ..train import EXECUTION_FIELDS, TrainConfig, make_config, run_training
+    from ..train_loop import EXECUTION_FIELDS, TrainConfig, make_config, run_training
 
     given = {k: v for k, v in vars(args).items() if k in TrainConfig().to_dict() and v is not None}
     given.pop("genotype", None)
@@ -82,6 +82,9 @@ def register(command) -> None:
     g.add_argument("--select", choices=("last", "val", "test"),
                    help="which epoch becomes model.pt (default: val with --val-fraction, else last; "
                         "test is DARTS' practice and reports an optimistic accuracy)")
+    g.add_argument("--eval-every", type=int, metavar="EPOCHS",
+                   help="evaluate on val/test every EPOCHS epochs and after the last (default 1; evaluation of a "
+                        "large test set can cost as much as a short epoch)")
     add_threads_option(p)
     g = p.add_argument_group("execution (these may change on --resume)")
     g.add_argument("--accum-steps", type=int, help="micro-batches per process per step (gradient accumulation); "

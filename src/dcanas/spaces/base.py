@@ -9,7 +9,7 @@ from torch import nn
 
 if TYPE_CHECKING:
     from ..constraint import Budget
-    from ..search import SearchConfig
+    from ..search_loop import SearchConfig
 
 
 class SearchSpace(ABC):

@@ -11,7 +11,7 @@ from .genotype import Genotype, genotype_to_dict, genotype_to_text
 
 if TYPE_CHECKING:
     from ...constraint import Budget
-    from ...search import SearchConfig
+    from ...search_loop import SearchConfig
 
 
 class DartsSpace(SearchSpace):

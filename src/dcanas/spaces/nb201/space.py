@@ -34,7 +34,7 @@ from .ops import NONE_INDEX, PARAMETRIC, PRIMITIVES
 
 if TYPE_CHECKING:
     from ...constraint import Budget
-    from ...search import SearchConfig
+    from ...search_loop import SearchConfig
     from .cost import NB201CostTable
     from .network import NB201Setting
 

@@ -115,6 +115,26 @@ class SearchConfig:
 SEARCH_PRESETS: dict[str, dict[str, Any]] = {
     "digits": {"epochs": 15, "batch_size": 64, "arch_lr": 3e-3, "lr": 0.1},
 }
+# The budget a search uses when none is given (only for the built-in dataset).
+DEFAULT_BUDGETS: dict[str, dict[str, float]] = {"digits": {"max_params": 200_000}}
+BUDGET_FIELDS = ("max_params", "max_flops", "max_latency")
+
+
+def make_search_config(dataset: str = SearchConfig.dataset, *, unconstrained: bool = False,
+                       **given: Any) -> SearchConfig:
+    """SearchConfig from the defaults, the dataset's preset and default budget, then `given` (None = not given)."""
+    values = SearchConfig(dataset=dataset).to_dict()
+    unknown = sorted(set(given) - set(values))
+    if unknown:
+        raise ConfigError(f"unknown search option(s): {', '.join(unknown)}")
+    given = {k: v for k, v in given.items() if v is not None}
+    values.update(SEARCH_PRESETS.get(dataset.lower(), {}))
+    if not unconstrained and not any(k in given for k in BUDGET_FIELDS):
+        values.update(DEFAULT_BUDGETS.get(dataset.lower(), {}))
+    values.update(given)
+    if unconstrained:
+        values.update(dict.fromkeys(BUDGET_FIELDS))
+    return SearchConfig.from_dict(values)
 
 
 def prepare_search(config: SearchConfig):

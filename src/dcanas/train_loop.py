@@ -73,6 +73,7 @@ class TrainConfig:
     val_fraction: float = 0.0
     train_subset: int | None = None  # train on this many training images, class-balanced (quick studies)
     select: str | None = None  # 'last', 'val' or 'test' (DARTS' practice); None: 'val' if val_fraction else 'last'
+    eval_every: int = 1  # evaluate val/test every this many epochs (and always after the last one)
     # execution (may change on --resume: they do not change what is computed, only where and how)
     accum_steps: int = 1
     eval_batch_size: int = 500
@@ -215,6 +216,7 @@ def validate_config(config: TrainConfig, world_size: int, train_size: int) -> No
         (config.selection in SELECT_CHOICES, f"--select must be one of {', '.join(SELECT_CHOICES)}"),
         (config.selection != "val" or config.val_fraction > 0, "--select val needs --val-fraction above 0"),
         (config.eval_batch_size >= 1, "--eval-batch-size must be at least 1"),
+        (config.eval_every >= 1, f"--eval-every must be at least 1 epoch, got {config.eval_every}"),
     ]
     for ok, message in checks:
         if not ok:
@@ -522,14 +524,16 @@ def _train(config: TrainConfig, run_dir: str | Path | None, checkpoint: dict | N
             start_step = 0
             average_bn_statistics(net)
             loss_sum, correct, seen = running_total.tolist()
+            last = epoch + 1 == config.epochs or (config.max_steps is not None and total_steps >= config.max_steps)
+            evaluated = last or (epoch + 1) % config.eval_every == 0
             row: dict[str, Any] = {"epoch": epoch, "train_loss": loss_sum / max(seen, 1),
-                                   "train_acc": correct / max(seen, 1), **evaluate_all(),
+                                   "train_acc": correct / max(seen, 1), **(evaluate_all() if evaluated else {}),
                                    "lr": optimizer.param_groups[0]["lr"], "drop_path": net.drop_path_prob,
                                    "seconds": round(seconds, 3)}
             scheduler.step()
             running.zero_()
             history.append(row)
-            if selection != "last":
+            if selection != "last" and evaluated:
                 score = row[f"{selection}_acc"]
                 if best["score"] is None or score > best["score"]:
                     best = {"score": score, "epoch": epoch}
@@ -540,7 +544,7 @@ def _train(config: TrainConfig, run_dir: str | Path | None, checkpoint: dict | N
                 save_checkpoint(run_dir / CHECKPOINT, checkpoint_state(epoch + 1, 0, torch.zeros(3)))
                 log(f"epoch {epoch + 1}: train_acc {row['train_acc']:.4f} "
                     + (f"val_acc {row['val_acc']:.4f} " if "val_acc" in row else "")
-                    + f"test_acc {row['test_acc']:.4f} lr {row['lr']:.4g}")
+                    + (f"test_acc {row['test_acc']:.4f} " if "test_acc" in row else "") + f"lr {row['lr']:.4g}")
             if config.max_steps is not None and total_steps >= config.max_steps:
                 stopped_early = epoch + 1 < config.epochs
                 break
@@ -608,8 +612,9 @@ def plot_learning_curves(history: list[dict[str, Any]], path: Path) -> None:
     for ax, metric in zip(axes, ("loss", "acc")):
         for split in ("train", "val", "test"):
             key = f"{split}_{metric}"
-            if key in history[0]:
-                ax.plot(epochs, [r[key] for r in history], marker="." if len(epochs) < 30 else None, label=split)
+            points = [(e, r[key]) for e, r in zip(epochs, history) if key in r]  # --eval-every skips epochs
+            if points:
+                ax.plot(*zip(*points), marker="." if len(points) < 30 else None, label=split)
         ax.set(title="accuracy" if metric == "acc" else "cross-entropy", xlabel="epoch")
         ax.legend()
     fig.tight_layout()
