@@ -16,7 +16,7 @@ from dcanas.cli import main
 from dcanas.errors import RunDirError
 from dcanas.model_io import save_model
 from dcanas.runs import (CHECKPOINT, RUN_INFO, atomic_write_text, current_umask, load_checkpoint, prepare_run_dir,
-                         save_checkpoint)
+                         record_run_info, save_checkpoint)
 from dcanas.spaces.darts.genotype import GENOTYPES
 from dcanas.spaces.darts.network import EvalNetwork, eval_setting_for
 
@@ -86,7 +86,9 @@ def test_run_folder_records_versions_command_and_host(tmp_path):
     # this test runs from the git checkout, so the commit is known
     assert info["git_commit"] is None or len(info["git_commit"].split("+")[0]) == 40
     save_checkpoint(path / CHECKPOINT, {})
-    prepare_run_dir(path, True, "x")
+    prepare_run_dir(path, True, "x")  # checks only: the loop records the resume once it accepts the checkpoint
+    assert json.loads((path / RUN_INFO).read_text()) == info
+    record_run_info(path, resumed=True)
     again = json.loads((path / RUN_INFO).read_text())
     assert again["time"] == info["time"] and len(again["resumed"]) == 1
 

@@ -17,20 +17,19 @@ from .search_loop import BUDGET_FIELDS, SearchResult, make_search_config, run_se
 from .spaces.darts.genotype import Genotype, load_genotype
 from .spaces.darts.network import EvalNetwork, EvalSetting, eval_setting_for
 from .train_loop import TrainResult, load_source, make_config, run_training
+from .units import parse_count
 
 GenotypeLike = str | Path | Genotype
 
 
 def _count_value(name: str, value: Any) -> float | None:
     """A budget given as a number or as text with a K/M/G suffix ("200K")."""
-    from .commands.common import parse_count
-
     if value is None or isinstance(value, (int, float)) and not isinstance(value, bool):
         return value
     if isinstance(value, str):
         try:
             return parse_count(value)
-        except Exception as exc:  # argparse's error type: turn it into ours
+        except ValueError as exc:
             raise ConfigError(f"{name}: {exc}") from None
     raise ConfigError(f"{name} must be a number or text such as '200K', not {type(value).__name__}")
 

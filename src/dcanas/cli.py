@@ -11,11 +11,18 @@ from .errors import DcanasError
 Handler = Callable[[argparse.Namespace], int]
 
 
+class OneLineErrors(argparse.ArgumentParser):
+    """argparse that reports a bad option in one line (with where to look) instead of the whole usage text."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser with every subcommand."""
     from . import __version__
 
-    parser = argparse.ArgumentParser(prog="dcanas", description="Device Constraints-Aware NAS")
+    parser = OneLineErrors(prog="dcanas", description="Device Constraints-Aware NAS")
     parser.add_argument("--version", action="version", version=f"dcanas {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

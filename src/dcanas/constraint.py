@@ -23,6 +23,7 @@ from .errors import BudgetError
 from .spaces.darts.genotype import Genotype
 from .spaces.darts.ops import PARAMETRIC, PRIMITIVES
 from .spaces.darts.supernet import edge_sources
+from .units import readable
 
 CONSTRAINT_MODES = ("derived", "paper")
 UNITS = {"params": "parameters", "flops": "MACs", "latency": "ms"}
@@ -55,8 +56,8 @@ def check_budgets(table: CostTable, budgets: list[Budget],
             s = table.setting
             where = "below the smallest" if b.limit < low else "above the largest"
             raise BudgetError(
-                f"--max-{b.metric} {b.limit:,.6g} is {where} network this space gives at {s.cells} cells x "
-                f"{s.channels} channels ({low:,.6g} .. {high:,.6g} {UNITS.get(b.metric, '')}); "
+                f"--max-{b.metric} {readable(b.limit)} is {where} network this space gives at {s.cells} cells x "
+                f"{s.channels} channels ({readable(low)} .. {readable(high)} {UNITS.get(b.metric, '')}); "
                 f"{(suggest or suggest_setting)(table, b)}")
 
 

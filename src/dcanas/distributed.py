@@ -75,6 +75,11 @@ def is_main() -> bool:
     return rank() == 0
 
 
+def is_launch_rank_0() -> bool:
+    """Rank 0 of this launch, known before the process group exists (torchrun sets RANK)."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     """The element-wise sum of `tensor` over all processes (a new tensor; the input is untouched)."""
     out = tensor.detach().clone()

@@ -23,3 +23,7 @@ class ConfigError(DcanasError):
 
 class RunDirError(DcanasError):
     """A run folder or checkpoint is missing, corrupt, or belongs to another run."""
+
+
+class DivergedError(DcanasError):
+    """The loss became NaN or infinite: the options (usually the learning rate) do not train."""

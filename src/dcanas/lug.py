@@ -24,6 +24,7 @@ import numpy as np
 
 from .constraint import CONSTRAINT_MODES, UNITS, Budget
 from .errors import DcanasError
+from .units import human, readable
 from .runs import CHECKPOINT, atomic_write_text, prepare_run_dir, stopped_before_checkpoint, write_json
 from .threads import available_cores
 
@@ -120,8 +121,8 @@ class Lug:
         """K_d' for a device budget K_d: the largest search budget whose fitted derived size is <= K_d."""
         if device_budget < self.knots_y[0]:
             raise LugError(
-                f"a {self.metric} budget of {device_budget:,.6g} is below the smallest derived size this look-up "
-                f"graph reached ({self.knots_y[0]:,.6g} at search budget {self.knots_x[0]:,.6g}); rebuild it with "
+                f"a {self.metric} budget of {readable(device_budget)} is below the smallest derived size this look-up "
+                f"graph reached ({readable(self.knots_y[0])} at search budget {readable(self.knots_x[0])}); rebuild it with "
                 f"smaller --search-budgets or raise the budget")
         return invert_monotone(self.knots_x, self.knots_y, device_budget)
 
@@ -162,9 +163,9 @@ class Lug:
                 f"its mapping is exact only for the search it was built with")
         for b in config.budgets():
             if b.metric == self.metric and b.limit > self.knots_y[-1]:
-                log(f"note: {b.metric} budget {b.limit:,.6g} is above the largest derived size the look-up graph "
-                    f"reached ({self.knots_y[-1]:,.6g}); searching at its largest search budget "
-                    f"{self.knots_x[-1]:,.6g}, so the network may come out smaller than allowed")
+                log(f"note: {b.metric} budget {readable(b.limit)} is above the largest derived size the look-up graph "
+                    f"reached ({readable(self.knots_y[-1])}); searching at its largest search budget "
+                    f"{readable(self.knots_x[-1])}, so the network may come out smaller than allowed")
 
     def unconverged(self, tolerance: float = 0.02) -> list[LugPoint]:
         """Points whose search ended with k_s more than `tolerance` above its search budget."""
@@ -449,8 +450,8 @@ def build_lug(base: Any, metric: str = "params", search_budgets: Sequence[float]
         raise LugError("a look-up graph needs two or more different search budgets")
     floor = float(table.fixed[metric])
     if search_budgets[0] < floor:
-        raise LugError(f"search budget {search_budgets[0]:,.6g} is below the {metric} of the network's fixed "
-                       f"parts ({floor:,.6g}: stem, preprocessing, classifier); no search can reach it")
+        raise LugError(f"search budget {readable(search_budgets[0])} is below the {metric} of the network's fixed "
+                       f"parts ({readable(floor)}: stem, preprocessing, classifier); no search can reach it")
     if not resume:
         run_dir = prepare_run_dir(run_dir, False, f"lug-{base.dataset}-{metric}")
         write_json(run_dir / BUILD_FILE, {"search_config": base.to_dict(), "metric": metric,
@@ -500,13 +501,6 @@ def build_lug(base: Any, metric: str = "params", search_budgets: Sequence[float]
 
 # -- what people read --------------------------------------------------------------------------------------------
 
-def _human(n: float) -> str:
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(n) >= scale:
-            return f"{n / scale:.3g}{unit}"
-    return f"{n:g}"
-
-
 def plot_lug(lug: Lug, path: str | Path) -> None:
     """Docs-ready PNG: the searches' (K_d', K_d) points, the monotone fit, the identity line, the deployable range."""
     import matplotlib
@@ -527,7 +521,7 @@ def plot_lug(lug: Lug, path: str | Path) -> None:
     ax.scatter(xs, ys, s=28, color="C0", zorder=3, label="searches (unrepaired derived network)")
     ax.set_xlim(lo - 0.03 * (hi - lo), hi + 0.03 * (hi - lo))
     ax.set_ylim(lo - 0.03 * (hi - lo), max(hi, lug.bounds[1]) * 1.02)
-    fmt = FuncFormatter(lambda v, _: _human(v))
+    fmt = FuncFormatter(lambda v, _: human(v))
     ax.xaxis.set_major_formatter(fmt)
     ax.yaxis.set_major_formatter(fmt)
     ax.set_xlabel(f"search budget K_d' ({lug.unit}, the paper's k_s)")

@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Any
 
 
-from .errors import RunDirError
+from .errors import DcanasError, RunDirError
 from .runs import load_checkpoint, save_checkpoint
 from .spaces.darts.genotype import genotype_from_dict, genotype_to_dict
 from .spaces.darts.network import EvalNetwork, EvalSetting
@@ -29,7 +29,14 @@ def load_model(path: str | Path) -> tuple[EvalNetwork, dict[str, Any]]:
     state = load_checkpoint(path)
     if not isinstance(state, dict) or state.get("format") != MODEL_FORMAT:
         raise RunDirError(f"{path} is not a dcanas model file (expected one written by `dcanas train`)")
-    net = EvalNetwork(genotype_from_dict(state["genotype"]), EvalSetting(**state["setting"]))
-    net.load_state_dict(state["state_dict"])
+    try:
+        net = EvalNetwork(genotype_from_dict(state.get("genotype")), EvalSetting(**state["setting"]))
+        net.load_state_dict(state["state_dict"])
+    except DcanasError as exc:
+        raise RunDirError(f"{path} does not describe a network dcanas can build: {exc}") from None
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise RunDirError(f"{path} is damaged or from another version ({reason}); train it again") from None
     net.eval()
-    return net, state.get("extra", {})
+    extra = state.get("extra", {})
+    return net, extra if isinstance(extra, dict) else {}

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from .cost import FLOPS_CONVENTION, CostTable
 from .runs import atomic_write_text, write_json
 from .spaces.darts.genotype import Genotype
+from .units import readable
 
 if TYPE_CHECKING:
     from .search_loop import SearchConfig, SearchResult
@@ -139,7 +140,7 @@ def write_search_report(result: "SearchResult", config: "SearchConfig", table: C
         "|---|---|---|---|",
     ]
     for metric, b in result.budgets.items():
-        lines.append(f"| {metric} | {b['limit']:,.6g} | {b['value']:,.6g} | {'yes' if b['ok'] else 'NO'} |")
+        lines.append(f"| {metric} | {readable(b['limit'])} | {readable(b['value'])} | {'yes' if b['ok'] else 'NO'} |")
     lines += [f"| params (no aux) | | {result.params:,} | |", f"| FLOPs | | {result.flops:,} | |", "",
               f"FLOPs convention: {FLOPS_CONVENTION}.", "", "Genotype:", "", "```",
               space.to_text(g), "```", ""]

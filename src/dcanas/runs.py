@@ -44,8 +44,11 @@ def current_umask() -> int:
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write `data` to `path` so that a crash leaves either the old file or the new one, never half."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise RunDirError(f"cannot write {path} ({exc.strerror}); check the folder and free space") from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -54,8 +57,12 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             # mkstemp makes the file private (0600); a run folder is readable like any file the user creates
             os.fchmod(f.fileno(), 0o666 & ~current_umask())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            kept = "the previous version is kept" if path.exists() else "nothing was written"
+            raise RunDirError(f"cannot write {path} ({exc.strerror or exc}); {kept} — free some space or "
+                              f"choose another --run-dir") from None
         raise
 
 
@@ -106,8 +113,7 @@ def prepare_run_dir(run_dir: str | Path | None, resume: bool, default_name: str,
                 raise RunDirError(f"{path} stopped before its first checkpoint, so there is nothing to resume; "
                                   f"run the same command without --resume to start it afresh in that folder")
             raise RunDirError(f"{path} holds no {CHECKPOINT}; nothing to resume")
-        record_run_info(path, resumed=True)
-        return path
+        return path  # the caller records the resume in run.json once it has accepted the checkpoint
     if run_dir is None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         path = Path(root) / f"{stamp}-{default_name}"

@@ -8,7 +8,6 @@ batch_size / (processes x accum_steps), not on how many processes share the work
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict, astuple, dataclass, field, fields, replace
 from pathlib import Path
@@ -19,14 +18,18 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import distributed as dist_utils
+from .checks import (MAX_CELLS, MAX_CHANNELS, MAX_IMAGE_SIZE, check_device, check_finite_loss, int_in,
+                     positive,
+                     raise_first, rate_check)
 from .constraint import Budget, Constraint, check_budgets, cost_summary
 from .data import BatchLoader, balanced_subset, default_augment, load_dataset, split_train_val
 from .errors import ConfigError, RunDirError
-from .runs import (CHECKPOINT, MetricsLog, load_checkpoint, prepare_run_dir, rng_state, save_checkpoint,
-                   set_rng_state, stop_on_signals, write_json)
+from .runs import (CHECKPOINT, MetricsLog, load_checkpoint, prepare_run_dir, record_run_info, rng_state,
+                   save_checkpoint, set_rng_state, stop_on_signals, write_json)
 from .remedies import DEFAULT_BETA_WEIGHT, DEFAULT_REMEDY, beta_decay_loss, beta_decay_weight, check_remedy
 from .spaces import SPACES, SearchSpace
 from .threads import choose_threads, use_threads
+from .units import human
 
 
 @dataclass
@@ -105,11 +108,79 @@ class SearchConfig:
             values.update(remedy="none", penalty_step="adam", fill_budget=False)
         return cls(**values)
 
+    def validate(self) -> None:
+        """Refuse option values that cannot work (one line each), before anything is loaded or written."""
+        if self.space not in SPACES.names():
+            raise ConfigError(f"--space must be one of {', '.join(SPACES.names())}, not {self.space!r}")
+        check_remedy(self.remedy)
+        bottleneck_ok = int_in(self.bottleneck, 1) and int_in(self.channels, 2, MAX_CHANNELS) and \
+            self.channels % self.bottleneck == 0 and (self.channels // self.bottleneck) % 2 == 0
+        raise_first([
+            (int_in(self.epochs, 1), f"--epochs must be an integer >= 1, got {self.epochs}"),
+            (int_in(self.batch_size, 1), f"--batch-size must be an integer >= 1, got {self.batch_size}"),
+            rate_check("--lr", self.lr),
+            rate_check("--arch-lr", self.arch_lr),
+            rate_check("--lambda-lr", self.lambda_lr, allow_zero=True),
+            rate_check("--penalty-lr", self.penalty_lr),
+            rate_check("weight decay", self.weight_decay, allow_zero=True),
+            rate_check("alpha weight decay", self.arch_weight_decay, allow_zero=True),
+            rate_check("gradient clip", self.grad_clip),
+            (positive(self.momentum, allow_zero=True) and self.momentum < 1, f"momentum must be in [0, 1), got "
+                                                                             f"{self.momentum}"),
+            (all(positive(b, allow_zero=True) and b < 1 for b in self.arch_betas),
+             f"alpha Adam betas must be in [0, 1), got {self.arch_betas}"),
+            (self.max_steps is None or int_in(self.max_steps, 1), f"--max-steps must be at least 1, got "
+                                                                  f"{self.max_steps}"),
+            (int_in(self.accum_steps, 1), f"--accum-steps must be at least 1, got {self.accum_steps}"),
+            (int_in(self.seed, 0), f"--seed must be a non-negative integer, got {self.seed}"),
+            (self.threads is None or int_in(self.threads, 1), f"--threads must be a positive integer, got {self.threads}"),
+            (int_in(self.cells, 3, MAX_CELLS), f"--search-cells must be in 3..{MAX_CELLS} (the supernet needs two "
+                                               f"reduction cells and a normal one), got {self.cells}"),
+            (int_in(self.channels, 2, MAX_CHANNELS) and self.channels % 2 == 0,
+             f"--search-channels must be even and in 2..{MAX_CHANNELS}, got {self.channels}"),
+            (bottleneck_ok, f"--bottleneck must divide --search-channels {self.channels} into an even count >= 2 "
+                            f"(e.g. 2 or 4), got {self.bottleneck}"),
+            (self.eval_cells is None or int_in(self.eval_cells, 1, MAX_CELLS),
+             f"--cells must be in 1..{MAX_CELLS}, got {self.eval_cells}"),
+            (self.eval_channels in (None, "auto") or int_in(self.eval_channels, 2, MAX_CHANNELS),
+             f"--channels must be 'auto' or in 2..{MAX_CHANNELS}, got {self.eval_channels}"),
+            (self.image_size is None or int_in(self.image_size, 4, MAX_IMAGE_SIZE),
+             f"--image-size must be in 4..{MAX_IMAGE_SIZE} pixels, got {self.image_size}"),
+            (all(v is None or positive(v) for v in (self.max_params, self.max_flops, self.max_latency)),
+             "budgets (--max-params, --max-flops, --max-latency) must be finite numbers > 0"),
+            (self.constraint in ("derived", "paper"), f"--constraint must be derived or paper, not "
+                                                      f"{self.constraint!r}"),
+            (int_in(self.partial_channels, 1), f"--partial-channels must be an integer >= 1, got "
+                                               f"{self.partial_channels}"),
+            (self.max_skips is None or (self.space == "darts" and int_in(self.max_skips, 0)),
+             f"--max-skips is a non-negative cap for the darts space (got {self.max_skips} with --space "
+             f"{self.space})"),
+            (self.fill_budget is not True or self.space == "nb201", "--fill-budget is implemented for --space nb201 "
+                                                                    "only"),
+            ((self.partial_channels == 1 and not self.edge_norm) or self.space == "nb201",
+             "--partial-channels and --edge-norm (PC-DARTS) are implemented for --space nb201 only"),
+            (self.penalty_step in ("adam", "sgd"), f"--penalty-step must be adam or sgd, got {self.penalty_step!r}"),
+            (self.budget_floor is None or (positive(self.budget_floor) and self.budget_floor < 1),
+             f"--budget-floor is a fraction of the budget in (0, 1), got {self.budget_floor}"),
+            (positive(self.beta_weight, allow_zero=True), f"--beta-weight must be a finite number >= 0, got "
+                                                          f"{self.beta_weight}"),
+            (self.train_subset is None or int_in(self.train_subset, 2),
+             f"--train-subset must be at least 2 images (one per half), got {self.train_subset}"),
+            (self.search_image_size is None or int_in(self.search_image_size, 4, MAX_IMAGE_SIZE),
+             f"--search-image-size must be between 4 and {MAX_IMAGE_SIZE} pixels, got {self.search_image_size}"),
+            (positive(self.warmup_epochs, allow_zero=True) and self.warmup_epochs < self.epochs,
+             f"--warmup-epochs must be in [0, --epochs={self.epochs}), got {self.warmup_epochs}"),
+        ])
+        check_device(self.device)
+
     def budgets(self) -> list[Budget]:
         """The device budgets asked for."""
         limits = (("params", self.max_params), ("flops", self.max_flops), ("latency", self.max_latency))
         return [Budget(m, float(v)) for m, v in limits if v is not None]
 
+
+# Besides each epoch's end, a search checkpoints mid-epoch once this many seconds have passed since the last.
+CHECKPOINT_EVERY_S = 600.0
 
 # Defaults that make a dataset's search sensible on a laptop CPU (the paper's are for a V100).
 SEARCH_PRESETS: dict[str, dict[str, Any]] = {
@@ -139,29 +210,8 @@ def make_search_config(dataset: str = SearchConfig.dataset, *, unconstrained: bo
 
 def prepare_search(config: SearchConfig):
     """Load the data, resolve the deployed setting, build its cost table, and refuse unreachable budgets."""
+    config.validate()
     space = SPACES.get(config.space)
-    if config.max_skips is not None and (config.space != "darts" or config.max_skips < 0):
-        raise ConfigError(f"--max-skips is a non-negative cap for the darts space (got {config.max_skips} "
-                          f"with --space {config.space})")
-    check_remedy(config.remedy)
-    if config.fill_budget is True and config.space != "nb201":
-        raise ConfigError("--fill-budget is implemented for --space nb201 only")
-    if (config.partial_channels != 1 or config.edge_norm) and config.space != "nb201":
-        raise ConfigError("--partial-channels and --edge-norm (PC-DARTS) are implemented for --space nb201 only")
-    if config.penalty_step not in ("adam", "sgd"):
-        raise ConfigError(f"--penalty-step must be adam or sgd, got {config.penalty_step!r}")
-    if not (math.isfinite(config.penalty_lr) and config.penalty_lr > 0):
-        raise ConfigError(f"--penalty-lr must be a finite number > 0, got {config.penalty_lr}")
-    if config.budget_floor is not None and not 0 < config.budget_floor < 1:
-        raise ConfigError(f"--budget-floor is a fraction of the budget in (0, 1), got {config.budget_floor}")
-    if not (math.isfinite(config.beta_weight) and config.beta_weight >= 0):
-        raise ConfigError(f"--beta-weight must be a finite number >= 0, got {config.beta_weight}")
-    if config.train_subset is not None and config.train_subset < 2:
-        raise ConfigError(f"--train-subset must be at least 2 images (one per half), got {config.train_subset}")
-    if config.search_image_size is not None and not 4 <= config.search_image_size <= 1024:
-        raise ConfigError(f"--search-image-size must be between 4 and 1024 pixels, got {config.search_image_size}")
-    if not 0 <= config.warmup_epochs < config.epochs:
-        raise ConfigError(f"--warmup-epochs must be in [0, --epochs={config.epochs}), got {config.warmup_epochs:g}")
     data = load_dataset(config.dataset, config.data_dir, download=config.download, image_size=config.image_size)
     setting = space.eval_setting(config, data.in_channels, data.num_classes, data.image_size)
     table = space.cost_table(setting, config)
@@ -345,14 +395,24 @@ class SearchResult:
         return result
 
 
-def run_search(config: SearchConfig, run_dir: str | Path | None = None, *, resume: bool = False,
+def run_search(config: SearchConfig | None, run_dir: str | Path | None = None, *, resume: bool = False,
                progress: bool = True, log: Callable[[str], None] = print) -> SearchResult:
     """Search, derive, verify (and repair) against every budget; resumable from its run folder; torchrun-aware."""
     checkpoint = None
     if resume:  # every process reads the checkpoint (on several nodes the run folder must be shared)
         run_dir = prepare_run_dir(run_dir, True, "")
         checkpoint = load_checkpoint(run_dir / CHECKPOINT)
+        if not isinstance(checkpoint, dict) or "a_opt" not in checkpoint or not isinstance(checkpoint.get("config"),
+                                                                                             dict):
+            hint = ("it is a training run: resume it with `dcanas train --resume`"
+                    if isinstance(checkpoint, dict) and "optimizer" in checkpoint else "it was not written by dcanas")
+            raise RunDirError(f"{run_dir / CHECKPOINT} is not a `dcanas search` checkpoint; {hint}")
         config = SearchConfig.from_dict(checkpoint["config"])
+        if dist_utils.is_launch_rank_0():
+            record_run_info(run_dir, resumed=True)
+    if config is None:
+        raise ConfigError("give a SearchConfig, or resume=True with the run folder to continue")
+    config.validate()
     rank, world_size, device = dist_utils.init_distributed(config.device)
     threads_before = torch.get_num_threads()
     try:
@@ -442,6 +502,7 @@ def _search(config: SearchConfig, run_dir: str | Path | None, checkpoint: dict |
         lambda step: beta_decay_weight(step - warmup_steps, planned_steps - warmup_steps, config.beta_weight))
     stopped = False
     with stop_on_signals() as stop_request:
+        last_saved = time.monotonic()
         for epoch in range(start_epoch, config.epochs):
             model.train()
             bar = tqdm(total=steps_per_epoch, initial=start_step, desc=f"search {epoch + 1}/{config.epochs}",
@@ -463,9 +524,20 @@ def _search(config: SearchConfig, run_dir: str | Path | None, checkpoint: dict |
                 stop = dist_utils.any_process(bool(stop_request), device)
                 if stop or (config.max_steps is not None and total_steps >= config.max_steps):
                     break
+                # long epochs (CIFAR-size, CPU) also checkpoint by the clock, so a crash loses minutes, not hours
+                if dist_utils.any_process(time.monotonic() - last_saved > CHECKPOINT_EVERY_S, device):
+                    partial = running.total(device)
+                    seconds += time.perf_counter() - t0  # the time so far goes into the checkpoint
+                    t0 = time.perf_counter()
+                    if main:
+                        save_checkpoint(run_dir / CHECKPOINT, checkpoint_state(epoch, step + 1, partial))
+                    last_saved = time.monotonic()
             bar.close()
             seconds += time.perf_counter() - t0
             running_total = running.total(device)
+            # every process holds the same sums, so all stop together; the last checkpoint stays as it was
+            check_finite_loss(running_total.train_loss + running_total.val_loss, "the search",
+                              f"in epoch {epoch + 1}")
             if stop:
                 if main:
                     save_checkpoint(run_dir / CHECKPOINT, checkpoint_state(epoch, step + 1, running_total))
@@ -605,12 +677,6 @@ def _new_run_dir(config: SearchConfig, run_dir: str | Path | None) -> Path:
 def _run_name(config: SearchConfig) -> str:
     parts = [config.dataset]
     for b in config.budgets():
-        parts.append(f"{b.metric}{_short(b.limit)}")
+        parts.append(f"{b.metric}{human(b.limit, 4)}")
     return "-".join(parts)
 
-
-def _short(value: float) -> str:
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if value >= scale:
-            return f"{value / scale:.4g}{unit}"
-    return f"{value:g}"

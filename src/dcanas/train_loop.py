@@ -32,11 +32,15 @@ from .data import BatchLoader, ImageDataset, balanced_subset, default_augment, l
 from .data.loader import stateless_generator
 from .errors import ConfigError, RunDirError
 from .model_io import MODEL_FILE, save_model
-from .runs import (CHECKPOINT, MetricsLog, atomic_write_text, load_checkpoint, prepare_run_dir, rng_state,
-                   save_checkpoint, set_rng_state, stop_on_signals, write_json)
+from .checks import (MAX_CELLS, MAX_CHANNELS, MAX_IMAGE_SIZE, check_device, check_finite_loss, int_in,
+                     positive,
+                     raise_first, rate_check)
+from .runs import (CHECKPOINT, MetricsLog, atomic_write_text, load_checkpoint, prepare_run_dir, record_run_info,
+                   rng_state, save_checkpoint, set_rng_state, stop_on_signals, write_json)
 from .spaces.darts.genotype import GENOTYPES, Genotype, genotype_to_text, load_genotype, parse_genotype
 from .spaces.darts.network import EvalNetwork, EvalSetting, eval_setting_for
 from .threads import choose_threads, use_threads
+from .units import readable
 
 BEST_FILE = "best.pt"
 SELECT_CHOICES = ("last", "val", "test")
@@ -198,12 +202,36 @@ def resolve_setting(config: TrainConfig, data: ImageDataset, recorded: EvalSetti
     return setting
 
 
-def validate_config(config: TrainConfig, world_size: int, train_size: int) -> None:
-    """Refuse option values that cannot work, before anything is written."""
+def validate_config(config: TrainConfig, world_size: int | None = None, train_size: int | None = None) -> None:
+    """Refuse option values that cannot work, before anything is written (without the sizes: the options alone)."""
+    raise_first([
+        (int_in(config.epochs, 1), f"--epochs must be an integer >= 1, got {config.epochs}"),
+        (int_in(config.accum_steps, 1), f"--accum-steps must be an integer >= 1, got {config.accum_steps}"),
+        (int_in(config.batch_size, 1), f"--batch-size must be an integer >= 1, got {config.batch_size}"),
+        rate_check("--lr", config.lr),
+        rate_check("--weight-decay", config.weight_decay, allow_zero=True),
+        rate_check("--grad-clip", config.grad_clip),
+        rate_check("--aux-weight", config.aux_weight, allow_zero=True),
+        (positive(config.momentum, allow_zero=True) and config.momentum < 1,
+         f"--momentum must be in [0, 1), got {config.momentum}"),
+        (config.max_steps is None or int_in(config.max_steps, 1), f"--max-steps must be at least 1, got "
+                                                                  f"{config.max_steps}"),
+        (int_in(config.seed, 0), f"--seed must be a non-negative integer, got {config.seed}"),
+        (int_in(config.cutout, 0), f"--cutout must be a non-negative integer, got {config.cutout}"),
+        (config.channels is None or int_in(config.channels, 2, MAX_CHANNELS),
+         f"--channels must be in 2..{MAX_CHANNELS}, got {config.channels}"),
+        (config.cells is None or int_in(config.cells, 1, MAX_CELLS), f"--cells must be in 1..{MAX_CELLS}, got "
+                                                                     f"{config.cells}"),
+        (config.image_size is None or int_in(config.image_size, 4, MAX_IMAGE_SIZE),
+         f"--image-size must be in 4..{MAX_IMAGE_SIZE} pixels, got {config.image_size}"),
+        (config.train_subset is None or int_in(config.train_subset, 1), f"--train-subset must be at least 1, got "
+                                                                        f"{config.train_subset}"),
+    ])
+    check_device(config.device)
+    if world_size is None or train_size is None:
+        return
     checks = [
         (0.0 <= config.val_fraction < 1.0, f"--val-fraction must be in [0, 1), got {config.val_fraction}"),
-        (config.epochs >= 1, f"--epochs must be at least 1, got {config.epochs}"),
-        (config.accum_steps >= 1, f"--accum-steps must be at least 1, got {config.accum_steps}"),
         (config.batch_size > 0 and config.batch_size % (world_size * max(config.accum_steps, 1)) == 0,
          (f"--batch-size {config.batch_size} (the global batch) must be a positive multiple of processes x "
           f"--accum-steps = {world_size} x {config.accum_steps}")),
@@ -358,6 +386,7 @@ def run_training(config: TrainConfig | None, run_dir: str | Path | None = None, 
         run_dir = Path(run_dir)
     if config is None:
         raise ConfigError("give a genotype to train, or --resume RUN_DIR")
+    validate_config(config)
     rank, world_size, device = dist_utils.init_distributed(config.device)
     threads_before = torch.get_num_threads()
     try:
@@ -381,6 +410,12 @@ def _train(config: TrainConfig, run_dir: str | Path | None, checkpoint: dict | N
         genotype = source.genotype
 
     # -- data and the network it fits
+    if (not resume and source.setting is not None and source.dataset and config.image_size is None
+            and config.dataset.lower() != source.dataset.lower()):
+        size = source.setting.image_size
+        raise ConfigError(f"{source.run_dir} searched a network for {source.dataset} ({size}x{size} images); training "
+                          f"it on {config.dataset} would resize every image to {size}x{size}. Search on "
+                          f"{config.dataset}, or pass --image-size {size} to do exactly that")
     image_size = config.image_size or (source.setting.image_size if source.setting else None)
     data = load_dataset(config.dataset, config.data_dir, image_size=image_size)
     # fixed for the run and recorded in its config: the thread count changes the numerics (threads.py)
@@ -515,6 +550,7 @@ def _train(config: TrainConfig, run_dir: str | Path | None, checkpoint: dict | N
             bar.close()
             seconds += time.perf_counter() - t0
             running_total = dist_utils.all_reduce_sum(running)
+            check_finite_loss(float(running_total[0]), "training", f"in epoch {epoch + 1}")  # same on every process
             if stop:
                 if main:
                     save_checkpoint(run_dir / CHECKPOINT, checkpoint_state(epoch, step + 1, running_total))
@@ -582,6 +618,8 @@ def _load_resume(run_dir: str | Path | None) -> dict:
     if not isinstance(checkpoint, dict) or "genotype" not in checkpoint or "optimizer" not in checkpoint:
         raise RunDirError(f"{path / CHECKPOINT} is not a `dcanas train` checkpoint; resume it with the command "
                           f"that wrote it")
+    if dist_utils.is_launch_rank_0():
+        record_run_info(path, resumed=True)
     return checkpoint
 
 
@@ -654,9 +692,9 @@ def write_train_report(result: TrainResult, config: TrainConfig, history: list[d
         lines += ["Budgets recorded by the search, re-checked on the trained network:", "",
                   "| metric | budget | searched | trained network | within |", "|---|---|---|---|---|"]
         for metric, b in result.budgets.items():
-            value = f"{b['value']:,.6g}" if b["value"] is not None else "?"
-            searched = f"{b['searched_value']:,.6g}" if b.get("searched_value") is not None else ""
-            lines.append(f"| {metric} | {b['limit']:,.6g} | {searched} | {value}"
+            value = f"{readable(b['value'])}" if b["value"] is not None else "?"
+            searched = f"{readable(b['searched_value'])}" if b.get("searched_value") is not None else ""
+            lines.append(f"| {metric} | {readable(b['limit'])} | {searched} | {value}"
                          f"{'' if b['recounted'] else ' (not recounted)'} | {'yes' if b['ok'] else 'NO'} |")
         lines.append("")
     lines += ["![learning curves](learning_curves.png)", ""]

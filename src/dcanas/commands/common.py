@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+
+from ..units import amount, human  # noqa: F401 - re-exported for the commands
 import json
 from typing import Any
 
@@ -15,17 +17,13 @@ def emit(args: argparse.Namespace, result: dict[str, Any], text: str) -> None:
 
 
 def parse_count(value: str) -> float:
-    """Parse a count with an optional K/M/G suffix: '3.5M' -> 3500000."""
-    text = value.strip().upper()
-    scale = {"K": 1e3, "M": 1e6, "G": 1e9}.get(text[-1:], 1.0)
-    number = text[:-1] if text[-1:] in "KMG" else text
+    """argparse type for counts with an optional K/M/G suffix: '3.5M' -> 3500000."""
+    from ..units import parse_count as parse
+
     try:
-        result = float(number) * scale
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number (examples: 500000, 3.5M, 600M)") from None
-    if result <= 0:
-        raise argparse.ArgumentTypeError(f"{value!r} must be positive")
-    return result
+        return parse(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_eval_options(p: argparse.ArgumentParser) -> None:
@@ -45,14 +43,6 @@ def eval_setting_from_args(args: argparse.Namespace, dataset: str):
 
     return eval_setting_for(dataset, cells=args.cells, channels=args.channels, num_classes=args.num_classes,
                             in_channels=args.in_channels, image_size=args.image_size, style=args.style)
-
-
-def human(n: float) -> str:
-    """3349342 -> '3.35M'."""
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(n) >= scale:
-            return f"{n / scale:.3g}{unit}"
-    return f"{n:g}"
 
 
 def channels_arg(value: str) -> int | str:

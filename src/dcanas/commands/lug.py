@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .common import channels_arg, emit, human, parse_count, stderr_log
+from .common import emit, human, parse_count, stderr_log
+from .search import add_search_options
 
 ORDER = 35
 
@@ -26,6 +27,8 @@ def cmd_lug_build(args: argparse.Namespace) -> int:
     """Run the LUG's searches in parallel, fit the monotone curve, write lug.json, lug.png, report.md."""
     from ..lug import LUG_FILE, LUG_PLOT, build_lug
     from .search import search_config_from_args
+
+    args.seed = None  # the look-up graph's --seeds decide each search's seed
 
     base = search_config_from_args(args)  # the search options, with the dataset's preset, budgets dropped
     lug, run_dir = build_lug(base, args.metric, args.lug_budgets, args.points, args.seeds, args.resume or args.run_dir,
@@ -78,9 +81,7 @@ def register(command) -> None:
 
     b = action("build", cmd_lug_build, "run searches at several search budgets and fit the look-up graph")
     b.set_defaults(unconstrained=True, no_bottleneck=False)  # what search_config_from_args reads
-    b.add_argument("--dataset", default="digits", help="registered dataset (default: the built-in digits)")
-    b.add_argument("--data-dir", help="where the dataset lives")
-    b.add_argument("--image-size", type=int, dest="image_size", help="resize images (imagefolder)")
+    add_search_options(b, for_lug=True)  # every option of one search, as `dcanas search` has them
     g = b.add_argument_group("the look-up graph")
     g.add_argument("--metric", choices=("params", "flops"), default="params", help="budget metric (default params)")
     g.add_argument("--points", type=int, default=5,
@@ -95,24 +96,6 @@ def register(command) -> None:
     g.add_argument("--workers", type=int, help="local processes at once (default: the cores here)")
     g.add_argument("--threads", type=int, help="torch threads per search (default: cores // workers; Ray: 1)")
     g.add_argument("--ray-address", help="Ray cluster to join (e.g. auto, ray://head:10001); default: a local one")
-    g = b.add_argument_group("deployed evaluation network (defaults: the dataset's published setting)")
-    g.add_argument("--cells", type=int, dest="eval_cells", help="cells of the deployed network")
-    g.add_argument("--channels", type=channels_arg, dest="eval_channels",
-                   help="initial channels of the deployed network")
-    g = b.add_argument_group("each search (defaults: as `dcanas search`)")
-    g.add_argument("--search-cells", type=int, dest="cells", help="supernet cells (default 8)")
-    g.add_argument("--search-channels", type=int, dest="channels", help="supernet channels (default 16)")
-    g.add_argument("--bottleneck", type=int, help="channel bottleneck factor k (default 4)")
-    g.add_argument("--no-bottleneck", action="store_true", help="candidate ops run on all channels")
-    g.add_argument("--no-weight-sharing", dest="weight_sharing", action="store_const", const=False)
-    g.add_argument("--no-derived-cells", dest="derived_cells", action="store_const", const=False)
-    g.add_argument("--epochs", type=int)
-    g.add_argument("--batch-size", type=int)
-    g.add_argument("--lr", type=float, help="weight learning rate (cosine to 0)")
-    g.add_argument("--arch-lr", type=float, help="alpha learning rate (Adam)")
-    g.add_argument("--lambda-lr", type=float, help="multiplier step size")
-    g.add_argument("--max-steps", type=int, help="stop each search after this many steps")
-    g.add_argument("--device", help="auto, cpu, cuda ...")
     b.add_argument("--run-dir", help="run folder (default: runs/<time>-lug-<dataset>-<metric>)")
     b.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted build (finished searches are kept)")
     b.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 import os
 
-from .common import add_threads_option, channels_arg, emit, parse_count, stderr_log
+from .common import add_threads_option, amount, channels_arg, emit, human, parse_count, stderr_log
+from ..units import readable
 
 ORDER = 30
 
@@ -17,25 +18,39 @@ def search_config_from_args(args: argparse.Namespace):
     given = {k: v for k, v in vars(args).items() if k in known}
     if args.no_bottleneck:
         given["bottleneck"] = 1
-    return make_search_config(args.dataset, unconstrained=args.unconstrained, **given)
+    return make_search_config(args.dataset or "digits", unconstrained=args.unconstrained, **given)
+
+
+def options_given(args: argparse.Namespace) -> list[str]:
+    """The search options typed on the command line (as flags), for refusing them where they cannot apply."""
+    from ..search_loop import SearchConfig
+
+    known = set(SearchConfig().to_dict())
+    names = [k for k, v in vars(args).items() if k in known and v is not None]
+    names += [k for k in ("unconstrained", "no_bottleneck", "lug") if getattr(args, k, None)]
+    return sorted(names)
 
 
 def cmd_search(args: argparse.Namespace) -> int:
     """Run (or resume, or dry-run) a DCA-NAS search."""
     from ..errors import ConfigError
     from ..repeats import is_repeats_dir, run_repeats
-    from ..search_loop import SearchConfig, dry_run, run_search
+    from ..search_loop import dry_run, run_search
 
     if args.repeats is not None and (args.dry_run or args.resume):
         raise ConfigError("--repeats starts a new set of searches; --resume RUN_DIR continues one as it was "
                           "started, and --dry-run runs none")
-    if args.resume and is_repeats_dir(args.resume):
+    if args.resume and is_repeats_dir(args.resume) and not options_given(args):
         r = run_repeats(None, run_dir=args.resume, resume=True, jobs=args.repeat_jobs, log=stderr_log,
                         progress=not args.quiet)
         return _print_result(args, r)
     if args.resume:
-        result = run_search(SearchConfig(), args.resume, resume=True, progress=not args.quiet,
-                            log=stderr_log)
+        given = options_given(args)
+        if given:
+            flags = ", ".join("--" + name.replace("_", "-") for name in given)
+            raise ConfigError(f"--resume continues the search exactly as it was started, so it takes no search "
+                              f"options (got {flags}); start a new run to change them")
+        result = run_search(None, args.resume, resume=True, progress=not args.quiet, log=stderr_log)
     else:
         config = search_config_from_args(args)
         if args.lug:
@@ -52,7 +67,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             lines = [f"supernet weights  {info['supernet_weights']:,}",
                      f"deployed network  {info['setting']}"]
             for metric, b in info["deployable"].items():
-                lines.append(f"deployable {metric:7} {b['min']:,.6g} .. {b['max']:,.6g}")
+                lines.append(f"deployable {metric:7} {readable(b['min'])} .. {readable(b['max'])}")
             emit(args, info, "\n".join(lines))
             return 0
         if args.repeats is not None:
@@ -67,16 +82,25 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 def _print_result(args: argparse.Namespace, r: dict) -> int:
     """The search's summary: genotype, sizes, budgets, repairs, and (with --repeats) every seed's score."""
-    lines = [f"genotype  {r['genotype']}",
-             f"params    {r['params']:,}   FLOPs {r['flops']:,}"]
+    setting = r.get("setting") or {}
+    lines = [f"genotype  {r['genotype']}"]
+    if "channels" in setting:
+        lines.append(f"network   {setting['cells']} cells x {setting['channels']} channels "
+                     f"({setting.get('in_channels', '?')}x{setting.get('image_size', '?')}x"
+                     f"{setting.get('image_size', '?')} input, {setting.get('num_classes', '?')} classes)")
+    lines.append(f"params    {r['params']:,} ({human(r['params'])})   FLOPs {r['flops']:,} ({human(r['flops'])})")
     for metric, b in r["budgets"].items():
-        lines.append(f"budget    {metric}: {b['value']:,.6g} <= {b['limit']:,.6g}  {'ok' if b['ok'] else 'EXCEEDED'}")
+        lines.append(f"budget    {metric}: {amount(metric, b['value'])} <= {amount(metric, b['limit'])}  "
+                     f"{'ok' if b['ok'] else 'EXCEEDED'}")
     if r["repairs"]:
         lines.append(f"repaired  {len(r['repairs'])} op(s) replaced to meet the budget (see report.md)")
     for run in r.get("repeats", []):
         mark = "  <- kept" if run["seed"] == r["selected_seed"] else ""
         lines.append(f"seed {run['seed']:<4} one-shot val acc {run['derived_val_acc']:.4f}  {run['genotype']}{mark}")
     lines.append(f"run dir   {r['run_dir']}")
+    if r.get("space", "darts") == "darts":
+        lines.append(f"next      dcanas train {r['run_dir']}   (train the network found; add --epochs 2 for a "
+                     f"quick check)")
     emit(args, r, "\n".join(lines))
     return 0
 
@@ -85,15 +109,59 @@ def _is_rank_0() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
-def register(command) -> None:
-    """Add the subcommand."""
-    p = command("search", cmd_search, "search the network that fits the device budget (DCA-NAS)")
+def add_search_options(p: argparse.ArgumentParser, *, for_lug: bool = False) -> None:
+    """The options of one search, declared once: `dcanas search` and each search of `dcanas lug build`."""
     p.add_argument("--space", choices=("darts", "nb201"), help="search space (default: darts)")
-    p.add_argument("--dataset", default="digits", help="registered dataset (default: the built-in digits)")
+    p.add_argument("--dataset", help="registered dataset (default: the built-in digits)")
     p.add_argument("--data-dir", help="where the dataset lives")
     p.add_argument("--download", action="store_const", const=True,
                    help="fetch cifar10/cifar100/mnist/fashion-mnist into --data-dir (checksummed)")
     p.add_argument("--image-size", type=int, dest="image_size", help="resize images (imagefolder)")
+    g = p.add_argument_group("deployed evaluation network (defaults: the dataset's published setting)")
+    g.add_argument("--cells", type=int, dest="eval_cells", help="cells of the deployed network")
+    g.add_argument("--channels", type=channels_arg, dest="eval_channels",
+                   help="initial channels of the deployed network, or 'auto' (widest that fits the budget well)")
+    g = p.add_argument_group("supernet and search-time savings")
+    g.add_argument("--search-cells", type=int, dest="cells", help="supernet cells (default 8)")
+    g.add_argument("--search-channels", type=int, dest="channels", help="supernet channels (default 16)")
+    g.add_argument("--bottleneck", type=int, help="channel bottleneck factor k (default 4)")
+    g.add_argument("--no-bottleneck", action="store_true", help="candidate ops run on all channels")
+    g.add_argument("--no-weight-sharing", dest="weight_sharing", action="store_const", const=False,
+                   help="one op per edge instead of one per (node, op) pair (the paper's second saving off)")
+    g.add_argument("--no-derived-cells", dest="derived_cells", action="store_const", const=False,
+                   help="keep the full supernet cell everywhere (the paper's third saving off)")
+    g.add_argument("--max-skips", type=int, help="DARTS: keep at most this many skip connections in the derived "
+                                                 "normal cell (P-DARTS uses 2; default: no cap)")
+    g.add_argument("--partial-channels", type=int, help="NB201, PC-DARTS: only 1/K of each edge's channels enter "
+                                                        "its mixed ops (needs --no-weight-sharing; default 1 = off)")
+    g.add_argument("--edge-norm", action="store_const", const=True, help="NB201, PC-DARTS: edge normalisation")
+    g.add_argument("--remedy", help="against collapse onto skip/pool: beta-decay (beta-DARTS, the default), "
+                                    "dirichlet (DrNAS) or none (plain softmax, as the paper); see docs/design.md")
+    g.add_argument("--beta-weight", type=float, help="beta-decay: final regulariser weight, ramped from 0 (default 5)")
+    g.add_argument("--train-subset", type=int, help="search on this many training images (class-balanced)")
+    g.add_argument("--search-image-size", type=int,
+                   help="the supernet sees images resized to this many pixels (budgets stay about the full size)")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--epochs", type=int, help="search epochs (paper: 50; digits preset 15)")
+    g.add_argument("--batch-size", type=int, help="GLOBAL batch over all processes (torchrun)")
+    g.add_argument("--lr", type=float, help="weight learning rate (cosine to 0)")
+    g.add_argument("--arch-lr", type=float, help="alpha learning rate (Adam)")
+    g.add_argument("--lambda-lr", type=float, help="multiplier step size")
+    g.add_argument("--warmup-epochs", type=float,
+                   help="train only the weights this many epochs before alphas and multipliers move (default 0, "
+                        "as the paper; PC-DARTS uses 15 of 50; fractions allowed)")
+    if not for_lug:  # a look-up graph takes --seeds, one list for all its searches
+        g.add_argument("--seed", type=int, help="random seed of weights, alphas and batches (default 0)")
+    g.add_argument("--max-steps", type=int, help="stop after this many search steps")
+    g.add_argument("--accum-steps", type=int, help="micro-batches per process per step (gradient accumulation); "
+                                                   "BatchNorm normalises over batch/(processes x accum-steps)")
+    g.add_argument("--device", help="auto, cpu, cuda, cuda:1 ... (under torchrun each process takes GPU LOCAL_RANK)")
+
+
+def register(command) -> None:
+    """Add the subcommand."""
+    p = command("search", cmd_search, "search the network that fits the device budget (DCA-NAS)")
+    add_search_options(p)
     g = p.add_argument_group("budgets of the deployed network (K, M, G suffixes allowed)")
     g.add_argument("--max-params", type=parse_count, help="parameters, auxiliary head excluded")
     g.add_argument("--max-flops", type=parse_count, help="multiply-accumulates at batch 1")
@@ -117,43 +185,7 @@ def register(command) -> None:
     g.add_argument("--lug", help="look-up graph JSON: maps the device budget to the search budget")
     g.add_argument("--no-repair", dest="repair", action="store_const", const=False,
                    help="do not repair a derived network that exceeds a budget")
-    g = p.add_argument_group("deployed evaluation network (defaults: the dataset's published setting)")
-    g.add_argument("--cells", type=int, dest="eval_cells", help="cells of the deployed network")
-    g.add_argument("--channels", type=channels_arg, dest="eval_channels",
-                   help="initial channels of the deployed network, or 'auto' (widest that fits the budget well)")
-    g = p.add_argument_group("supernet and search-time savings")
-    g.add_argument("--search-cells", type=int, dest="cells", help="supernet cells (default 8)")
-    g.add_argument("--search-channels", type=int, dest="channels", help="supernet channels (default 16)")
-    g.add_argument("--bottleneck", type=int, help="channel bottleneck factor k (default 4)")
-    g.add_argument("--no-bottleneck", action="store_true", help="candidate ops run on all channels")
-    g.add_argument("--no-weight-sharing", dest="weight_sharing", action="store_const", const=False)
-    g.add_argument("--no-derived-cells", dest="derived_cells", action="store_const", const=False)
-    g.add_argument("--max-skips", type=int, help="DARTS: keep at most this many skip connections in the derived "
-                                                 "normal cell (P-DARTS uses 2; default: no cap)")
-    g.add_argument("--partial-channels", type=int, help="NB201, PC-DARTS: only 1/K of each edge's channels enter "
-                                                        "its mixed ops (needs --no-weight-sharing; default 1 = off)")
-    g.add_argument("--edge-norm", action="store_const", const=True, help="NB201, PC-DARTS: edge normalisation")
-    g.add_argument("--remedy", help="against collapse onto skip/pool: beta-decay (beta-DARTS, the default), "
-                                    "dirichlet (DrNAS) or none (plain softmax, as the paper); see docs/design.md")
-    g.add_argument("--beta-weight", type=float, help="beta-decay: final regulariser weight, ramped from 0 (default 5)")
-    g.add_argument("--train-subset", type=int, help="search on this many training images (class-balanced)")
-    g.add_argument("--search-image-size", type=int,
-                   help="the supernet sees images resized to this many pixels (budgets stay about the full size)")
-    g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int)
-    g.add_argument("--batch-size", type=int, help="GLOBAL batch over all processes (torchrun)")
-    g.add_argument("--lr", type=float, help="weight learning rate (cosine to 0)")
-    g.add_argument("--arch-lr", type=float, help="alpha learning rate (Adam)")
-    g.add_argument("--lambda-lr", type=float, help="multiplier step size")
-    g.add_argument("--warmup-epochs", type=float,
-                   help="train only the weights this many epochs before alphas and multipliers move (default 0, "
-                        "as the paper; PC-DARTS uses 15 of 50; fractions allowed)")
-    g.add_argument("--seed", type=int)
-    g.add_argument("--max-steps", type=int, help="stop after this many search steps")
-    g.add_argument("--accum-steps", type=int, help="micro-batches per process per step (gradient accumulation); "
-                                                   "BatchNorm normalises over batch/(processes x accum-steps)")
-    g.add_argument("--device", help="auto, cpu, cuda, cuda:1 ... (under torchrun each process takes GPU LOCAL_RANK)")
-    add_threads_option(g)
+    add_threads_option(p)
     p.add_argument("--run-dir", help="run folder (default: runs/<time>-<dataset>-<budget>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted search exactly")
     p.add_argument("--dry-run", action="store_true", help="build everything, print sizes, and exit")

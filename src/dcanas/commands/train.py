@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from .common import add_threads_option, emit, human, stderr_log
+from .common import add_threads_option, amount, emit, human, stderr_log
 
 ORDER = 40
 
@@ -38,8 +38,8 @@ def cmd_train(args: argparse.Namespace) -> int:
              f"params         {r['params']:,} ({human(r['params'])}, auxiliary head excluded)",
              f"FLOPs          {r['flops']:,} ({human(r['flops'])}; {r['flops_convention']})"]
     for metric, b in r["budgets"].items():
-        value = f"{b['value']:,.6g}" if b["value"] is not None else "?"
-        lines.append(f"budget         {metric}: {value} <= {b['limit']:,.6g}  {'ok' if b['ok'] else 'EXCEEDED'}"
+        lines.append(f"budget         {metric}: {amount(metric, b['value'])} <= {amount(metric, b['limit'])}  "
+                     f"{'ok' if b['ok'] else 'EXCEEDED'}"
                      + ("" if b["recounted"] else "  (as recorded by the search)"))
     lines.append(f"model          {r['model']}")
     emit(args, r, "\n".join(lines))
@@ -90,7 +90,7 @@ def register(command) -> None:
     g.add_argument("--accum-steps", type=int, help="micro-batches per process per step (gradient accumulation); "
                                                    "BatchNorm normalises over batch/(processes x accum-steps)")
     g.add_argument("--eval-batch-size", type=int, help="batch for evaluation (500)")
-    g.add_argument("--seed", type=int)
+    g.add_argument("--seed", type=int, help="random seed of weights, augmentation and batches (default 0)")
     g.add_argument("--max-steps", type=int, help="stop after this many optimiser steps (smoke tests)")
     g.add_argument("--device", help="auto, cpu, cuda (under torchrun each process takes GPU LOCAL_RANK)")
     g.add_argument("--no-amp", dest="amp", action="store_const", const=False, help="no bf16 autocast on CUDA")

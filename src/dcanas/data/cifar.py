@@ -62,31 +62,106 @@ def archive_path(folder: Path, name: str) -> Path:
     return folder / DOWNLOADS[name].filename
 
 
-class _ArrayUnpickler(pickle.Unpickler):
-    """Unpickles dicts, lists, strings and numpy arrays only: a batch file cannot run code."""
+# The dtypes a CIFAR batch can hold (images uint8, labels integers), by numpy's pickled names.
+_DTYPES = {"u1", "i1", "u2", "i2", "u4", "i4", "u8", "i8", "b1"}
+_MAX_ELEMENTS = 1 << 31  # far above any CIFAR batch (10,000 x 3,072), far below what would exhaust memory
 
-    _ALLOWED = {"_reconstruct", "ndarray", "dtype", "scalar"}
+
+class _PickledDtype:
+    """Stands in for numpy.dtype while unpickling: numpy never sees the file's bytes unchecked."""
+
+    def __init__(self, name: Any = None, align: Any = False, copy: Any = True):
+        name = name.decode("latin1") if isinstance(name, bytes) else name
+        if name not in _DTYPES:
+            raise pickle.UnpicklingError(f"dtype {name!r} does not belong in a CIFAR batch")
+        self.name, self.byteorder = name, "="
+
+    def __setstate__(self, state: Any) -> None:
+        if isinstance(state, tuple) and len(state) > 1 and state[1] in ("<", ">", "|", "=", b"<", b">", b"|", b"="):
+            self.byteorder = state[1].decode() if isinstance(state[1], bytes) else state[1]
+
+    def to_numpy(self) -> np.dtype:
+        dtype = np.dtype(self.name)
+        return dtype.newbyteorder(self.byteorder) if self.byteorder in "<>" else dtype
+
+
+class _PickledArray:
+    """Stands in for a pickled ndarray: its shape, dtype and byte count are checked before numpy reads them."""
+
+    def __init__(self, *args: Any):
+        self.array: np.ndarray | None = None
+
+    def __setstate__(self, state: Any) -> None:
+        if not isinstance(state, tuple) or len(state) not in (4, 5):
+            raise pickle.UnpicklingError("malformed array state")
+        shape, dtype, fortran, raw = state[-4:]
+        if not (isinstance(shape, tuple) and all(type(n) is int and 0 <= n <= _MAX_ELEMENTS for n in shape)
+                and isinstance(dtype, _PickledDtype) and isinstance(raw, (bytes, bytearray, str))):
+            raise pickle.UnpicklingError("malformed array state")
+        raw = raw.encode("latin1") if isinstance(raw, str) else bytes(raw)
+        count = int(np.prod(shape, dtype=np.float64))
+        numpy_dtype = dtype.to_numpy()
+        if count > _MAX_ELEMENTS or len(raw) != count * numpy_dtype.itemsize:
+            raise pickle.UnpicklingError(f"array of shape {shape} does not match its {len(raw)} bytes")
+        flat = np.frombuffer(raw, dtype=numpy_dtype).copy()
+        self.array = flat.reshape(shape, order="F" if fortran else "C")
+
+
+def _pickled_frombuffer(raw: Any, dtype: Any, shape: Any, order: Any = "C") -> _PickledArray:
+    """numpy's protocol-5 form, _frombuffer(bytes, dtype, shape, order), checked like the others."""
+    array = _PickledArray()
+    array.__setstate__((shape, dtype, order == "F", raw))
+    return array
+
+
+def _pickled_scalar(dtype: Any, raw: Any = b"") -> Any:
+    """numpy's scalar(dtype, bytes), checked the same way."""
+    if not isinstance(dtype, _PickledDtype) or not isinstance(raw, (bytes, str)):
+        raise pickle.UnpicklingError("malformed scalar")
+    raw = raw.encode("latin1") if isinstance(raw, str) else raw
+    numpy_dtype = dtype.to_numpy()
+    if len(raw) != numpy_dtype.itemsize:
+        raise pickle.UnpicklingError("malformed scalar")
+    return np.frombuffer(raw, dtype=numpy_dtype)[0].item()
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles dicts, lists, strings and arrays only: a batch file cannot run code, and numpy only ever
+    copies checked bytes (a damaged file handed to numpy's own reconstruction can crash the interpreter)."""
+
+    _STANDINS = {"_reconstruct": _PickledArray, "ndarray": _PickledArray, "dtype": _PickledDtype,
+                 "scalar": _pickled_scalar, "_frombuffer": _pickled_frombuffer}
 
     def find_class(self, module: str, name: str) -> Any:
-        if module.split(".")[0] == "numpy" and name in self._ALLOWED:
-            # Batches pickled by old numpy name numpy.core, which numpy 2 renamed numpy._core.
-            module = module.replace("numpy.core", "numpy._core") if hasattr(np, "_core") else module
-            return super().find_class(module, name)
+        if module.split(".")[0] == "numpy" and name in self._STANDINS:
+            return self._STANDINS[name]
         if (module, name) == ("_codecs", "encode"):  # how protocol 2 stores bytes; harmless
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"global {module}.{name} is not allowed in a CIFAR batch")
+
+
+def _plain(value: Any) -> Any:
+    """Stand-ins replaced by what they stand for."""
+    if isinstance(value, _PickledArray):
+        if value.array is None:
+            raise DatasetError("an array in the batch has no data")
+        return value.array
+    return value
 
 
 def _unpickle(path: Path) -> dict[str, Any]:
     try:
         with open(path, "rb") as f:
             content = _ArrayUnpickler(f, encoding="bytes").load()
-    except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError) as e:
+    except Exception as e:  # noqa: BLE001 - a damaged pickle fails in many ways (even MemoryError); all one fault
         raise corrupt_file(path, e) from None
     if not isinstance(content, dict):
         raise DatasetError(f"{path} is not a CIFAR batch (no dictionary inside); replace it")
     # Batches pickled under Python 2 have bytes keys; ones written by Python 3 have str keys.
-    return {k.decode() if isinstance(k, bytes) else k: v for k, v in content.items()}
+    try:
+        return {k.decode() if isinstance(k, bytes) else k: _plain(v) for k, v in content.items()}
+    except (UnicodeDecodeError, DatasetError) as e:
+        raise corrupt_file(path, e) from None
 
 
 def _read_batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -96,6 +171,8 @@ def _read_batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
         labels = np.asarray(batch[label_key], dtype=np.int64)
     except KeyError as e:
         raise DatasetError(f"{path} is not a CIFAR batch (no {e.args[0]!r} entry); replace it") from None
+    except (ValueError, TypeError, OverflowError) as e:
+        raise DatasetError(f"{path} holds images or labels of the wrong type ({e}); replace it") from None
     if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(labels) != len(data):
         raise DatasetError(f"{path} holds data of shape {data.shape} and {len(labels)} labels; expected N×3072 and N")
     return data.reshape(-1, 3, 32, 32), labels
@@ -121,7 +198,10 @@ def _load(name: str, data_dir: Path | None, download_missing: bool) -> ImageData
     parts = [_read_batch(folder / f, layout.label_key) for f in layout.train]
     test_x, test_y = _read_batch(folder / layout.test, layout.label_key)
     names = _unpickle(folder / layout.meta).get(layout.names_key, [])
-    classes = [c.decode() if isinstance(c, bytes) else str(c) for c in names]
+    try:
+        classes = [c.decode() if isinstance(c, bytes) else str(c) for c in names]
+    except (TypeError, UnicodeDecodeError) as e:
+        raise DatasetError(f"{name}: {folder / layout.meta} holds unreadable class names ({e}); replace it") from None
     labels = np.concatenate([y for _, y in parts] + [test_y])
     if not classes or (labels.size and (labels.min() < 0 or labels.max() >= len(classes))):
         raise DatasetError(f"{name}: {folder / layout.meta} does not name the classes of the labels; replace it")

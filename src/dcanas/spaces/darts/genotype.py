@@ -4,6 +4,7 @@ from __future__ import annotations
 import ast
 import random
 import json
+import numbers
 from collections import namedtuple
 from pathlib import Path
 from typing import Any, Sequence
@@ -21,8 +22,8 @@ GENOTYPES: Registry[Genotype] = Registry("genotype", GenotypeError)
 def make_genotype(normal: Sequence, reduce: Sequence, normal_concat: Sequence[int] | None = None,
                   reduce_concat: Sequence[int] | None = None, *, allow_none: bool = False) -> Genotype:
     """Build and validate a genotype from edge lists; concat defaults to every intermediate node."""
-    normal = [(str(op), int(i)) for op, i in normal]
-    reduce = [(str(op), int(i)) for op, i in reduce]
+    normal = [(str(op), _node_index(i)) for op, i in normal]
+    reduce = [(str(op), _node_index(i)) for op, i in reduce]
     steps = len(normal) // 2
     genotype = Genotype(
         normal=normal,
@@ -32,6 +33,13 @@ def make_genotype(normal: Sequence, reduce: Sequence, normal_concat: Sequence[in
     )
     validate_genotype(genotype, allow_none=allow_none)
     return genotype
+
+
+def _node_index(value: Any) -> int:
+    """An edge's input node: an integer (2.7, true, 1e309 or "1" are refused, not rounded or cast)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise GenotypeError(f"edge input {value!r} must be an integer node index")
+    return int(value)
 
 
 def validate_genotype(genotype: Genotype, *, allow_none: bool = False) -> None:
@@ -58,7 +66,7 @@ def validate_genotype(genotype: Genotype, *, allow_none: bool = False) -> None:
                 raise GenotypeError(
                     f"{cell} edge {k} (node {node}) takes input {index!r}; it must be an integer in 0..{node - 1}")
         concat = list(getattr(genotype, f"{cell}_concat"))
-        bad = [c for c in concat if not isinstance(c, int) or not 2 <= c < 2 + steps]
+        bad = [c for c in concat if not isinstance(c, int) or isinstance(c, bool) or not 2 <= c < 2 + steps]
         if bad or not concat or len(set(concat)) != len(concat):
             raise GenotypeError(
                 f"{cell}_concat {concat} is invalid; it must list distinct intermediate nodes in 2..{1 + steps}")
@@ -149,14 +157,22 @@ def load_genotype(spec: str | Path) -> Genotype:
     return _from_text(content, str(path))
 
 
+MAX_GENOTYPE_TEXT = 100_000  # a 20-node genotype is well under 2,000 characters
+
+
 def _from_text(content: str, where: str) -> Genotype:
-    if content.lstrip().startswith("{"):
-        try:
-            data = json.loads(content)
-        except json.JSONDecodeError as exc:
-            raise GenotypeError(f"{where}: invalid JSON ({exc.msg}, line {exc.lineno})") from None
-        return genotype_from_dict(data)
-    return parse_genotype(content)
+    if len(content) > MAX_GENOTYPE_TEXT:
+        raise GenotypeError(f"{where}: {len(content):,} characters is far too long for a genotype")
+    try:
+        if content.lstrip().startswith("{"):
+            try:
+                data = json.loads(content)
+            except json.JSONDecodeError as exc:
+                raise GenotypeError(f"{where}: invalid JSON ({exc.msg}, line {exc.lineno})") from None
+            return genotype_from_dict(data)
+        return parse_genotype(content)
+    except (RecursionError, MemoryError):
+        raise GenotypeError(f"{where}: nested too deeply to be a genotype") from None
 
 
 def save_genotype(genotype: Genotype, path: str | Path) -> None:

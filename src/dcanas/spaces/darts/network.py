@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ...checks import MAX_CELLS, MAX_CHANNELS, MAX_IMAGE_SIZE, int_in
 from ...errors import ConfigError
 from .cells import Cell, CellPlan, plan_cells
 from .genotype import Genotype, validate_genotype
@@ -29,9 +30,11 @@ class EvalSetting:
     def __post_init__(self) -> None:
         if self.style not in ("cifar", "imagenet"):
             raise ConfigError(f"network style must be 'cifar' or 'imagenet', not {self.style!r}")
-        for name in ("cells", "channels", "num_classes", "in_channels", "image_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        limits = {"cells": MAX_CELLS, "channels": MAX_CHANNELS, "image_size": MAX_IMAGE_SIZE, "num_classes": 100_000,
+                  "in_channels": 64}
+        for name, most in limits.items():
+            if not int_in(getattr(self, name), 1, most):
+                raise ConfigError(f"--{name.replace('_', '-')} must be in 1..{most}, got {getattr(self, name)!r}")
         if self.channels % 2:
             raise ConfigError(f"--channels must be even (stride-2 skip connections split channels in two), "
                               f"got {self.channels}")
