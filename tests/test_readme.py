@@ -46,7 +46,7 @@ def test_every_readme_command_parses(command, tmp_path):
 
 # Commands that run here as written: the built-in digits set, the count and data listings.
 RUNNABLE = [c for c in COMMANDS if c.split()[1] in ("count", "datasets")
-            or (c.split()[1] == "search" and "--dataset" not in c and "--lug" not in c and "--resume" not in c)]
+            or (c.split()[1] == "search" and not {"--dataset", "--lug", "--resume", "--config"} & set(c.split()))]
 
 
 @pytest.fixture(scope="module")
@@ -85,3 +85,10 @@ def test_the_main_job_says_what_to_run_next(tmp_path, capsys):
     out = capsys.readouterr().out
     assert f"dcanas train {tmp_path / 'r'}" in out and "e+0" not in out  # no 1.38957e+06 for people to decode
     assert re.search(r"network\s+\d+ cells x \d+ channels", out)
+
+
+def test_readme_rerun_from_a_saved_config(searched, tmp_path, capsys):
+    command = next(c for c in COMMANDS if "--config" in c)
+    argv = argv_of(command, searched) + ["--quiet", "--run-dir", str(tmp_path / "again")]
+    assert main(argv) == 0, capsys.readouterr().err
+    assert (tmp_path / "again" / "result.json").is_file()

@@ -32,21 +32,74 @@ def cell_dot(edges: list[tuple[str, int]], concat: list[int], name: str) -> str:
 
 
 def write_cell_diagrams(genotype: Genotype, run_dir: Path) -> list[Path]:
-    """normal.dot / reduce.dot, rendered to PNG and SVG when graphviz's `dot` is installed."""
+    """cell_normal/cell_reduce as .dot, rendered to PNG and SVG by graphviz's `dot`, else drawn by matplotlib."""
     written = []
     for name, edges, concat in (("normal", genotype.normal, genotype.normal_concat),
                                 ("reduce", genotype.reduce, genotype.reduce_concat)):
         dot_path = run_dir / f"cell_{name}.dot"
         atomic_write_text(dot_path, cell_dot(edges, list(concat), name))
         written.append(dot_path)
-        if shutil.which("dot"):
-            for fmt in ("png", "svg"):
-                out = dot_path.with_suffix(f".{fmt}")
-                subprocess.run(["dot", f"-T{fmt}", str(dot_path), "-o", str(out)], check=False,
-                               capture_output=True, timeout=60)
-                if out.exists():
-                    written.append(out)
+        label = {0: "c_{k-2}", 1: "c_{k-1}"}
+        named = [(op, label.get(i, str(i - 2)), str(k // 2)) for k, (op, i) in enumerate(edges)]
+        named += [("", str(j - 2), "c_{k}") for j in concat]
+        nodes = ["c_{k-2}", "c_{k-1}", *[str(j) for j in range(len(edges) // 2)], "c_{k}"]
+        written += render_cell(dot_path, named, nodes, f"{name} cell")
     return written
+
+
+def render_cell(dot_path: Path, edges: list[tuple[str, str, str]], nodes: list[str], title: str) -> list[Path]:
+    """PNG (and SVG) of a cell: graphviz when `dot` is installed, else matplotlib, so a run folder always has one."""
+    if shutil.which("dot"):
+        out = []
+        for fmt in ("png", "svg"):
+            target = dot_path.with_suffix(f".{fmt}")
+            subprocess.run(["dot", f"-T{fmt}", str(dot_path), "-o", str(target)], check=False, capture_output=True,
+                           timeout=60)
+            out += [target] if target.exists() else []
+        if out:
+            return out
+    target = dot_path.with_suffix(".png")
+    draw_cell(edges, nodes, target, title)
+    return [target]
+
+
+def draw_cell(edges: list[tuple[str, str, str]], nodes: list[str], path: Path, title: str) -> None:
+    """A cell as a left-to-right graph: `nodes` in order (inputs first, output last), `edges` as (op, from, to)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import FancyArrowPatch
+
+    inputs = [n for n in nodes if n.startswith("c_{k-") or n == "in"]
+    x, y, column = {}, {}, 0
+    for n in nodes:
+        if n in inputs:  # the inputs stacked in the first column
+            x[n], y[n] = 0.0, (len(inputs) - 1) / 2 - inputs.index(n)
+        else:  # intermediate nodes zig-zag so that long edges do not run through them
+            column += 1
+            x[n], y[n] = float(column), 0.0 if n == nodes[-1] else (0.7 if column % 2 else -0.7)
+    fig, ax = plt.subplots(figsize=(1.7 * len(nodes) + 1, 3.6))
+    for k, (op, a, b) in enumerate(edges):
+        span = x[b] - x[a]
+        rad = 0.0 if span <= 1 else (0.22 if k % 2 else -0.22)  # alternate sides so parallel edges part
+        ax.add_patch(FancyArrowPatch((x[a], y[a]), (x[b], y[b]), arrowstyle="-|>", mutation_scale=12, lw=1,
+                                     color="grey" if not op else "black", shrinkA=14, shrinkB=14,
+                                     connectionstyle=f"arc3,rad={rad}"))
+        if op:  # at the middle of the drawn curve (matplotlib's arc3 is a quadratic Bezier)
+            dx, dy = x[b] - x[a], y[b] - y[a]
+            mx, my = (x[a] + x[b]) / 2 + 0.5 * rad * dy, (y[a] + y[b]) / 2 - 0.5 * rad * dx
+            ax.text(mx, my, op, fontsize=7, ha="center", va="center",
+                    bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.85))
+    colours = {nodes[-1]: "palegoldenrod", **{n: "darkseagreen" for n in inputs}}
+    for n in nodes:
+        ax.text(x[n], y[n], n.replace("_{", "_").replace("}", ""), ha="center", va="center", fontsize=9,
+                bbox=dict(boxstyle="round,pad=0.4", fc=colours.get(n, "lightblue"), ec="black", lw=0.6))
+    ax.set(xlim=(-0.6, max(x.values()) + 0.6), ylim=(-2.2, 2.2), title=title)
+    ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def plot_search(history: list[dict[str, Any]], budgets: dict[str, dict], path: Path) -> None:
@@ -62,23 +115,26 @@ def plot_search(history: list[dict[str, Any]], budgets: dict[str, dict], path: P
     rows = [h["metrics"] for h in history]
     metrics = list(budgets) or ["params"]
     fig, axes = plt.subplots(1, 2 + len(metrics), figsize=(4.2 * (2 + len(metrics)), 3.4))
-    axes[0].plot(epochs, [float("nan") if r["val_acc"] is None else r["val_acc"] for r in rows],
+    marker = "o" if len(epochs) <= 30 else None  # a one-epoch run is a point, not an empty panel
+    axes[0].plot(epochs, [float("nan") if r["val_acc"] is None else r["val_acc"] for r in rows], marker=marker,
                  label="val (alpha batches; none in warm-up)")
-    axes[0].plot(epochs, [r["train_acc"] for r in rows], label="train")
+    axes[0].plot(epochs, [r["train_acc"] for r in rows], marker=marker, label="train")
     axes[0].set(title="supernet accuracy", xlabel="epoch")
     axes[0].legend()
     for ax, metric in zip(axes[1:], metrics):
-        ax.plot(epochs, [r[f"derived_{metric}"] for r in rows], label="derived network")
+        ax.plot(epochs, [r[f"derived_{metric}"] for r in rows], marker=marker, label="derived network")
         if f"search_{metric}" in rows[0]:
-            ax.plot(epochs, [r[f"search_{metric}"] for r in rows], "--", label="k_s (search estimate)")
+            ax.plot(epochs, [r[f"search_{metric}"] for r in rows], "--", marker=marker, label="k_s (search estimate)")
         if metric in budgets:
             ax.axhline(budgets[metric]["limit"], color="red", lw=1, label="budget")
+            if budgets[metric].get("value") is not None:  # what is deployed, after any repair or fill
+                ax.plot([epochs[-1]], [budgets[metric]["value"]], "*", ms=12, color="green", label="deployed")
         ax.set(title=f"deployed {metric}", xlabel="epoch")
         ax.legend(fontsize=7)
     ax = axes[-1]
     for metric in budgets:
         if f"lambda_{metric}" in rows[0]:
-            ax.plot(epochs, [r[f"lambda_{metric}"] for r in rows], label=f"lambda {metric}")
+            ax.plot(epochs, [r[f"lambda_{metric}"] for r in rows], marker=marker, label=f"lambda {metric}")
     ax.set(title="Lagrange multipliers", xlabel="epoch")
     if budgets:
         ax.legend()
@@ -87,26 +143,55 @@ def plot_search(history: list[dict[str, Any]], budgets: dict[str, dict], path: P
     plt.close(fig)
 
 
+def edge_labels(count: int) -> list[str]:
+    """Row names for a cell's edges: DARTS's 14 (node <- input) or NAS-Bench-201's 6 (j <- i)."""
+    if count == 6:  # NB201: edges into nodes 1, 2, 3 in order
+        return [f"{j} <- {i}" for j in range(1, 4) for i in range(j)]
+    names, node = [], 0
+    while len(names) < count:  # DARTS: node n takes every earlier node and both cell inputs
+        names += [f"{node} <- {['c_k-2', 'c_k-1'][i] if i < 2 else i - 2}" for i in range(node + 2)]
+        node += 1
+    return names[:count]
+
+
 def plot_alphas(history: list[dict[str, Any]], ops: tuple[str, ...], path: Path) -> None:
-    """Softmax alpha of each op, averaged over edges, per epoch (normal and reduce cells)."""
+    """The final mixing weight of every op on every edge (one heatmap per cell type), strongest op in bold,
+    and the share of parameter-free ops over the epochs (where collapse onto skip/pool shows)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
     if not history:
         return
-    epochs = [h["epoch"] + 1 for h in history]
-    names = list(history[0]["alphas"])
-    fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 3.6), sharey=True, squeeze=False)
+    names = list(history[-1]["alphas"])
+    fig, axes = plt.subplots(1, len(names) + 1, figsize=(4.6 * len(names) + 4, 0.36 * len(
+        history[-1]["alphas"][names[0]]) + 2.2), squeeze=False, gridspec_kw={"width_ratios": [3] * len(names) + [2]})
     axes = axes[0]
+    free = [o for o, op in enumerate(ops) if op in ("skip_connect", "max_pool_3x3", "avg_pool_3x3", "none")]
     for ax, key in zip(axes, names):
-        for o, op in enumerate(ops):
-            ax.plot(epochs, [sum(row[o] for row in h["alphas"][key]) / len(h["alphas"][key]) for h in history],
-                    label=op)
-        ax.set(title=key.replace("_", " "), xlabel="epoch")
-    axes[0].set_ylabel("mean softmax weight")
-    axes[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1, 1))
+        weights = np.asarray(history[-1]["alphas"][key], dtype=float)
+        low, high = float(weights.min()), float(weights.max())
+        ax.imshow(weights, cmap="Blues", vmin=low, vmax=max(high, low + 1e-9), aspect="auto")  # contrast: ranking
+        for e, row in enumerate(weights):
+            best = int(row.argmax())
+            for o, w in enumerate(row):
+                ax.text(o, e, f"{w:.2f}", ha="center", va="center", fontsize=6.5,
+                        fontweight="bold" if o == best else "normal",
+                        color="white" if w > low + 0.6 * (high - low) else "black")
+        ax.set_xticks(range(len(ops)), [op.replace("_", " ") for op in ops], rotation=45, ha="right", fontsize=7)
+        ax.set_yticks(range(len(weights)), edge_labels(len(weights)), fontsize=7)
+        ax.set_title(f"{key.replace('alpha_', '').replace('_', ' ')}: weights after epoch {history[-1]['epoch'] + 1}",
+                     fontsize=9)
+    ax = axes[-1]
+    epochs = [h["epoch"] + 1 for h in history]
+    for key in names:
+        share = [float(np.asarray(h["alphas"][key], dtype=float)[:, free].sum(1).mean()) if free else 0.0
+                 for h in history]
+        ax.plot(epochs, share, marker="o" if len(epochs) <= 30 else None, label=key.replace("alpha_", ""))
+    ax.set(title="weight on parameter-free ops", xlabel="epoch", ylim=(0, 1))
+    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -192,16 +192,20 @@ BUDGET_FIELDS = ("max_params", "max_flops", "max_latency")
 
 
 def make_search_config(dataset: str = SearchConfig.dataset, *, unconstrained: bool = False,
-                       **given: Any) -> SearchConfig:
-    """SearchConfig from the defaults, the dataset's preset and default budget, then `given` (None = not given)."""
+                       base: dict[str, Any] | None = None, **given: Any) -> SearchConfig:
+    """SearchConfig from the defaults, the dataset's preset and default budget (or a saved config, `base`),
+    then `given` (None = not given)."""
     values = SearchConfig(dataset=dataset).to_dict()
     unknown = sorted(set(given) - set(values))
     if unknown:
         raise ConfigError(f"unknown search option(s): {', '.join(unknown)}")
     given = {k: v for k, v in given.items() if v is not None}
-    values.update(SEARCH_PRESETS.get(dataset.lower(), {}))
-    if not unconstrained and not any(k in given for k in BUDGET_FIELDS):
-        values.update(DEFAULT_BUDGETS.get(dataset.lower(), {}))
+    if base is not None:  # a saved config.json: everything as it was, then what was typed
+        values.update(base)
+    else:
+        values.update(SEARCH_PRESETS.get(dataset.lower(), {}))
+        if not unconstrained and not any(k in given for k in BUDGET_FIELDS):
+            values.update(DEFAULT_BUDGETS.get(dataset.lower(), {}))
     values.update(given)
     if unconstrained:
         values.update(dict.fromkeys(BUDGET_FIELDS))

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
+from typing import Any
 
 from ..units import amount, human  # noqa: F401 - re-exported for the commands
-import json
-from typing import Any
 
 
 def emit(args: argparse.Namespace, result: dict[str, Any], text: str) -> None:
@@ -24,6 +25,37 @@ def parse_count(value: str) -> float:
         return parse(value)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def load_config_file(path: str, known: set[str], what: str) -> dict[str, Any]:
+    """A saved config.json (or YAML) to rerun from: its values, refusing keys that `what` does not have."""
+    from ..errors import ConfigError
+
+    file = Path(path).expanduser()
+    try:
+        text = file.read_text()
+    except OSError as exc:
+        raise ConfigError(f"--config {file}: cannot read it ({exc.strerror})") from None
+    try:
+        if file.suffix.lower() in (".yaml", ".yml"):
+            try:
+                import yaml
+            except ImportError:
+                raise ConfigError("--config with YAML needs PyYAML (pip install pyyaml); or pass the JSON") from None
+            values = yaml.safe_load(text)  # safe_load: plain data only, never objects
+        else:
+            values = json.loads(text)
+    except ConfigError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - JSON and YAML raise many types for a damaged file
+        raise ConfigError(f"--config {file} is not valid {'YAML' if file.suffix in ('.yaml', '.yml') else 'JSON'} "
+                          f"({str(exc).splitlines()[0][:120]})") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"--config {file} must hold one object of options (like a run's config.json)")
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"--config {file} has options a {what} does not take: {', '.join(unknown)}")
+    return values
 
 
 def add_eval_options(p: argparse.ArgumentParser) -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 import os
 
-from .common import add_threads_option, amount, channels_arg, emit, human, parse_count, stderr_log
+from .common import (add_threads_option, amount, channels_arg, emit, human, load_config_file, parse_count,
+                     stderr_log)
 from ..units import readable
 
 ORDER = 30
@@ -18,7 +19,13 @@ def search_config_from_args(args: argparse.Namespace):
     given = {k: v for k, v in vars(args).items() if k in known}
     if args.no_bottleneck:
         given["bottleneck"] = 1
-    return make_search_config(args.dataset or "digits", unconstrained=args.unconstrained, **given)
+    base = None
+    if getattr(args, "config", None):
+        base = load_config_file(args.config, set(SearchConfig().to_dict()), "search")
+        if args.unconstrained:
+            given.update(dict.fromkeys(("max_params", "max_flops", "max_latency")))
+    dataset = args.dataset or (base or {}).get("dataset") or "digits"
+    return make_search_config(dataset, unconstrained=args.unconstrained, base=base, **given)
 
 
 def options_given(args: argparse.Namespace) -> list[str]:
@@ -186,6 +193,8 @@ def register(command) -> None:
     g.add_argument("--no-repair", dest="repair", action="store_const", const=False,
                    help="do not repair a derived network that exceeds a budget")
     add_threads_option(p)
+    p.add_argument("--config", metavar="FILE", help="start from a saved config (a run's config.json, or YAML); "
+                                                    "options typed here override it")
     p.add_argument("--run-dir", help="run folder (default: runs/<time>-<dataset>-<budget>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted search exactly")
     p.add_argument("--dry-run", action="store_true", help="build everything, print sizes, and exit")

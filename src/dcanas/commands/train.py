@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from .common import add_threads_option, amount, emit, human, stderr_log
+from .common import add_threads_option, amount, emit, human, load_config_file, stderr_log
 
 ORDER = 40
 
@@ -16,6 +16,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     given = {k: v for k, v in vars(args).items() if k in TrainConfig().to_dict() and v is not None}
     given.pop("genotype", None)
+    if args.config:
+        if args.resume:
+            raise ConfigError("--config starts a new run from saved options; --resume continues one as it was")
+        saved = load_config_file(args.config, set(TrainConfig().to_dict()), "training run")
+        args.genotype = args.genotype or saved.get("genotype")
+        given = {**{k: v for k, v in saved.items() if k != "genotype" and v is not None}, **given}
     if args.resume:
         if args.genotype:
             raise ConfigError("--resume continues the run in RUN_DIR with its own genotype; drop the GENOTYPE argument")
@@ -49,6 +55,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 def register(command) -> None:
     """Add the subcommand."""
     p = command("train", cmd_train, "train a genotype's deployed network from scratch (torchrun for several GPUs)")
+    p.add_argument("--config", metavar="FILE", help="start from a saved config (a training run's config.json, or "
+                                                    "YAML); options typed here override it")
     p.add_argument("genotype", nargs="?",
                    help="a built-in name (DARTS_V2, PC_DARTS, ...), a genotype .json/.txt file, DARTS text, or a "
                         "search run folder (its recorded network and budgets are used and re-checked)")

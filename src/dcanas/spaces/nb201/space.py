@@ -17,8 +17,6 @@ Meaning of the shared options in this space:
 from __future__ import annotations
 
 import math
-import shutil
-import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -272,12 +270,14 @@ class NB201Space(SearchSpace):
     def write_diagrams(self, genotype: Arch, run_dir: Path) -> None:
         from ...runs import atomic_write_text
 
+        from ...report import render_cell
+
+        arch = resolve_arch(genotype)
         dot_path = Path(run_dir) / "cell.dot"
-        atomic_write_text(dot_path, cell_dot(resolve_arch(genotype)))
-        if shutil.which("dot"):
-            for fmt in ("png", "svg"):
-                subprocess.run(["dot", f"-T{fmt}", str(dot_path), "-o", str(dot_path.with_suffix(f".{fmt}"))],
-                               check=False, capture_output=True, timeout=60)
+        atomic_write_text(dot_path, cell_dot(arch))
+        names = {0: "in", 3: "out"}
+        edges = [(op, names.get(i, str(i)), names.get(j, str(j))) for op, i, j in arch.edges() if op != "none"]
+        render_cell(dot_path, edges, ["in", "1", "2", "out"], "NAS-Bench-201 cell")
 
     def describe(self, genotype: Arch, *, bench_table: str | None = None,
                  device: str | None = None) -> dict[str, Any]:

@@ -1,0 +1,52 @@
+"""--config FILE: a run's saved config.json reruns it exactly; options typed beside it override it; a file
+with options the command does not take is one line, exit 2."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from dcanas.cli import main
+
+TINY_SEARCH = ["--max-steps", "3", "--epochs", "1", "--quiet", "--json"]
+
+
+def test_search_reruns_from_its_config(tmp_path, capsys):
+    assert main(["search", *TINY_SEARCH, "--max-params", "150K", "--seed", "3", "--run-dir", str(tmp_path / "a")]) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert main(["search", "--config", str(tmp_path / "a" / "config.json"), "--quiet", "--json",
+                 "--run-dir", str(tmp_path / "b")]) == 0
+    again = json.loads(capsys.readouterr().out)
+    saved = [json.loads((tmp_path / d / "config.json").read_text()) for d in "ab"]
+    assert saved[0] == saved[1] and saved[0]["seed"] == 3 and saved[0]["max_params"] == 150_000
+    assert again["genotype"] == first["genotype"] and again["params"] == first["params"]
+    # typed options win over the file
+    assert main(["search", "--config", str(tmp_path / "a" / "config.json"), "--max-params", "120K", "--quiet",
+                 "--json", "--run-dir", str(tmp_path / "c")]) == 0
+    capsys.readouterr()
+    assert json.loads((tmp_path / "c" / "config.json").read_text())["max_params"] == 120_000
+
+
+def test_train_reruns_from_its_config(tmp_path, capsys):
+    argv = ["train", "DARTS_V2", "--dataset", "digits", "--cells", "5", "--channels", "8", "--epochs", "1",
+            "--max-steps", "3", "--quiet", "--json"]
+    assert main([*argv, "--run-dir", str(tmp_path / "a")]) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert main(["train", "--config", str(tmp_path / "a" / "config.json"), "--quiet", "--json",
+                 "--run-dir", str(tmp_path / "b")]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["test_acc"] == first["test_acc"] and again["params"] == first["params"]
+
+
+@pytest.mark.parametrize("content, needle", [
+    ('{"epochs": 1, "warp_drive": true}', "does not take: warp_drive"),
+    ("[1, 2]", "must hold one object"),
+    ("{not json", "is not valid JSON"),
+])
+def test_a_bad_config_file_is_one_line(tmp_path, capsys, content, needle):
+    path = tmp_path / "config.json"
+    path.write_text(content)
+    assert main(["search", "--config", str(path), "--run-dir", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("dcanas: error:") and "\n" not in err and needle in err
+    assert not (tmp_path / "r").exists()
