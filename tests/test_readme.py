@@ -85,6 +85,8 @@ def test_the_main_job_says_what_to_run_next(tmp_path, capsys):
     out = capsys.readouterr().out
     assert f"dcanas train {tmp_path / 'r'}" in out and "e+0" not in out  # no 1.38957e+06 for people to decode
     assert re.search(r"network\s+\d+ cells x \d+ channels", out)
+    # a cell picture and the alpha heatmaps exist with or without graphviz (matplotlib draws the cells then)
+    assert all((tmp_path / "r" / name).is_file() for name in ("cell_normal.png", "cell_reduce.png", "alphas.png"))
 
 
 def test_readme_rerun_from_a_saved_config(searched, tmp_path, capsys):
