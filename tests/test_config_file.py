@@ -50,3 +50,11 @@ def test_a_bad_config_file_is_one_line(tmp_path, capsys, content, needle):
     err = capsys.readouterr().err.strip()
     assert err.startswith("dcanas: error:") and "\n" not in err and needle in err
     assert not (tmp_path / "r").exists()
+
+
+def test_a_typed_dataset_wins_over_the_files(tmp_path, capsys):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"dataset": "digits", "epochs": 1, "max_params": None}))
+    assert main(["search", "--config", str(path), "--dataset", "synthetic", "--unconstrained", "--dry-run",
+                 "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["dataset"]["name"] == "synthetic"

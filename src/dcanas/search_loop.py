@@ -201,7 +201,7 @@ def make_search_config(dataset: str = SearchConfig.dataset, *, unconstrained: bo
         raise ConfigError(f"unknown search option(s): {', '.join(unknown)}")
     given = {k: v for k, v in given.items() if v is not None}
     if base is not None:  # a saved config.json: everything as it was, then what was typed
-        values.update(base)
+        values.update({**base, "dataset": dataset})  # the caller resolved --dataset over the file's
     else:
         values.update(SEARCH_PRESETS.get(dataset.lower(), {}))
         if not unconstrained and not any(k in given for k in BUDGET_FIELDS):
