@@ -198,9 +198,9 @@ def run_one(args: argparse.Namespace, remedy: str, budget: dict[str, Any] | None
 
 def _cached_datasets() -> None:
     """Decode the dataset once per worker process, not once per search."""
-    from dcanas import search
+    from dcanas import search_loop
 
-    search.load_dataset = functools.lru_cache(maxsize=2)(search.load_dataset)
+    search_loop.load_dataset = functools.lru_cache(maxsize=2)(search_loop.load_dataset)
 
 
 def sweep(args: argparse.Namespace) -> list[dict[str, Any]]:
