@@ -37,7 +37,8 @@ from dcanas.lug import (
     uniform_search_size,
 )
 from dcanas.threads import available_cores
-from dcanas.search_loop import SEARCH_PRESETS, SearchConfig, prepare_search
+from dcanas.data import dataset_info
+from dcanas.search_loop import SearchConfig, prepare_search
 from dcanas.spaces.darts.genotype import parse_genotype
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,7 +93,7 @@ def main() -> int:
     started, info = time.perf_counter(), machine()
     out = Path(args.out_dir)
 
-    base = SearchConfig.from_dict({**SearchConfig().to_dict(), **SEARCH_PRESETS["digits"], "dataset": "digits",
+    base = SearchConfig.from_dict({**SearchConfig().to_dict(), **dataset_info("digits").search_preset, "dataset": "digits",
                                    "epochs": args.epochs, "seed": args.seed, "max_steps": args.max_steps})
     _, setting, table, _ = prepare_search(base)
     low, high = table.bounds("params")

@@ -754,3 +754,26 @@ def test_default_augment():
     assert default_augment("fashion-mnist", 28) == Augment(crop_padding=4, flip=False)
     assert default_augment("digits", 8) == Augment(crop_padding=1, flip=False)
     assert default_augment("imagefolder", 64).crop_padding == 8 and default_augment("imagefolder", 64).flip
+
+
+def test_a_new_dataset_is_added_in_one_place(monkeypatch: pytest.MonkeyPatch):
+    """Registering a loader with its DatasetInfo is all a dataset needs: presets, budget and flips follow."""
+    from dcanas.data import dataset_info
+    from dcanas.data.dataset import DATASET_INFO, DatasetInfo
+    from dcanas.search_loop import make_search_config
+    from dcanas.train_loop import make_config
+
+    info = DatasetInfo("toy-photos", "a test dataset", flip=True, search_preset={"epochs": 3, "arch_lr": 1e-2},
+                       train_preset={"epochs": 7, "cutout": 0}, default_budget={"max_flops": 5_000_000})
+    monkeypatch.setitem(DATASET_INFO, "toy-photos", info)
+    assert dataset_info("Toy-Photos") is info
+    search = make_search_config("toy-photos")
+    assert (search.epochs, search.arch_lr, search.max_flops) == (3, 1e-2, 5_000_000)
+    assert make_search_config("toy-photos", max_params=1e5).max_flops is None  # a typed budget replaces it
+    assert make_search_config("toy-photos", epochs=9).epochs == 9
+    train = make_config("DARTS_V2", dataset="toy-photos")
+    assert (train.epochs, train.cutout) == (7, 0)
+    assert default_augment("toy-photos", 32).flip
+    # a name nobody registered gets the defaults, not an error here (loading it is what fails)
+    assert dataset_info("nothing-here").search_preset == {} and not dataset_info("nothing-here").flip
+    assert make_search_config("nothing-here").epochs == make_search_config("cifar10").epochs

@@ -22,7 +22,7 @@ from .checks import (MAX_CELLS, MAX_CHANNELS, MAX_IMAGE_SIZE, check_device, chec
                      positive,
                      raise_first, rate_check)
 from .constraint import Budget, Constraint, check_budgets, cost_summary
-from .data import BatchLoader, balanced_subset, default_augment, load_dataset, split_train_val
+from .data import BatchLoader, balanced_subset, dataset_info, default_augment, load_dataset, split_train_val
 from .errors import ConfigError, RunDirError
 from .runs import (CHECKPOINT, MetricsLog, load_checkpoint, prepare_run_dir, record_run_info, rng_state,
                    save_checkpoint, set_rng_state, stop_on_signals, write_json)
@@ -182,12 +182,6 @@ class SearchConfig:
 # Besides each epoch's end, a search checkpoints mid-epoch once this many seconds have passed since the last.
 CHECKPOINT_EVERY_S = 600.0
 
-# Defaults that make a dataset's search sensible on a laptop CPU (the paper's are for a V100).
-SEARCH_PRESETS: dict[str, dict[str, Any]] = {
-    "digits": {"epochs": 15, "batch_size": 64, "arch_lr": 3e-3, "lr": 0.1},
-}
-# The budget a search uses when none is given (only for the built-in dataset).
-DEFAULT_BUDGETS: dict[str, dict[str, float]] = {"digits": {"max_params": 200_000}}
 BUDGET_FIELDS = ("max_params", "max_flops", "max_latency")
 
 
@@ -203,9 +197,9 @@ def make_search_config(dataset: str = SearchConfig.dataset, *, unconstrained: bo
     if base is not None:  # a saved config.json: everything as it was, then what was typed
         values.update({**base, "dataset": dataset})  # the caller resolved --dataset over the file's
     else:
-        values.update(SEARCH_PRESETS.get(dataset.lower(), {}))
+        values.update(dataset_info(dataset).search_preset)
         if not unconstrained and not any(k in given for k in BUDGET_FIELDS):
-            values.update(DEFAULT_BUDGETS.get(dataset.lower(), {}))
+            values.update(dataset_info(dataset).default_budget)
     values.update(given)
     if unconstrained:
         values.update(dict.fromkeys(BUDGET_FIELDS))

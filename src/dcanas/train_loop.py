@@ -28,7 +28,8 @@ from tqdm.auto import tqdm
 
 from . import distributed as dist_utils
 from .cost import FLOPS_CONVENTION, measure_network
-from .data import BatchLoader, ImageDataset, balanced_subset, default_augment, load_dataset, split_train_val
+from .data import (BatchLoader, ImageDataset, balanced_subset, dataset_info, default_augment, load_dataset,
+                   split_train_val)
 from .data.loader import stateless_generator
 from .errors import ConfigError, RunDirError
 from .model_io import MODEL_FILE, save_model
@@ -61,7 +62,7 @@ class TrainConfig:
     channels: int | None = None
     style: str | None = None
     auxiliary: bool = True
-    # the recipe: paper appendix D (CIFAR); IMAGENET_RECIPE and TRAIN_PRESETS replace some values
+    # the recipe: paper appendix D (CIFAR); IMAGENET_RECIPE and the dataset's train_preset replace some values
     epochs: int = 600
     batch_size: int = 96  # the global batch, over all processes
     lr: float = 0.025
@@ -112,14 +113,6 @@ EXECUTION_FIELDS = ("accum_steps", "eval_batch_size", "max_steps", "device", "ch
 # label smoothing 0.1, auxiliary head). Warm-up and no cutout/drop-path follow PC-DARTS' ImageNet code.
 IMAGENET_RECIPE: dict[str, Any] = {"epochs": 250, "batch_size": 1024, "lr": 0.5, "weight_decay": 3e-5,
                                    "label_smoothing": 0.1, "warmup_epochs": 5, "cutout": 0, "drop_path": 0.0}
-
-# Recipes that make a built-in dataset train in a minute or two on a laptop CPU (the paper's are for a V100
-# and 600 epochs). Cutout 16 would blank most of an 8x8 digit, so it scales with the image.
-TRAIN_PRESETS: dict[str, dict[str, Any]] = {
-    "digits": {"epochs": 15, "batch_size": 64, "lr": 0.05, "cutout": 3, "drop_path": 0.1},
-    "synthetic": {"epochs": 10, "batch_size": 64, "lr": 0.05},
-}
-
 
 # -- where the genotype comes from ---------------------------------------------------------------------------
 
@@ -177,7 +170,7 @@ def make_config(genotype: str, **given: Any) -> TrainConfig:
     values = TrainConfig(genotype=str(genotype), dataset=dataset).to_dict()
     if style == "imagenet":
         values.update(IMAGENET_RECIPE)
-    values.update(TRAIN_PRESETS.get(dataset.lower(), {}))
+    values.update(dataset_info(dataset).train_preset)
     values.update(given)
     return TrainConfig.from_dict(values)
 

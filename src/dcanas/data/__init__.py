@@ -3,7 +3,7 @@
 `load_dataset(name, data_dir)` is the one entry point; `DATASETS` lists the names it accepts.
 """
 from .augment import Augment, default_augment
-from .dataset import DATASETS, ImageDataset, dataset_table, load_dataset
+from .dataset import DATASETS, ImageDataset, dataset_info, dataset_table, load_dataset
 from .loader import BatchLoader, balanced_subset, split_train_val
 
 # Importing the format modules registers their loaders, in the order `dcanas datasets` lists them.
@@ -15,6 +15,7 @@ __all__ = [
     "BatchLoader",
     "balanced_subset",
     "ImageDataset",
+    "dataset_info",
     "dataset_table",
     "default_augment",
     "load_dataset",

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .dataset import dataset_info
+
 # Columns of the parameter tensor that `sample` returns.
 CROP_Y, CROP_X, FLIP, CUT_Y, CUT_X = range(5)
-FLIPPED_DATASETS = {"cifar10", "cifar100", "imagefolder"}  # natural images; not digits or (Fashion-)MNIST
 
 
 @dataclass
@@ -71,6 +72,6 @@ def default_augment(dataset_name: str, image_size: int, cutout: int = 0) -> Augm
     """The usual augmentation: pad-and-crop by size/8 (4 px at 32 px), flips for natural images."""
     return Augment(
         crop_padding=max(1, round(image_size / 8)),
-        flip=dataset_name.lower() in FLIPPED_DATASETS,
+        flip=dataset_info(dataset_name).flip,
         cutout=cutout,
     )

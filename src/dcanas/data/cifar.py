@@ -220,6 +220,7 @@ def _info(name: str, description: str) -> DatasetInfo:
         name,
         description,
         downloadable=True,
+        flip=True,
         present=lambda folder: batch_dir(folder, LAYOUTS[name]) is not None or archive_path(folder, name).is_file(),
     )
 

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import inspect
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -122,6 +122,11 @@ class DatasetInfo:
     default_dirs: Callable[[], list[Path]] = lambda: []
     # Shown as the location of a dataset that has no default folder (e.g. imagefolder).
     hint: str = ""
+    # Everything else dataset-specific lives here too, so a new dataset is added in one place:
+    flip: bool = False  # horizontal flips in augmentation (natural images; not digits or clothing)
+    search_preset: dict[str, Any] = field(default_factory=dict)  # SearchConfig values over the defaults
+    train_preset: dict[str, Any] = field(default_factory=dict)  # TrainConfig values over the recipe
+    default_budget: dict[str, float] = field(default_factory=dict)  # a search's budget when none is given
 
     def search_dirs(self) -> list[Path]:
         """Folders searched when no --data-dir is given."""
@@ -129,6 +134,11 @@ class DatasetInfo:
 
 
 DATASET_INFO: dict[str, DatasetInfo] = {}
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    """The registered DatasetInfo of `name` (any case); a bare one for names no loader registered."""
+    return DATASET_INFO.get(name.lower()) or DatasetInfo(name.lower(), "")
 
 
 def register_dataset(info: DatasetInfo) -> Callable[[Loader], Loader]:

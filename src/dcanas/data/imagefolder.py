@@ -164,6 +164,7 @@ def _stack(arrays: list[np.ndarray], entries: list[_Entry], where: Path) -> torc
         "your images: train/<class>/*, test/<class>/* (or val/) in a folder or .tar/.tar.gz",
         present=lambda folder: False,
         hint="--data-dir (folder or .tar/.tar.gz)",
+        flip=True,  # natural images, as the photos users bring usually are
     )
 )
 def load_imagefolder(data_dir: Path | None, download: bool, image_size: int | None) -> ImageDataset:

@@ -10,7 +10,8 @@ from ..errors import ConfigError
 from .dataset import DatasetInfo, ImageDataset, register_dataset
 
 
-@register_dataset(DatasetInfo("synthetic", "random images with class-dependent patterns, for smoke tests (built in)"))
+@register_dataset(DatasetInfo("synthetic", "random images with class-dependent patterns, for smoke tests (built in)",
+                             train_preset={"epochs": 10, "batch_size": 64, "lr": 0.05}))
 def load_synthetic(
     data_dir: Path | None,
     download: bool,
