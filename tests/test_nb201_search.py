@@ -281,11 +281,3 @@ def test_fill_spends_unused_budget_on_the_convolutions_the_alphas_rank_next():
             continue
         filled, _ = space.fill(arch, [torch.randn(6, 5)], table, [Budget("params", limit)])
         assert table.genotype_cost(filled)["params"] <= limit
-
-
-def test_fill_budget_is_refused_for_the_darts_space(tmp_path):
-    from dcanas.search_loop import SearchConfig, run_search
-
-    with pytest.raises(ConfigError, match="nb201 only"):
-        run_search(SearchConfig(dataset="digits", fill_budget=True), tmp_path / "run", progress=False)
-    assert not (tmp_path / "run").exists()

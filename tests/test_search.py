@@ -10,13 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from dcanas.constraint import Budget, Constraint, auto_channels, check_budgets, repair_genotype
+from dcanas.constraint import Budget, Constraint, auto_channels, check_budgets
 from dcanas.cost import build_cost_table, network_cost
 from dcanas.errors import BudgetError, ConfigError
 from dcanas.search_loop import SearchConfig, run_search
 from dcanas.spaces.darts.genotype import load_genotype
 from dcanas.spaces.darts.network import eval_setting_for
 from dcanas.spaces.darts.ops import PARAMETRIC, PRIMITIVES
+from dcanas.spaces.darts.space import DartsSpace
 from dcanas.spaces.darts.supernet import Supernet, SupernetConfig, derive_genotype
 
 FAST = dict(dataset="digits", epochs=2, max_steps=4, batch_size=32)
@@ -101,11 +102,11 @@ def test_repair_meets_the_budget_with_next_ranked_ops(digits_table):
     low, high = digits_table.bounds("params")
     limit = low + 0.2 * (high - low)
     assert digits_table.genotype_cost(g)["params"] > limit
-    fixed, changes = repair_genotype(g, alpha, alpha, digits_table, [Budget("params", limit)])
+    fixed, changes = DartsSpace().repair(g, [alpha, alpha], digits_table, [Budget("params", limit)])
     assert digits_table.genotype_cost(fixed)["params"] <= limit
     # cheaper convolutions first; parameter-free ops (the pooling the alphas rank next) only once no
     # parametric swap saves anything more
-    targets = [c.rsplit("-> ", 1)[1] for c in changes]
+    targets = [c.rsplit("-> ", 1)[1] for c in changes if "given back" not in c]
     free = [t not in PARAMETRIC for t in targets]
     assert any(free) and not all(free) and free == sorted(free)
     assert all(t == "max_pool_3x3" for t, f in zip(targets, free) if f)
@@ -117,9 +118,58 @@ def test_repair_prefers_a_cheaper_convolution_to_the_pooling_alphas_rank_next(di
     alpha[:, PRIMITIVES.index("max_pool_3x3")] = 2.0
     g = derive_genotype(alpha, alpha)
     limit = digits_table.genotype_cost(g)["params"] - 1  # one swap is enough
-    fixed, changes = repair_genotype(g, alpha, alpha, digits_table, [Budget("params", limit)])
+    fixed, changes = DartsSpace().repair(g, [alpha, alpha], digits_table, [Budget("params", limit)])
     assert len(changes) == 1 and changes[0].rsplit("-> ", 1)[1] in PARAMETRIC
     assert digits_table.genotype_cost(fixed)["params"] <= limit
+
+
+def test_repair_gives_back_what_the_walk_overdid_but_never_to_a_parameter_free_op(digits_table):
+    alpha = torch.zeros(14, len(PRIMITIVES))
+    alpha[:, PRIMITIVES.index("sep_conv_5x5")] = 3.0
+    alpha[:, PRIMITIVES.index("sep_conv_3x3")] = 2.0
+    g = derive_genotype(alpha, alpha)
+    space = DartsSpace()
+    for fraction in (0.3, 0.6, 0.9):
+        low, high = digits_table.bounds("params")
+        limit = low + fraction * (high - low)
+        fixed, changes = space.repair(g, [alpha, alpha], digits_table, [Budget("params", limit)])
+        assert digits_table.genotype_cost(fixed)["params"] <= limit
+        for line in changes:
+            if "given back" in line:
+                assert line.split("-> ")[1].split(" (")[0] in PARAMETRIC
+        # nothing more the alphas rank higher still fits: give_back left no parametric upgrade behind
+        from dcanas.landing import give_back
+        assert give_back(fixed, space.op_changes([alpha, alpha]), digits_table,
+                         [Budget("params", limit)]) == (fixed, [])
+
+
+def test_darts_fill_spends_unused_budget_and_never_exceeds_it(digits_table):
+    space = DartsSpace()
+    torch.manual_seed(0)
+    for _ in range(5):
+        alpha_n, alpha_r = torch.randn(14, len(PRIMITIVES)), torch.randn(14, len(PRIMITIVES))
+        g = derive_genotype(alpha_n, alpha_r)
+        before = digits_table.genotype_cost(g)
+        budgets = [Budget("params", before["params"] * 1.3), Budget("flops", before["flops"] * 1.3)]
+        filled, changes = space.fill(g, [alpha_n, alpha_r], digits_table, budgets)
+        after = digits_table.genotype_cost(filled)
+        assert all(after[b.metric] <= b.limit for b in budgets)
+        assert all("(unused budget)" in c and c.split("-> ")[1].split(" (")[0] in PARAMETRIC for c in changes)
+        if changes:
+            assert after["params"] > before["params"] or after["flops"] > before["flops"]
+    # an exactly full budget leaves the genotype as it is
+    assert space.fill(g, [alpha_n, alpha_r], digits_table, [Budget("params", before["params"])]) == (g, [])
+
+
+def test_darts_search_fills_its_budget_when_asked(tmp_path):
+    common = dict(FAST, max_params=150_000, seed=0)
+    plain = run_search(SearchConfig(**common, fill_budget=False), tmp_path / "plain", progress=False)
+    filled = run_search(SearchConfig(**common, fill_budget=True), tmp_path / "filled", progress=False)
+    assert plain.fills == [] and filled.raw_genotype == plain.raw_genotype
+    assert filled.params <= 150_000 and filled.params >= plain.params
+    assert filled.fills or filled.genotype == plain.genotype
+    saved = json.loads((tmp_path / "filled" / "result.json").read_text())
+    assert saved["budgets"]["params"]["ok"] and saved.get("fills", []) == filled.fills
 
 
 def test_constraint_estimates(digits_table):

@@ -21,8 +21,6 @@ import torch.nn.functional as F
 from .cost import CostTable
 from .errors import BudgetError
 from .spaces.darts.genotype import Genotype
-from .spaces.darts.ops import PARAMETRIC, PRIMITIVES
-from .spaces.darts.supernet import edge_sources
 from .units import readable
 
 CONSTRAINT_MODES = ("derived", "paper")
@@ -176,54 +174,6 @@ def _without(alpha: torch.Tensor, none_index: int | None) -> torch.Tensor:
         return F.softmax(alpha, dim=-1)
     masked = alpha.masked_fill(torch.arange(alpha.shape[-1], device=alpha.device) == none_index, float("-inf"))
     return F.softmax(masked, dim=-1)
-
-
-def repair_genotype(genotype: Genotype, alpha_normal: torch.Tensor, alpha_reduce: torch.Tensor,
-                    table: CostTable, budgets: list[Budget]) -> tuple[Genotype, list[str]]:
-    """Replace the costliest ops by the cheaper ops the alphas rank next until every budget holds.
-
-    Each step swaps one op. A cheaper parametric op (e.g. sep_conv_5x5 -> sep_conv_3x3) is always
-    preferred to a parameter-free one (skip, pooling): turning convolutions into skip connections is what
-    collapses a cell, so it happens only when no parametric swap still saves budget. Within a tier, the
-    swap with the most budget saved per unit of alpha weight lost wins.
-    """
-    normal, reduce = list(genotype.normal), list(genotype.reduce)
-    order = edge_sources(table.steps)
-    changes: list[str] = []
-    per_type = {b.metric: table.per_cell_type(b.metric) for b in budgets}
-
-    def over(g: Genotype) -> list[Budget]:
-        cost = table.genotype_cost(g)
-        return [b for b in budgets if cost[b.metric] > b.limit]
-
-    current = genotype
-    while (violated := over(current)):
-        best = None  # (parametric tier, saving per unit of alpha lost, cell name, position, new op)
-        for cell_name, edges, alpha, t in (("normal", normal, alpha_normal, 0), ("reduce", reduce, alpha_reduce, 1)):
-            weights = F.softmax(alpha.detach().float(), -1).cpu().numpy()
-            for pos, (op, i) in enumerate(edges):
-                row = order.index((i, 2 + pos // 2))
-                o = PRIMITIVES.index(op)
-                for o2, name in enumerate(PRIMITIVES):
-                    if name == "none" or o2 == o:
-                        continue
-                    savings = [(per_type[b.metric][t][i, o] - per_type[b.metric][t][i, o2]) / b.limit
-                               for b in violated]
-                    if min(savings) <= 0:
-                        continue
-                    loss = max(weights[row, o] - weights[row, o2], 1e-9)
-                    key = (name in PARAMETRIC, sum(savings) / loss)
-                    if best is None or key > best[:2]:
-                        best = (*key, cell_name, pos, name)
-        if best is None:
-            raise BudgetError("the budget cannot be met by changing ops alone; raise it or change the setting")
-        _, _, cell_name, pos, name = best
-        edges = normal if cell_name == "normal" else reduce
-        old, i = edges[pos]
-        edges[pos] = (name, i)
-        changes.append(f"{cell_name} node {2 + pos // 2}: {old} from node {i} -> {name}")
-        current = genotype._replace(normal=list(normal), reduce=list(reduce))
-    return current, changes
 
 
 def cost_summary(table: CostTable, genotype: Genotype, budgets: list[Budget]) -> dict[str, dict]:

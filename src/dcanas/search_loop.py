@@ -82,7 +82,7 @@ class SearchConfig:
     edge_norm: bool = False  # NB201: PC-DARTS's edge normalisation
     penalty_step: str = "sgd"  # the constraint's gradient: inside the Adam step ("adam") or a plain step ("sgd")
     penalty_lr: float = 1.0  # step size of the "sgd" penalty step (digits 200K: 0.1 ended 32 % over, 1.0 at 97 %)
-    fill_budget: bool | None = None  # upgrade ops into unused budget after the search (None: where the space can)
+    fill_budget: bool | None = None  # upgrade ops into unused budget after the search (None: the space's default)
     budget_floor: float | None = None  # aim for floor <= k/K <= 1 (a second multiplier below); None: at most K
     warmup_epochs: float = 0.0  # weights-only epochs first (PC-DARTS uses 15 of 50); fractions allowed
     grad_clip: float = 5.0
@@ -155,8 +155,6 @@ class SearchConfig:
             (self.max_skips is None or (self.space == "darts" and int_in(self.max_skips, 0)),
              f"--max-skips is a non-negative cap for the darts space (got {self.max_skips} with --space "
              f"{self.space})"),
-            (self.fill_budget is not True or self.space == "nb201", "--fill-budget is implemented for --space nb201 "
-                                                                    "only"),
             ((self.partial_channels == 1 and not self.edge_norm) or self.space == "nb201",
              "--partial-channels and --edge-norm (PC-DARTS) are implemented for --space nb201 only"),
             (self.penalty_step in ("adam", "sgd"), f"--penalty-step must be adam or sgd, got {self.penalty_step!r}"),
@@ -570,7 +568,7 @@ def _search(config: SearchConfig, run_dir: str | Path | None, checkpoint: dict |
     genotype, repairs = (space.repair(raw, model.ranking_alphas(), table, budgets)
                          if config.repair and budgets else (raw, []))
     fills: list[str] = []
-    fill = config.fill_budget if config.fill_budget is not None else hasattr(space, "fill")
+    fill = config.fill_budget if config.fill_budget is not None else space.fills_by_default
     if fill and budgets and not repairs:
         genotype, fills = space.fill(genotype, model.ranking_alphas(), table, budgets)
     deployed = space.deployed_cost(genotype, setting)

@@ -184,8 +184,8 @@ def register(command) -> None:
                         "default) or inside Adam's normalised step (adam, which flips whole cells at once)")
     g.add_argument("--penalty-lr", type=float, help="step size of the sgd penalty step (default 1.0)")
     g.add_argument("--fill-budget", action=argparse.BooleanOptionalAction, default=None,
-                   help="NB201 (on by default there): after the search, upgrade ops to the costlier convolutions "
-                        "the alphas rank next while every budget still holds")
+                   help="after the search, upgrade ops to the costlier convolutions the alphas rank next while "
+                        "every budget still holds (default: on for nb201, off for darts)")
     g.add_argument("--budget-floor", type=float,
                    help="also push the derived network up to this fraction of each budget (e.g. 0.9): unused "
                         "budget is lost accuracy")

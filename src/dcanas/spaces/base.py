@@ -9,6 +9,7 @@ from torch import nn
 
 if TYPE_CHECKING:
     from ..constraint import Budget
+    from ..landing import ChangeLister
     from ..search_loop import SearchConfig
 
 
@@ -23,6 +24,7 @@ class SearchSpace(ABC):
 
     name: str = ""
     alpha_names: tuple[str, ...] = ("alpha",)
+    fills_by_default: bool = False  # whether --fill-budget is on unless the user says otherwise
 
     @abstractmethod
     def eval_setting(self, config: "SearchConfig", in_channels: int, num_classes: int, image_size: int) -> Any:
@@ -37,8 +39,20 @@ class SearchSpace(ABC):
         """The search supernet."""
 
     @abstractmethod
+    def op_changes(self, alphas: list) -> "ChangeLister":
+        """Lister of every single-op change of a genotype (never to `none`), each ranked by `alphas`."""
+
     def repair(self, genotype: Any, alphas: list, table: Any, budgets: list["Budget"]) -> tuple[Any, list[str]]:
         """A genotype within every budget, changing as little as the alphas allow, and what changed."""
+        from ..landing import repair
+
+        return repair(genotype, self.op_changes(alphas), table, budgets)
+
+    def fill(self, genotype: Any, alphas: list, table: Any, budgets: list["Budget"]) -> tuple[Any, list[str]]:
+        """Spend unused budget on costlier convolutions the alphas rank next; the genotype and what changed."""
+        from ..landing import fill
+
+        return fill(genotype, self.op_changes(alphas), table, budgets)
 
     @abstractmethod
     def to_text(self, genotype: Any) -> str:

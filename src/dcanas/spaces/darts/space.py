@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
+import torch
 from torch import nn
 
 from ..base import SearchSpace
@@ -11,6 +12,7 @@ from .genotype import Genotype, genotype_to_dict, genotype_to_text
 
 if TYPE_CHECKING:
     from ...constraint import Budget
+    from ...landing import ChangeLister
     from ...search_loop import SearchConfig
 
 
@@ -52,10 +54,30 @@ class DartsSpace(SearchSpace):
                                        weight_sharing=config.weight_sharing, derived_cells=config.derived_cells,
                                        max_skips=config.max_skips, remedy=config.remedy))
 
-    def repair(self, genotype: Genotype, alphas: list, table: Any, budgets: list["Budget"]) -> tuple[Genotype, list[str]]:
-        from ...constraint import repair_genotype
+    def op_changes(self, alphas: list) -> "ChangeLister":
+        import torch.nn.functional as F
 
-        return repair_genotype(genotype, alphas[0], alphas[1], table, budgets)
+        from ...landing import OpChange
+        from .ops import PARAMETRIC, PRIMITIVES
+        from .supernet import edge_sources
+
+        weights = [F.softmax(torch.as_tensor(a).detach().float().cpu(), -1).numpy() for a in alphas]
+
+        def changes(genotype: Genotype) -> Iterator[OpChange]:
+            order = edge_sources(len(genotype.normal) // 2)
+            for cell, w in (("normal", weights[0]), ("reduce", weights[1])):
+                edges = getattr(genotype, cell)
+                for pos, (op, i) in enumerate(edges):
+                    row, o = order.index((i, 2 + pos // 2)), PRIMITIVES.index(op)
+                    for o2, name in enumerate(PRIMITIVES):
+                        if name == "none" or o2 == o:
+                            continue
+                        new_edges = [*edges[:pos], (name, i), *edges[pos + 1:]]
+                        yield OpChange(genotype._replace(**{cell: new_edges}),
+                                       f"{cell} node {2 + pos // 2}: {op} from node {i} -> {name}",
+                                       float(w[row, o] - w[row, o2]), name in PARAMETRIC)
+
+        return changes
 
     def to_text(self, genotype: Genotype) -> str:
         return genotype_to_text(genotype)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 import torch
@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...errors import BudgetError, ConfigError
+from ...landing import ChangeLister, OpChange, repair
 from ..base import SearchSpace
 from .arch import EDGES, NUM_ARCHS, NUM_EDGES, Arch, arch_from_enumeration, arch_to_index, format_arch, resolve_arch
 from .ops import NONE_INDEX, PARAMETRIC, PRIMITIVES
@@ -45,6 +46,7 @@ class NB201Space(SearchSpace):
 
     name = "nb201"
     alpha_names = ("alpha",)
+    fills_by_default = True  # measured: BENCHMARKS.md §12, regret 1.98 -> 1.12 points
 
     def __init__(self) -> None:
         # where describe() looks things up: the last search's table and device (describe gets only a genotype)
@@ -112,114 +114,34 @@ class NB201Space(SearchSpace):
 
     # -- repair -----------------------------------------------------------------------------
 
+    def op_changes(self, alphas: list) -> ChangeLister:
+        alpha = alphas[0] if isinstance(alphas, (list, tuple)) else alphas
+        weights = F.softmax(torch.as_tensor(alpha).detach().float().cpu(), -1).numpy()
+
+        def changes(genotype: Arch) -> Iterator[OpChange]:
+            arch = resolve_arch(genotype)
+            for e, o in enumerate(arch.op_indices):
+                (i, j), old = EDGES[e], arch.ops[e]
+                for o2, name in enumerate(PRIMITIVES):
+                    if o2 not in (o, NONE_INDEX):
+                        yield OpChange(_with_op(arch, e, o2), f"edge {j}<-{i}: {old} -> {name}",
+                                       float(weights[e, o] - weights[e, o2]), name in PARAMETRIC)
+
+        return changes
+
     def repair(self, genotype: Arch, alphas: list, table: NB201CostTable,
                budgets: list[Budget]) -> tuple[Arch, list[str]]:
-        """Replace the costliest op by the op the alpha ranks next until every budget holds.
+        """The shared repair (`landing.repair`), with the exact way out this small space allows.
 
-        Greedy, as the DARTS repair: each step takes the single-edge change (never to `none`) with the
-        largest saving on the violated budgets per unit of softmax(alpha) lost, a parametric op (conv
-        3x3 -> conv 1x1) always before a parameter-free one (skip, pooling), which only comes into play
-        when no parametric change still saves budget. Savings are what
-        `table.genotype_cost` says, i.e. measured latencies where the table has them, so the result
-        holds against the measurement. Measured latencies are not additive: if no single change
-        helps (or the greedy walk would cycle), the architecture with the highest alpha score among
-        all that meet every budget is taken instead.
+        Measured latencies are not additive: if no single change helps (or the greedy walk would
+        cycle), the architecture with the highest alpha score among all that meet every budget is
+        taken instead.
         """
         arch = resolve_arch(genotype)
         alpha = alphas[0] if isinstance(alphas, (list, tuple)) else alphas
         logp = F.log_softmax(torch.as_tensor(alpha).detach().float().cpu(), -1).numpy()
-        weights = np.exp(logp)
-
-        def over(a: Arch) -> list[Budget]:
-            cost = table.genotype_cost(a)
-            return [b for b in budgets if cost[b.metric] > b.limit]
-
-        current, changes, seen = arch, [], {arch}
-        while violated := over(current):
-            cost = table.genotype_cost(current)
-            best = None  # (parametric tier, score, edge, new op index)
-            for e, o in enumerate(current.op_indices):
-                for o2 in range(len(PRIMITIVES)):
-                    if o2 in (o, NONE_INDEX):
-                        continue
-                    candidate = _with_op(current, e, o2)
-                    new = table.genotype_cost(candidate)
-                    savings = [(cost[b.metric] - new[b.metric]) / b.limit for b in violated]
-                    if min(savings) <= 0 or candidate in seen:
-                        continue
-                    key = (PRIMITIVES[o2] in PARAMETRIC, sum(savings) / max(weights[e, o] - weights[e, o2], 1e-9))
-                    if best is None or key > best[:2]:
-                        best = (*key, e, o2)
-            if best is None:
-                return self._best_within(arch, logp, table, budgets)
-            _, _, e, o2 = best
-            (i, j), old = EDGES[e], current.ops[e]
-            current = _with_op(current, e, o2)
-            seen.add(current)
-            changes.append(f"edge {j}<-{i}: {old} -> {PRIMITIVES[o2]}")
-        return self._give_back(arch, current, changes, weights, over)
-
-    def fill(self, genotype: Arch, alphas: list, table: NB201CostTable,
-             budgets: list[Budget]) -> tuple[Arch, list[str]]:
-        """Spend unused budget: upgrade ops to costlier convolutions while every budget still holds.
-
-        The mirror of repair: each step takes the single-edge change to a parametric op that keeps every
-        budget and gains the most budget use per unit of softmax(alpha) lost (the op the alphas rank next
-        first); it stops when no such change fits. Unused budget is lost accuracy, and the multiplier's
-        push towards cheap ops leaves the alphas of a constrained search biased below the budget.
-        """
-        current = resolve_arch(genotype)
-        alpha = alphas[0] if isinstance(alphas, (list, tuple)) else alphas
-        weights = F.softmax(torch.as_tensor(alpha).detach().float().cpu(), -1).numpy()
-        changes: list[str] = []
-        while True:
-            cost = table.genotype_cost(current)
-            best = None  # (score, edge, new op index)
-            for e, o in enumerate(current.op_indices):
-                for o2, name in enumerate(PRIMITIVES):
-                    if o2 == o or name not in PARAMETRIC:
-                        continue
-                    candidate = _with_op(current, e, o2)
-                    new = table.genotype_cost(candidate)
-                    if any(new[b.metric] > b.limit for b in budgets):
-                        continue
-                    gain = sum((new[b.metric] - cost[b.metric]) / b.limit for b in budgets)
-                    if gain <= 0:
-                        continue
-                    score = gain / max(weights[e, o] - weights[e, o2], 1e-9)
-                    if best is None or score > best[0]:
-                        best = (score, e, o2)
-            if best is None:
-                return current, changes
-            _, e, o2 = best
-            (i, j), old = EDGES[e], current.ops[e]
-            current = _with_op(current, e, o2)
-            changes.append(f"edge {j}<-{i}: {old} -> {PRIMITIVES[o2]} (unused budget)")
-
-    @staticmethod
-    def _give_back(raw: Arch, current: Arch, changes: list[str], weights: np.ndarray,
-                   over) -> tuple[Arch, list[str]]:
-        """Undo what the greedy walk overdid: on each changed edge, take the op the alpha ranks highest that keeps every budget."""
-        improved = True
-        while improved:
-            improved = False
-            for e in range(NUM_EDGES):
-                o = current.op_indices[e]
-                if o == raw.op_indices[e]:
-                    continue
-                for o2 in np.argsort(-weights[e], kind="stable"):
-                    if o2 == NONE_INDEX:
-                        continue
-                    if weights[e, o2] <= weights[e, o]:
-                        break
-                    candidate = _with_op(current, e, int(o2))
-                    if not over(candidate):
-                        (i, j) = EDGES[e]
-                        changes.append(f"edge {j}<-{i}: {current.ops[e]} -> {PRIMITIVES[o2]} "
-                                       f"(given back: every budget still holds)")
-                        current, improved = candidate, True
-                        break
-        return current, changes
+        return repair(arch, self.op_changes(alphas), table, budgets,
+                      fallback=lambda: self._best_within(arch, logp, table, budgets))
 
     def _best_within(self, arch: Arch, logp: np.ndarray, table: NB201CostTable,
                      budgets: list[Budget]) -> tuple[Arch, list[str]]:
