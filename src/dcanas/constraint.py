@@ -13,7 +13,7 @@ Two estimates of the deployed cost are offered:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -59,26 +59,37 @@ def check_budgets(table: CostTable, budgets: list[Budget],
                 f"{(suggest or suggest_setting)(table, b)}")
 
 
+def settings_reaching(candidates: Iterable[tuple[str, Callable[[], Any]]], budget: Budget) -> list[str]:
+    """Labels of the candidate settings (label, cost-table builder) whose cost range holds `budget`."""
+    fits = []
+    for label, build in candidates:
+        low, high = build().bounds(budget.metric)
+        if low <= budget.limit <= high:
+            fits.append(label)
+    return fits
+
+
+def reachable_text(fits: list[str], nothing: str) -> str:
+    """The refusal's suggestion: the last three settings that reach the budget, or what to do instead."""
+    return "reachable with " + " or ".join(fits[-3:]) + " (or --channels auto)" if fits else nothing
+
+
 def suggest_setting(table: CostTable, budget: Budget) -> str:
-    """Name the widths (and depths) whose range contains the budget."""
+    """Name the DARTS widths (and depths) whose range contains the budget."""
     from .cost import build_cost_table
 
     s = table.setting
-    fits = []
+    if budget.metric not in build_cost_table(s).entries:
+        return "try another evaluation setting"
+    fits: list[str] = []
     for cells in [s.cells] + [c for c in (20, 14, 8, 5) if c != s.cells]:
         widths = [c for c in (4, 8, 12, 16, 20, 24, 28, 32, 36, 48, 64, 96) if cells == s.cells or c <= s.channels]
-        for c in widths:
-            try:
-                low, high = build_cost_table(s.replace(cells=cells, channels=c)).bounds(budget.metric)
-            except KeyError:
-                return "try another evaluation setting"
-            if low <= budget.limit <= high:
-                fits.append(f"--cells {cells} --channels {c}")
+        fits = settings_reaching(((f"--cells {cells} --channels {c}",
+                                   lambda cells=cells, c=c: build_cost_table(s.replace(cells=cells, channels=c)))
+                                  for c in widths), budget)
         if fits:
             break
-    if not fits:
-        return "no width up to 96 channels at 5-20 cells reaches it; change the budget"
-    return "reachable with " + " or ".join(fits[-3:]) + " (or --channels auto)"
+    return reachable_text(fits, "no width up to 96 channels at 5-20 cells reaches it; change the budget")
 
 
 def auto_channels(table_for: Callable[[int], CostTable], budgets: list[Budget]) -> int:

@@ -15,35 +15,33 @@ if TYPE_CHECKING:
     from .search_loop import SearchConfig, SearchResult
 
 
-def cell_dot(edges: list[tuple[str, int]], concat: list[int], name: str) -> str:
-    """A graphviz description of one cell (inputs c_{k-2}, c_{k-1}, intermediate nodes, output)."""
-    lines = [f'digraph "{name}" {{', "  rankdir=LR;", '  node [shape=box, style="rounded,filled", fillcolor=lightblue];',
-             '  "c_{k-2}" [fillcolor=darkseagreen2];', '  "c_{k-1}" [fillcolor=darkseagreen2];',
-             '  "c_{k}" [fillcolor=palegoldenrod];']
-    label = {0: "c_{k-2}", 1: "c_{k-1}"}
-    for k, (op, i) in enumerate(edges):
-        j = 2 + k // 2
-        label.setdefault(j, str(j - 2))
-        lines.append(f'  "{label.get(i, str(i - 2))}" -> "{label[j]}" [label="{op}"];')
-    for j in concat:
-        lines.append(f'  "{label.get(j, str(j - 2))}" -> "c_{{k}}";')
-    lines.append("}")
-    return "\n".join(lines) + "\n"
+def cell_dot(edges: list[tuple[str, str, str]], nodes: list[str], name: str) -> str:
+    """Graphviz text of a cell: (op, from, to) edges over `nodes`; nodes without incoming edges are inputs,
+    the last node the output. The one description of a cell both spaces use."""
+    targets = {dst for _, _, dst in edges}
+    lines = [f'digraph "{name}" {{', "  rankdir=LR;", '  node [shape=box, style="rounded,filled", fillcolor=lightblue];']
+    lines += [f'  "{n}" [fillcolor=darkseagreen2];' for n in nodes[:-1] if n not in targets]
+    lines.append(f'  "{nodes[-1]}" [fillcolor=palegoldenrod];')
+    lines += [f'  "{src}" -> "{dst}"' + (f' [label="{op}"];' if op else ";") for op, src, dst in edges]
+    return "\n".join([*lines, "}"]) + "\n"
+
+
+def write_cell(dot_path: Path, edges: list[tuple[str, str, str]], nodes: list[str], title: str) -> list[Path]:
+    """A cell as `.dot` beside its picture (PNG and SVG by graphviz, else a matplotlib PNG)."""
+    atomic_write_text(dot_path, cell_dot(edges, nodes, dot_path.stem))
+    return [dot_path, *render_cell(dot_path, edges, nodes, title)]
 
 
 def write_cell_diagrams(genotype: Genotype, run_dir: Path) -> list[Path]:
-    """cell_normal/cell_reduce as .dot, rendered to PNG and SVG by graphviz's `dot`, else drawn by matplotlib."""
+    """A DARTS genotype's normal and reduction cells (inputs c_{k-2}, c_{k-1}, nodes 0.., output c_{k})."""
     written = []
     for name, edges, concat in (("normal", genotype.normal, genotype.normal_concat),
                                 ("reduce", genotype.reduce, genotype.reduce_concat)):
-        dot_path = run_dir / f"cell_{name}.dot"
-        atomic_write_text(dot_path, cell_dot(edges, list(concat), name))
-        written.append(dot_path)
         label = {0: "c_{k-2}", 1: "c_{k-1}"}
         named = [(op, label.get(i, str(i - 2)), str(k // 2)) for k, (op, i) in enumerate(edges)]
         named += [("", str(j - 2), "c_{k}") for j in concat]
         nodes = ["c_{k-2}", "c_{k-1}", *[str(j) for j in range(len(edges) // 2)], "c_{k}"]
-        written += render_cell(dot_path, named, nodes, f"{name} cell")
+        written += write_cell(run_dir / f"cell_{name}.dot", named, nodes, f"{name} cell")
     return written
 
 

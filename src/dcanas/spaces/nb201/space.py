@@ -177,29 +177,21 @@ class NB201Space(SearchSpace):
         if budget.metric == "latency":
             return ("that range is the benchmark's measured latencies on this device over the architectures "
                     "without `none`; pick a budget inside it, or another --latency-device")
+        from ...constraint import reachable_text, settings_reaching
         from .cost import build_nb201_cost_table
 
         s = table.setting
-        fits = []
-        for c in (4, 8, 12, 16, 24, 32, 48, 64, 96, 128):
-            low, high = build_nb201_cost_table(s.replace(channels=c)).bounds(budget.metric)
-            if low <= budget.limit <= high:
-                fits.append(f"--channels {c}")
-        if not fits:
-            return "no width from 4 to 128 channels reaches it; change the budget or --cells"
-        return "reachable with " + " or ".join(fits[-3:]) + " (or --channels auto)"
+        fits = settings_reaching(((f"--channels {c}", lambda c=c: build_nb201_cost_table(s.replace(channels=c)))
+                                  for c in (4, 8, 12, 16, 24, 32, 48, 64, 96, 128)), budget)
+        return reachable_text(fits, "no width from 4 to 128 channels reaches it; change the budget or --cells")
 
     def write_diagrams(self, genotype: Arch, run_dir: Path) -> None:
-        from ...runs import atomic_write_text
+        from ...report import write_cell
 
-        from ...report import render_cell
-
-        arch = resolve_arch(genotype)
-        dot_path = Path(run_dir) / "cell.dot"
-        atomic_write_text(dot_path, cell_dot(arch))
         names = {0: "in", 3: "out"}
-        edges = [(op, names.get(i, str(i)), names.get(j, str(j))) for op, i, j in arch.edges() if op != "none"]
-        render_cell(dot_path, edges, ["in", "1", "2", "out"], "NAS-Bench-201 cell")
+        edges = [(op, names.get(i, str(i)), names.get(j, str(j))) for op, i, j in resolve_arch(genotype).edges()
+                 if op != "none"]
+        write_cell(Path(run_dir) / "cell.dot", edges, ["in", "1", "2", "out"], "NAS-Bench-201 cell")
 
     def describe(self, genotype: Arch, *, bench_table: str | None = None,
                  device: str | None = None) -> dict[str, Any]:
@@ -214,19 +206,6 @@ class NB201Space(SearchSpace):
             return {}
         return {"nb201_index": found["index"], "test_accuracy": found["test_accuracy"],
                 "latency_ms": found["latency_ms"], "bench_table": table.source}
-
-
-def cell_dot(arch: Arch) -> str:
-    """Graphviz description of an NB201 cell: nodes 0..3, one labelled edge per non-`none` op."""
-    lines = ['digraph "nb201_cell" {', "  rankdir=LR;",
-             '  node [shape=circle, style=filled, fillcolor=lightblue];',
-             '  "0" [label="in", shape=box, fillcolor=darkseagreen2];',
-             '  "3" [label="out", shape=box, fillcolor=palegoldenrod];']
-    for op, i, j in arch.edges():
-        if op != "none":
-            lines.append(f'  "{i}" -> "{j}" [label="{op}"];')
-    lines.append("}")
-    return "\n".join(lines) + "\n"
 
 
 def _with_op(arch: Arch, edge: int, op_index: int) -> Arch:
