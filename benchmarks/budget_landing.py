@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
 import sys
 import time
@@ -28,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from common import NOTES, machine
 from dcanas.lug import (
     BUILD_FILE,
     LUG_PLOT,
@@ -44,36 +43,6 @@ from dcanas.spaces.darts.genotype import parse_genotype
 ROOT = Path(__file__).resolve().parents[1]
 FRACTIONS = (0.05, 0.15, 0.25, 0.35, 0.45)  # of the deployable range [low, high]
 EXTRA_LUG_POINTS = 2  # above the largest budget, up to the uniform-alpha k_s
-NOTES = "<!-- notes: everything below is kept when the script rewrites this file -->"
-
-
-def study_command(script: str, argv: list[str]) -> str:
-    """The command line that produced a study's results: ARGV without the report-only options."""
-    import shlex
-
-    kept, skip = [], False
-    for token in argv:
-        if skip:
-            skip = False
-        elif token == "--note":
-            skip = True  # its value follows
-        elif token != "--report-only" and not token.startswith("--note="):
-            kept.append(token)
-    return shlex.join(["python", script, *kept])
-
-
-def machine() -> str:
-    """CPU model, cores, Python/torch versions, load at start."""
-    import torch
-
-    model = platform.processor() or "cpu"
-    try:
-        model = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return (f"{model}, {available_cores()} cores (shared; 1-min load {load:.1f} at start), "
-            f"Python {platform.python_version()}, torch {torch.__version__}, {platform.system()}")
 
 
 def pct(value: float, budget: float) -> str:

@@ -19,17 +19,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import statistics
-import subprocess
 import sys
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from budget_landing import machine, study_command
+from common import cifar10_batches, data_argv, load_results, machine, mean_sd, run_dcanas, study_command, train_argv
 
 from dcanas.commands.common import parse_count
 from dcanas.cost import network_cost
@@ -83,65 +80,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def cifar10_batches(data_dir: str, folder: Path) -> Path:
-    """Write an imagefolder copy of CIFAR-10 as the official python batches (once), for fast loading."""
-    import pickle
-
-    import numpy as np
-
-    from dcanas.data import load_dataset
-
-    target = folder / "cifar-10-batches-py"
-    if (target / "batches.meta").exists():
-        return folder
-    data = load_dataset("imagefolder", data_dir)
-    if data.train_x.shape[1:] != (3, 32, 32) or len(data.classes) != 10:
-        raise SystemExit(f"--as-cifar10 needs 32x32 colour images of 10 classes, got {tuple(data.train_x.shape[1:])}")
-    target.mkdir(parents=True, exist_ok=True)
-
-    def dump(name: str, x, y) -> None:
-        rows = {"data": x.reshape(len(x), -1).numpy(), "labels": y.tolist()}
-        (target / name).write_bytes(pickle.dumps(rows))
-
-    chunks = np.array_split(np.arange(len(data.train_y)), 5)
-    for i, rows in enumerate(chunks, 1):
-        dump(f"data_batch_{i}", data.train_x[rows], data.train_y[rows])
-    dump("test_batch", data.test_x, data.test_y)
-    (target / "batches.meta").write_bytes(pickle.dumps({"label_names": data.classes}))
-    return folder
-
-
-def run_dcanas(argv: list[str], log_path: Path) -> dict[str, Any]:
-    """Run `dcanas ARGV --json` with one thread; its JSON, wall seconds and peak RSS (MiB)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    with open(log_path.with_suffix(".json"), "w") as out, open(log_path, "w") as err:
-        # no --quiet: the progress bars go to the log, to watch a long study
-        proc = subprocess.Popen([sys.executable, "-m", "dcanas", *argv, "--json"],
-                                stdout=out, stderr=err, env=env)
-        _, status, usage = os.wait4(proc.pid, 0)  # wait4: this child's own peak RSS
-    seconds = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"dcanas {shlex.join(argv)} failed; see {log_path}")
-    result = json.loads(log_path.with_suffix(".json").read_text())
-    return {**result, "wall_seconds": round(seconds, 1), "peak_mib": round(usage.ru_maxrss / 1024)}
-
-
-def train_argv(args: argparse.Namespace, seed: int) -> list[str]:
-    """The training recipe shared by both methods."""
-    argv = ["--epochs", str(args.train_epochs), "--batch-size", str(args.train_batch), "--lr", str(args.lr),
-            "--cutout", str(args.cutout), "--drop-path", str(args.drop_path), "--seed", str(seed),
-            "--device", args.device]
-    argv += ["--eval-every", str(args.eval_every)] if args.eval_every else []
-    return argv + (["--train-subset", str(args.train_subset)] if args.train_subset else [])
-
-
-def data_argv(args: argparse.Namespace) -> list[str]:
-    """--dataset and --data-dir."""
-    return ["--dataset", args.dataset] + (["--data-dir", args.data_dir] if args.data_dir else [])
-
-
 def narrowest_fit(setting: EvalSetting, budget: float, genotype: str = BASELINE) -> tuple[int, int]:
     """The widest even channel count whose `genotype` network has at most `budget` params, and its params."""
     best = None
@@ -187,11 +125,6 @@ def run_baseline(args: argparse.Namespace, setting: EvalSetting, budget: str, se
     return {"search": None, "train": train}
 
 
-def load_results(path: Path) -> list[dict[str, Any]]:
-    """Rows of results.jsonl."""
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-
 def run_study(args: argparse.Namespace) -> None:
     """Run every (method, budget, seed) not yet in results.jsonl, `--jobs` at a time."""
     results_path = args.runs_dir / "results.jsonl"
@@ -220,12 +153,6 @@ def run_study(args: argparse.Namespace) -> None:
             future.result()
 
 
-def mean_sd(values: list[float]) -> str:
-    """'mean ± sd (n)' in percent."""
-    if not values:
-        return "-"
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{100 * statistics.mean(values):.2f} ± {100 * sd:.2f} ({len(values)})"
 
 
 def summary(rows: list[dict[str, Any]], budgets: list[str]) -> list[dict[str, Any]]:
@@ -291,7 +218,7 @@ def write_report(args: argparse.Namespace, rows: list[dict[str, Any]], command: 
             "|---|---|---|---|---|---|---|---|---|"]
     for x in lines:
         out.append(f"| {x['budget']} | {x['method']} | {x['width']} | {x['params']:,} | {x['flops'] / 1e6:.1f}M | "
-                   f"{'yes' if x['within'] else 'NO'} | {mean_sd(x['accs'])} | "
+                   f"{'yes' if x['within'] else 'NO'} | {mean_sd(x['accs'], scale=100, count=True)} | "
                    f"{'-' if x['search_s'] is None else round(x['search_s'])} | {x['train_s']:.0f} |")
     out += ["", f"![accuracy vs params]({os.path.relpath(args.plot, args.out.parent)})", "", "## Every run", "",
             "| budget | method | seed | genotype | params | test % | search s | train s | peak MiB |",

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import os
 import platform
 import shlex
@@ -33,6 +32,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from common import append_result, load_results
 
 from dcanas.spaces.nb201.ops import NONE_INDEX
 
@@ -161,8 +162,7 @@ def sweep(args: argparse.Namespace, bench, models: dict) -> list[dict]:
             print(f"[{k}/{len(plan)}] {name}: done before, skipped", flush=True)
             continue
         record = run_one(args, seed, device, limit, bench, models)
-        with open(path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        append_result(path, record)
         done[name] = record
         lat = ", ".join(f"{d} {v:.2f} ms" for d, v in record["latency_ms"].items())
         print(f"[{k}/{len(plan)}] {name}: {record['arch']} (index {record['index']}) CIFAR-10 "
@@ -177,14 +177,6 @@ def _planned(r: dict, args: argparse.Namespace) -> bool:
         return not args.no_unconstrained
     return r["device"] in args.devices and r["budget"] in args.budgets[r["device"]]
 
-
-def load_results(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-# -- output ----------------------------------------------------------------------------------
 
 def table_rows(results: list[dict], bench, args: argparse.Namespace) -> list[str]:
     lines = [("| device | search | budget (ms) | seed | arch (index) | true latency (ms) | fitted model (ms) "

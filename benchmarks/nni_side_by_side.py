@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling benchmark scripts, reused by import
 # search_step imports only the standard library at module level: safe to import in NNI's venv too
-from search_step import CONFIGS, peak_rss_mb
+from common import CONFIGS, peak_rss_mb
 from search_step import worker as ours_worker
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -221,7 +221,7 @@ def plot(rows: list[dict], path: Path, threads: int) -> None:
 def write_markdown(path: Path, rows: list[dict], nni_run: dict, command: str, info: str, wall: float,
                    args: argparse.Namespace) -> None:
     """Results file: command, machine, table, what was timed; hand-written notes below the marker survive."""
-    from budget_landing import NOTES
+    from common import NOTES
 
     from dcanas.search_loop import SearchConfig
 
@@ -313,7 +313,7 @@ def main() -> None:
         return
     started = time.time()
     python = ensure_nni_venv(args.venv)
-    from budget_landing import machine
+    from common import machine
 
     info = machine()  # load at start: the shared machine's other work shows in the figures
     runs: list[dict] = []

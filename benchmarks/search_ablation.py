@@ -20,15 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from end_to_end import (
-    cifar10_batches,
-    data_argv,
-    machine,
-    run_dcanas,
-    study_command,
-    train_argv,
-)
-from search_step import CONFIGS
+from common import CONFIGS, append_result, cifar10_batches, data_argv, machine, run_dcanas, study_command, train_argv
 
 ROWS = [name for name, spec in CONFIGS.items() if not spec.get("child")]
 
@@ -91,8 +83,7 @@ def run_rows(args: argparse.Namespace) -> None:
         folder = args.runs_dir / f"row{ROWS.index(row)}"
         result = run_dcanas(["train", str(folder / "search"), *train_argv(args, args.seed),
                              "--run-dir", str(folder / "train")], folder / "train.log")
-        with open(path, "a") as f:
-            f.write(json.dumps({"row": row, "search": searches[row], "train": result}) + "\n")
+        append_result(path, {"row": row, "search": searches[row], "train": result})
         print(f"trained: {row}: test {100 * result['test_acc']:.2f}%", flush=True)
 
     with ThreadPoolExecutor(args.jobs) as pool:

@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from common import append_result, load_results, mean_sd
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "cifar10-jpeg" / "cifar10_jpg.tar.gz"
 DEFAULT_TABLE = ROOT.parent / "shared" / "data" / "nb201" / "nb201_cifar10_hw.csv"
@@ -221,8 +223,7 @@ def sweep(args: argparse.Namespace) -> list[dict[str, Any]]:
             except Exception as exc:  # noqa: BLE001 - one failed search must not stop the sweep; rerun to retry
                 bar.write(f"a search failed: {type(exc).__name__}: {exc}")
                 continue
-            with open(path, "a") as f:
-                f.write(json.dumps(record) + "\n")
+            append_result(path, record)
             done[record["name"]] = record
             bar.update(1)
             bar.write(f"{record['name']}: {record['arch']} CIFAR-10 {record['test_acc_cifar10']:.2f} "
@@ -230,21 +231,6 @@ def sweep(args: argparse.Namespace) -> list[dict[str, Any]]:
     bar.close()
     wanted = {run_name(r, args.tag, b, s) for r, b, s in plan}
     return [done[n] for n in sorted(done) if n in wanted]
-
-
-def load_results(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-# -- summary ----------------------------------------------------------------------------------------------------
-
-def mean_sd(values: list[float], digits: int = 2) -> str:
-    if not values:
-        return "-"
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.{digits}f} ± {sd:.{digits}f}"
 
 
 def use_text(run: dict[str, Any]) -> str:

@@ -12,25 +12,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
 
-# cumulative, as in the paper's Figure 4a: each row adds one saving to the row above
-CONFIGS = {
-    "plain DARTS (all savings off)": dict(bottleneck=1, weight_sharing=False, derived_cells=False),
-    "+ weight sharing": dict(bottleneck=1, weight_sharing=True, derived_cells=False),
-    "+ channel bottleneck (k=4)": dict(bottleneck=4, weight_sharing=True, derived_cells=False),
-    "+ derived cells (all on)": dict(bottleneck=4, weight_sharing=True, derived_cells=True),
-    "all on + params constraint": dict(bottleneck=4, weight_sharing=True, derived_cells=True, constraint=True),
-    "child network train step (floor)": dict(child=True),
-}
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, MiB (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+from common import CONFIGS, peak_rss_mb
 
 
 def worker(name: str, batch: int, steps: int, warmup: int, device_name: str) -> dict:
