@@ -37,7 +37,8 @@ from dcanas.lug import (
 )
 from dcanas.threads import available_cores
 from dcanas.data import dataset_info
-from dcanas.search_loop import SearchConfig, prepare_search
+from dcanas.search_config import SearchConfig
+from dcanas.search_loop import prepare_search
 from dcanas.spaces.darts.genotype import parse_genotype
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -30,7 +30,8 @@ from common import cifar10_batches, data_argv, load_results, machine, mean_sd, r
 
 from dcanas.commands.common import parse_count
 from dcanas.cost import network_cost
-from dcanas.search_loop import SearchConfig, dry_run
+from dcanas.search_config import SearchConfig
+from dcanas.search_loop import dry_run
 from dcanas.spaces.darts.genotype import GENOTYPES
 from dcanas.spaces.darts.network import EvalSetting
 

@@ -21,7 +21,8 @@ import torch.nn.functional as F
 
 from dcanas.constraint import Budget, Constraint
 from dcanas.cost import build_cost_table
-from dcanas.search_loop import BilevelStep, SearchConfig, build_supernet
+from dcanas.search_config import SearchConfig
+from dcanas.search_loop import BilevelStep, build_supernet
 from dcanas.spaces.darts.genotype import GENOTYPES
 from dcanas.spaces.darts.network import EvalNetwork, eval_setting_for
 

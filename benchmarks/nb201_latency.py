@@ -114,7 +114,8 @@ def best_within(bench, device: str, limit: float, *, none_free: bool = False) ->
 def run_one(args: argparse.Namespace, seed: int, device: str | None, limit: float | None, bench,
             models: dict) -> dict[str, Any]:
     """One search, looked up in the benchmark table."""
-    from dcanas.search_loop import SearchConfig, run_search
+    from dcanas.search_config import SearchConfig
+    from dcanas.search_loop import run_search
 
     name = f"{device}-{limit:g}ms-seed{seed}" if device else f"unconstrained-seed{seed}"
     config = SearchConfig(space="nb201", dataset=args.dataset, data_dir=args.data_dir, max_latency=limit,

@@ -39,7 +39,8 @@ NNI_PINS = ["nni==3.0", "pytorch-lightning==2.6.6", "torchmetrics==1.9.0"]
 
 def ours_weights(name: str) -> int:
     """Trainable supernet weights (alphas excluded) of one of search_step's configurations."""
-    from dcanas.search_loop import SearchConfig, build_supernet
+    from dcanas.search_config import SearchConfig
+    from dcanas.search_loop import build_supernet
 
     spec = {k: v for k, v in CONFIGS[name].items() if k != "constraint"}
     return sum(p.numel() for p in build_supernet(SearchConfig(**spec, amp=False), 3, 10).weight_parameters())
@@ -223,7 +224,7 @@ def write_markdown(path: Path, rows: list[dict], nni_run: dict, command: str, in
     """Results file: command, machine, table, what was timed; hand-written notes below the marker survive."""
     from common import NOTES
 
-    from dcanas.search_loop import SearchConfig
+    from dcanas.search_config import SearchConfig
 
     c = SearchConfig()
     notes = ""
@@ -302,7 +303,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)  # one thread: this shared machine gives 10-20x noise with two
         if args.worker == NNI:
             # search_step's optimiser settings are SearchConfig's defaults; NNI's venv sees dcanas too
-            from dcanas.search_loop import SearchConfig
+            from dcanas.search_config import SearchConfig
 
             c = SearchConfig()
             result = nni_worker(args.batch[0], args.steps, args.warmup, c.lr, c.momentum, c.weight_decay, c.arch_lr,

@@ -160,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         args.dataset, args.data_dir = "cifar10", str(cifar10_batches(args.data_dir, Path(args.as_cifar10)))
     if not args.report_only:
         run_rows(args)
-    from dcanas.search_loop import SearchConfig, dry_run
+    from dcanas.search_config import SearchConfig
+    from dcanas.search_loop import dry_run
 
     train_images = dry_run(SearchConfig(dataset=args.dataset, data_dir=args.data_dir))["dataset"]["train"]
     args.steps_per_epoch = train_images // 2 // args.batch  # the search trains weights on one half

@@ -162,7 +162,7 @@ def best_in_budget(budget: dict[str, Any] | None, table_path: str) -> float:
 def run_one(args: argparse.Namespace, remedy: str, budget: dict[str, Any] | None, seed: int) -> dict[str, Any]:
     """One search, looked up in the benchmark table."""
     from dcanas.lug import run_task
-    from dcanas.search_loop import SearchConfig
+    from dcanas.search_config import SearchConfig
 
     s = args.settings
     limits = {"max_latency": None, "max_params": None, "latency_device": None}

@@ -193,7 +193,8 @@ def test_a_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
 
 def test_long_epochs_checkpoint_by_the_clock(tmp_path, monkeypatch):
     from dcanas import search_loop
-    from dcanas.search_loop import SearchConfig, run_search
+    from dcanas.search_config import SearchConfig
+    from dcanas.search_loop import run_search
 
     saved: list[tuple[int, int]] = []
     real_save = search_loop.save_checkpoint

@@ -760,7 +760,7 @@ def test_a_new_dataset_is_added_in_one_place(monkeypatch: pytest.MonkeyPatch):
     """Registering a loader with its DatasetInfo is all a dataset needs: presets, budget and flips follow."""
     from dcanas.data import dataset_info
     from dcanas.data.dataset import DATASET_INFO, DatasetInfo
-    from dcanas.search_loop import make_search_config
+    from dcanas.search_config import make_search_config
     from dcanas.train_loop import make_config
 
     info = DatasetInfo("toy-photos", "a test dataset", flip=True, search_preset={"epochs": 3, "arch_lr": 1e-2},

@@ -11,7 +11,8 @@ from dcanas.errors import BudgetError, DcanasError
 from dcanas.export import export_onnx, export_torchscript
 from dcanas.latency import attach_latency_table, load_latency_table
 from dcanas.model_io import save_model
-from dcanas.search_loop import SearchConfig, run_search
+from dcanas.search_config import SearchConfig
+from dcanas.search_loop import run_search
 from dcanas.spaces.darts.genotype import GENOTYPES
 from dcanas.spaces.darts.network import EvalNetwork, eval_setting_for
 from dcanas.spaces.darts.ops import PRIMITIVES

@@ -12,7 +12,7 @@ from dcanas.cli import main
 from dcanas.constraint import Budget
 from dcanas.errors import DcanasError
 from dcanas.lug import LUG_FORMAT, LUG_VERSION, Lug, LugError, LugPoint, build_lug, load_lug
-from dcanas.search_loop import SearchConfig
+from dcanas.search_config import SearchConfig
 
 TINY = dict(dataset="digits", epochs=1, max_steps=2, batch_size=32)
 

@@ -209,27 +209,27 @@ def test_measured_table_costs_bounds_and_constraint(pixel3):
 @needs_table
 def test_describe_gives_the_benchmark_truth():
     space = NB201Space()
-    facts = space.describe(1, bench_table=str(TABLE), device="pixel3")
+    facts = space.describe(1, config(bench_table=str(TABLE), latency_device="pixel3"))
     assert facts["nb201_index"] == 1 and facts["latency_ms"] == {"pixel3": pytest.approx(17.2381)}
     assert facts["test_accuracy"]["cifar10"] == pytest.approx(93.66, abs=1e-6)
     assert set(facts["test_accuracy"]) == {"cifar10", "cifar100", "imagenet16-120"}
-    # without a device: accuracies only; the search's table and device are remembered from cost_table
-    assert space.describe(1, bench_table=str(TABLE))["latency_ms"] == {}
+    # without a device: accuracies only; nothing is remembered between calls on the shared instance
+    assert space.describe(1, config(bench_table=str(TABLE)))["latency_ms"] == {}
     space.cost_table(NB201Setting(), config(latency_device="raspi4", bench_table=str(TABLE)))
-    assert space.describe(ALL_CONV3)["latency_ms"].keys() == {"raspi4"}
+    assert space.describe(ALL_CONV3, config(bench_table=str(TABLE)))["latency_ms"] == {}
 
 
 def test_describe_without_a_table_is_empty(tmp_path):
     space = NB201Space()
-    assert space.describe(ALL_CONV3, bench_table=str(tmp_path / "missing.csv")) == {}
+    assert space.describe(ALL_CONV3, config(bench_table=str(tmp_path / "missing.csv"))) == {}
     (tmp_path / "bad.csv").write_text("nothing,here\n1,2\n")
-    assert space.describe(ALL_CONV3, bench_table=str(tmp_path / "bad.csv"), device="pixel3") == {}
+    assert space.describe(ALL_CONV3, config(bench_table=str(tmp_path / "bad.csv"), latency_device="pixel3")) == {}
 
 
 # -- through the shared search loop ------------------------------------------------------------
 
 def _generic_search():
-    from dcanas.search_loop import SearchConfig
+    from dcanas.search_config import SearchConfig
 
     names = {f.name for f in dataclasses.fields(SearchConfig)}
     if not {"space", "latency_device", "bench_table"} <= names:

@@ -11,7 +11,8 @@ from dcanas.errors import ConfigError
 from dcanas.remedies import (REMEDIES, beta_decay_loss, beta_decay_weight, check_remedy, mixing_weights,
                              ranking_logits)
 from dcanas.repeats import REPEATS_FILE, run_repeats, select_best
-from dcanas.search_loop import SearchConfig, run_search
+from dcanas.search_config import SearchConfig
+from dcanas.search_loop import run_search
 
 FAST = dict(dataset="digits", epochs=1, batch_size=64, max_steps=4, max_params=150_000)
 

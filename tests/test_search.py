@@ -13,7 +13,8 @@ import torch
 from dcanas.constraint import Budget, Constraint, auto_channels, check_budgets
 from dcanas.cost import build_cost_table, network_cost
 from dcanas.errors import BudgetError, ConfigError
-from dcanas.search_loop import SearchConfig, run_search
+from dcanas.search_config import SearchConfig
+from dcanas.search_loop import run_search
 from dcanas.spaces.darts.genotype import load_genotype
 from dcanas.spaces.darts.network import eval_setting_for
 from dcanas.spaces.darts.ops import PARAMETRIC, PRIMITIVES

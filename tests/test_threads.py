@@ -10,7 +10,8 @@ import torch
 
 from dcanas import threads
 from dcanas.errors import ConfigError
-from dcanas.search_loop import SearchConfig, run_search
+from dcanas.search_config import SearchConfig
+from dcanas.search_loop import run_search
 
 
 @pytest.fixture

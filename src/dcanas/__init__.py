@@ -19,7 +19,8 @@ __all__ = ["DcanasError", "__version__", *_LAZY]
 if TYPE_CHECKING:
     from .api import count, create_model, load_model, resume_search, search, train
     from .cost import NetworkCost
-    from .search_loop import SearchConfig, SearchResult
+    from .search_config import SearchConfig
+    from .search_loop import SearchResult
     from .spaces.darts.genotype import Genotype
     from .train_loop import TrainConfig, TrainResult
 

@@ -13,7 +13,8 @@ from typing import Any
 from .cost import NetworkCost, network_cost
 from .errors import ConfigError
 from .logs import LOG
-from .search_loop import BUDGET_FIELDS, SearchResult, make_search_config, run_search
+from .search_config import BUDGET_FIELDS, make_search_config
+from .search_loop import SearchResult, run_search
 from .spaces.darts.genotype import Genotype, load_genotype
 from .spaces.darts.network import EvalNetwork, EvalSetting, eval_setting_for
 from .train_loop import TrainResult, load_source, make_config, run_training

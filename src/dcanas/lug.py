@@ -251,7 +251,8 @@ def run_task(task: dict[str, Any]) -> dict[str, Any]:
     Returns {"task": task, "result": the run's result.json, "metrics": the last epoch's metrics row,
     "val_acc": its alpha-batch accuracy}.
     """
-    from .search_loop import SearchConfig, run_search
+    from .search_config import SearchConfig
+    from .search_loop import run_search
 
     global _stopped
     if _stopped:  # a pool worker that was interrupted starts none of the searches still queued to it
@@ -422,7 +423,9 @@ def build_lug(base: Any, metric: str = "params", search_budgets: Sequence[float]
     """Run the LUG's searches in parallel, fit, save lug.json, lug.png and report.md; resumable."""
     from tqdm.auto import tqdm
 
-    from .search_loop import SearchConfig, prepare_search
+    from .search_config import SearchConfig
+
+    from .search_loop import prepare_search
 
     if resume:
         run_dir = Path(run_dir) if run_dir is not None else None

@@ -36,7 +36,8 @@ def run_repeats(config: Any, repeats: int | None = None, run_dir: str | Path | N
                 progress: bool = True) -> dict[str, Any]:
     """Run (or resume) `repeats` seeds of `config`, keep the best derived network; returns its result dict."""
     from .lug import run_tasks
-    from .search_loop import SearchConfig, _run_name, prepare_search
+    from .search_config import SearchConfig
+    from .search_loop import _run_name, prepare_search
     from .threads import available_cores
 
     if resume:

@@ -12,7 +12,8 @@ from .spaces.darts.genotype import Genotype
 from .units import readable
 
 if TYPE_CHECKING:
-    from .search_loop import SearchConfig, SearchResult
+    from .search_config import SearchConfig
+    from .search_loop import SearchResult
 
 
 def cell_dot(edges: list[tuple[str, str, str]], nodes: list[str], name: str) -> str:

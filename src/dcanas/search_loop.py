@@ -9,7 +9,7 @@ batch_size / (processes x accum_steps), not on how many processes share the work
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, astuple, dataclass, field, fields, replace
+from dataclasses import asdict, astuple, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -18,190 +18,21 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import distributed as dist_utils
-from .checks import (MAX_CELLS, MAX_CHANNELS, MAX_IMAGE_SIZE, check_device, check_finite_loss, int_in,
-                     positive,
-                     raise_first, rate_check)
+from .checks import check_finite_loss
 from .constraint import Budget, Constraint, check_budgets, cost_summary
-from .data import BatchLoader, balanced_subset, dataset_info, default_augment, load_dataset, split_train_val
+from .search_config import SearchConfig
+from .data import BatchLoader, balanced_subset, default_augment, load_dataset, split_train_val
 from .errors import ConfigError, RunDirError
 from .runs import (CHECKPOINT, MetricsLog, load_checkpoint, prepare_run_dir, record_run_info, rng_state,
                    save_checkpoint, set_rng_state, stop_on_signals, write_json)
-from .remedies import DEFAULT_BETA_WEIGHT, DEFAULT_REMEDY, beta_decay_loss, beta_decay_weight, check_remedy
+from .remedies import beta_decay_loss, beta_decay_weight
 from .spaces import SPACES, SearchSpace
 from .threads import choose_threads, use_threads
 from .units import human
 
 
-@dataclass
-class SearchConfig:
-    """Everything a search depends on; saved into the run folder and restored by --resume."""
-
-    space: str = "darts"  # or "nb201"
-    dataset: str = "digits"
-    data_dir: str | None = None
-    download: bool = False
-    image_size: int | None = None
-    # budgets on the deployed network (None = unconstrained)
-    max_params: float | None = None
-    max_flops: float | None = None
-    max_latency: float | None = None
-    latency_table: str | None = None  # DARTS: a per-op table from `dcanas profile --ops`
-    latency_device: str | None = None  # NB201: a device of the benchmark's latency tables (pixel3, raspi4, ...)
-    bench_table: str | None = None  # NB201: the benchmark table (default: $DCANAS_NB201_TABLE or ../shared/data)
-    constraint: str = "derived"  # or "paper" (DCA-NAS eq. 3, meant to be used with a look-up graph)
-    search_budgets: dict[str, float] = field(default_factory=dict)  # K_d' per metric, from a LUG
-    repair: bool = True
-    # the deployed evaluation network (None = the dataset's published setting)
-    eval_cells: int | None = None
-    eval_channels: int | str | None = None  # an int, or "auto"
-    eval_auxiliary: bool = True
-    # the supernet and its savings
-    cells: int = 8
-    channels: int = 16
-    bottleneck: int = 4
-    weight_sharing: bool = True
-    derived_cells: bool = True
-    max_skips: int | None = None  # DARTS: cap on skip connections in the derived normal cell (P-DARTS)
-    remedy: str = DEFAULT_REMEDY  # against collapse onto parameter-free ops: see remedies.py
-    beta_weight: float = DEFAULT_BETA_WEIGHT  # beta-decay: final weight of the regulariser (linear ramp from 0)
-    # search-time cuts for quick searches (the budgets stay about the deployed network at full resolution)
-    train_subset: int | None = None  # search on this many training images (class-balanced), split in two halves
-    search_image_size: int | None = None  # the supernet sees images resized to this (None: as loaded)
-    score_derived: bool = False  # after the search, the derived network's one-shot accuracy on the alpha half
-    # optimisation (paper appendix defaults, batch scaled for a CPU)
-    epochs: int = 50
-    batch_size: int = 64  # the global batch, over all processes
-    lr: float = 0.2
-    momentum: float = 0.9
-    weight_decay: float = 3e-4
-    arch_lr: float = 6e-4
-    arch_betas: tuple[float, float] = (0.5, 0.999)
-    arch_weight_decay: float = 1e-3
-    lambda_lr: float = 0.05
-    partial_channels: int = 1  # NB201: PC-DARTS's partial channel connections, 1/K of the channels (1 = off)
-    edge_norm: bool = False  # NB201: PC-DARTS's edge normalisation
-    penalty_step: str = "sgd"  # the constraint's gradient: inside the Adam step ("adam") or a plain step ("sgd")
-    penalty_lr: float = 1.0  # step size of the "sgd" penalty step (digits 200K: 0.1 ended 32 % over, 1.0 at 97 %)
-    fill_budget: bool | None = None  # upgrade ops into unused budget after the search (None: the space's default)
-    budget_floor: float | None = None  # aim for floor <= k/K <= 1 (a second multiplier below); None: at most K
-    warmup_epochs: float = 0.0  # weights-only epochs first (PC-DARTS uses 15 of 50); fractions allowed
-    grad_clip: float = 5.0
-    seed: int = 0
-    max_steps: int | None = None
-    accum_steps: int = 1  # micro-batches per process per step (BatchNorm normalises over one)
-    device: str = "auto"
-    amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
-    threads: int | None = None  # torch CPU threads; None = chosen at start (threads.py), then recorded here
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "SearchConfig":
-        """Inverse of to_dict (unknown keys ignored, tuples restored)."""
-        known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
-        if "arch_betas" in values:
-            values["arch_betas"] = tuple(values["arch_betas"])
-        if "remedy" not in values and "seed" in values:  # a run saved before these options: as it ran then
-            values.update(remedy="none", penalty_step="adam", fill_budget=False)
-        return cls(**values)
-
-    def validate(self) -> None:
-        """Refuse option values that cannot work (one line each), before anything is loaded or written."""
-        if self.space not in SPACES.names():
-            raise ConfigError(f"--space must be one of {', '.join(SPACES.names())}, not {self.space!r}")
-        check_remedy(self.remedy)
-        bottleneck_ok = int_in(self.bottleneck, 1) and int_in(self.channels, 2, MAX_CHANNELS) and \
-            self.channels % self.bottleneck == 0 and (self.channels // self.bottleneck) % 2 == 0
-        raise_first([
-            (int_in(self.epochs, 1), f"--epochs must be an integer >= 1, got {self.epochs}"),
-            (int_in(self.batch_size, 1), f"--batch-size must be an integer >= 1, got {self.batch_size}"),
-            rate_check("--lr", self.lr),
-            rate_check("--arch-lr", self.arch_lr),
-            rate_check("--lambda-lr", self.lambda_lr, allow_zero=True),
-            rate_check("--penalty-lr", self.penalty_lr),
-            rate_check("weight decay", self.weight_decay, allow_zero=True),
-            rate_check("alpha weight decay", self.arch_weight_decay, allow_zero=True),
-            rate_check("gradient clip", self.grad_clip),
-            (positive(self.momentum, allow_zero=True) and self.momentum < 1, f"momentum must be in [0, 1), got "
-                                                                             f"{self.momentum}"),
-            (all(positive(b, allow_zero=True) and b < 1 for b in self.arch_betas),
-             f"alpha Adam betas must be in [0, 1), got {self.arch_betas}"),
-            (self.max_steps is None or int_in(self.max_steps, 1), f"--max-steps must be at least 1, got "
-                                                                  f"{self.max_steps}"),
-            (int_in(self.accum_steps, 1), f"--accum-steps must be at least 1, got {self.accum_steps}"),
-            (int_in(self.seed, 0), f"--seed must be a non-negative integer, got {self.seed}"),
-            (self.threads is None or int_in(self.threads, 1), f"--threads must be a positive integer, got {self.threads}"),
-            (int_in(self.cells, 3, MAX_CELLS), f"--search-cells must be in 3..{MAX_CELLS} (the supernet needs two "
-                                               f"reduction cells and a normal one), got {self.cells}"),
-            (int_in(self.channels, 2, MAX_CHANNELS) and self.channels % 2 == 0,
-             f"--search-channels must be even and in 2..{MAX_CHANNELS}, got {self.channels}"),
-            (bottleneck_ok, f"--bottleneck must divide --search-channels {self.channels} into an even count >= 2 "
-                            f"(e.g. 2 or 4), got {self.bottleneck}"),
-            (self.eval_cells is None or int_in(self.eval_cells, 1, MAX_CELLS),
-             f"--cells must be in 1..{MAX_CELLS}, got {self.eval_cells}"),
-            (self.eval_channels in (None, "auto") or int_in(self.eval_channels, 2, MAX_CHANNELS),
-             f"--channels must be 'auto' or in 2..{MAX_CHANNELS}, got {self.eval_channels}"),
-            (self.image_size is None or int_in(self.image_size, 4, MAX_IMAGE_SIZE),
-             f"--image-size must be in 4..{MAX_IMAGE_SIZE} pixels, got {self.image_size}"),
-            (all(v is None or positive(v) for v in (self.max_params, self.max_flops, self.max_latency)),
-             "budgets (--max-params, --max-flops, --max-latency) must be finite numbers > 0"),
-            (self.constraint in ("derived", "paper"), f"--constraint must be derived or paper, not "
-                                                      f"{self.constraint!r}"),
-            (int_in(self.partial_channels, 1), f"--partial-channels must be an integer >= 1, got "
-                                               f"{self.partial_channels}"),
-            (self.max_skips is None or (self.space == "darts" and int_in(self.max_skips, 0)),
-             f"--max-skips is a non-negative cap for the darts space (got {self.max_skips} with --space "
-             f"{self.space})"),
-            ((self.partial_channels == 1 and not self.edge_norm) or self.space == "nb201",
-             "--partial-channels and --edge-norm (PC-DARTS) are implemented for --space nb201 only"),
-            (self.penalty_step in ("adam", "sgd"), f"--penalty-step must be adam or sgd, got {self.penalty_step!r}"),
-            (self.budget_floor is None or (positive(self.budget_floor) and self.budget_floor < 1),
-             f"--budget-floor is a fraction of the budget in (0, 1), got {self.budget_floor}"),
-            (positive(self.beta_weight, allow_zero=True), f"--beta-weight must be a finite number >= 0, got "
-                                                          f"{self.beta_weight}"),
-            (self.train_subset is None or int_in(self.train_subset, 2),
-             f"--train-subset must be at least 2 images (one per half), got {self.train_subset}"),
-            (self.search_image_size is None or int_in(self.search_image_size, 4, MAX_IMAGE_SIZE),
-             f"--search-image-size must be between 4 and {MAX_IMAGE_SIZE} pixels, got {self.search_image_size}"),
-            (positive(self.warmup_epochs, allow_zero=True) and self.warmup_epochs < self.epochs,
-             f"--warmup-epochs must be in [0, --epochs={self.epochs}), got {self.warmup_epochs}"),
-        ])
-        check_device(self.device)
-
-    def budgets(self) -> list[Budget]:
-        """The device budgets asked for."""
-        limits = (("params", self.max_params), ("flops", self.max_flops), ("latency", self.max_latency))
-        return [Budget(m, float(v)) for m, v in limits if v is not None]
-
-
 # Besides each epoch's end, a search checkpoints mid-epoch once this many seconds have passed since the last.
 CHECKPOINT_EVERY_S = 600.0
-
-BUDGET_FIELDS = ("max_params", "max_flops", "max_latency")
-
-
-def make_search_config(dataset: str = SearchConfig.dataset, *, unconstrained: bool = False,
-                       base: dict[str, Any] | None = None, **given: Any) -> SearchConfig:
-    """SearchConfig from the defaults, the dataset's preset and default budget (or a saved config, `base`),
-    then `given` (None = not given)."""
-    values = SearchConfig(dataset=dataset).to_dict()
-    unknown = sorted(set(given) - set(values))
-    if unknown:
-        raise ConfigError(f"unknown search option(s): {', '.join(unknown)}")
-    given = {k: v for k, v in given.items() if v is not None}
-    if base is not None:  # a saved config.json: everything as it was, then what was typed
-        values.update({**base, "dataset": dataset})  # the caller resolved --dataset over the file's
-    else:
-        values.update(dataset_info(dataset).search_preset)
-        if not unconstrained and not any(k in given for k in BUDGET_FIELDS):
-            values.update(dataset_info(dataset).default_budget)
-    values.update(given)
-    if unconstrained:
-        values.update(dict.fromkeys(BUDGET_FIELDS))
-    return SearchConfig.from_dict(values)
 
 
 def prepare_search(config: SearchConfig):
@@ -574,7 +405,7 @@ def _search(config: SearchConfig, run_dir: str | Path | None, checkpoint: dict |
     deployed = space.deployed_cost(genotype, setting)
     summary = cost_summary(table, genotype, budgets)
     result = SearchResult(space, genotype, run_dir, setting, deployed["params"], deployed["flops"], summary,
-                          repairs, raw, seconds, total_steps, space.describe(genotype), fills=fills)
+                          repairs, raw, seconds, total_steps, space.describe(genotype, config), fills=fills)
     if config.score_derived:
         result.derived_val_acc = derived_accuracy(model, genotype, val, resize)
     if main:

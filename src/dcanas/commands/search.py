@@ -13,7 +13,7 @@ ORDER = 30
 
 def search_config_from_args(args: argparse.Namespace):
     """SearchConfig from defaults, the dataset's preset, then what the user typed (in that order)."""
-    from ..search_loop import SearchConfig, make_search_config
+    from ..search_config import SearchConfig, make_search_config
 
     known = set(SearchConfig().to_dict()) - {"dataset"}
     given = {k: v for k, v in vars(args).items() if k in known}
@@ -30,7 +30,7 @@ def search_config_from_args(args: argparse.Namespace):
 
 def options_given(args: argparse.Namespace) -> list[str]:
     """The search options typed on the command line (as flags), for refusing them where they cannot apply."""
-    from ..search_loop import SearchConfig
+    from ..search_config import SearchConfig
 
     known = set(SearchConfig().to_dict())
     names = [k for k, v in vars(args).items() if k in known and v is not None]

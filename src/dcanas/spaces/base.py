@@ -10,7 +10,7 @@ from torch import nn
 if TYPE_CHECKING:
     from ..constraint import Budget
     from ..landing import ChangeLister
-    from ..search_loop import SearchConfig
+    from ..search_config import SearchConfig
 
 
 class SearchSpace(ABC):
@@ -73,6 +73,6 @@ class SearchSpace(ABC):
     def write_diagrams(self, genotype: Any, run_dir: Path) -> None:
         """Cell diagrams in the run folder, if the space has them."""
 
-    def describe(self, genotype: Any) -> dict[str, Any]:
+    def describe(self, genotype: Any, config: "SearchConfig | None" = None) -> dict[str, Any]:
         """Extra facts for the report (e.g. benchmark accuracies); empty by default."""
         return {}

@@ -13,7 +13,7 @@ from .genotype import Genotype, genotype_to_dict, genotype_to_text
 if TYPE_CHECKING:
     from ...constraint import Budget
     from ...landing import ChangeLister
-    from ...search_loop import SearchConfig
+    from ...search_config import SearchConfig
 
 
 class DartsSpace(SearchSpace):

@@ -33,7 +33,7 @@ from .ops import NONE_INDEX, PARAMETRIC, PRIMITIVES
 
 if TYPE_CHECKING:
     from ...constraint import Budget
-    from ...search_loop import SearchConfig
+    from ...search_config import SearchConfig
     from .cost import NB201CostTable
     from .network import NB201Setting
 
@@ -47,11 +47,6 @@ class NB201Space(SearchSpace):
     name = "nb201"
     alpha_names = ("alpha",)
     fills_by_default = True  # measured: BENCHMARKS.md §12, regret 1.98 -> 1.12 points
-
-    def __init__(self) -> None:
-        # where describe() looks things up: the last search's table and device (describe gets only a genotype)
-        self._bench_table: str | None = None
-        self._device: str | None = None
 
     # -- settings and tables ----------------------------------------------------------------
 
@@ -90,7 +85,6 @@ class NB201Space(SearchSpace):
         if getattr(config, "latency_table", None):
             raise ConfigError("--latency-table holds per-op latencies of DARTS networks; NB201 latencies come "
                               "from the benchmark table: pass --latency-device (e.g. pixel3, raspi4)")
-        self._bench_table, self._device = bench, device
         if device:
             from ...nb201_bench import latency_cost_table, load_any_table
 
@@ -193,14 +187,13 @@ class NB201Space(SearchSpace):
                  if op != "none"]
         write_cell(Path(run_dir) / "cell.dot", edges, ["in", "1", "2", "out"], "NAS-Bench-201 cell")
 
-    def describe(self, genotype: Arch, *, bench_table: str | None = None,
-                 device: str | None = None) -> dict[str, Any]:
+    def describe(self, genotype: Arch, config: SearchConfig | None = None) -> dict[str, Any]:
         """The benchmark's true test accuracies (and measured latency on the search's device); {} without a table."""
         try:
             from ...nb201_bench import load_any_table
 
-            table = load_any_table(bench_table if bench_table is not None else self._bench_table)
-            device = device if device is not None else self._device
+            table = load_any_table(getattr(config, "bench_table", None))
+            device = getattr(config, "latency_device", None)
             found = table.lookup(resolve_arch(genotype), [device] if device in table.latency else [])
         except Exception:  # noqa: BLE001 - a report never fails for want of the benchmark
             return {}
