@@ -29,7 +29,7 @@ from typing import Any
 from common import cifar10_batches, data_argv, load_results, machine, mean_sd, run_dcanas, study_command, train_argv
 
 from dcanas.commands.common import parse_count
-from dcanas.cost import network_cost
+from dcanas.spaces.darts.cost import network_cost
 from dcanas.search_config import SearchConfig
 from dcanas.search_loop import dry_run
 from dcanas.spaces.darts.genotype import GENOTYPES

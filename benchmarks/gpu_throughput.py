@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from dcanas.constraint import Budget, Constraint
-from dcanas.cost import build_cost_table
+from dcanas.spaces.darts.cost import build_cost_table
 from dcanas.search_config import SearchConfig
 from dcanas.search_loop import BilevelStep, build_supernet
 from dcanas.spaces.darts.genotype import GENOTYPES

@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from dcanas.cost import build_cost_table
-from dcanas.latency import DEFAULT_CALIBRATION, measure_latency_table, op_sum
+from dcanas.spaces.darts.cost import build_cost_table
+from dcanas.spaces.darts.latency import DEFAULT_CALIBRATION, measure_latency_table, op_sum
 from dcanas.profile import device_info, measure_modules
 from dcanas.spaces.darts.genotype import genotype_to_text, random_genotype
 from dcanas.spaces.darts.network import EvalNetwork, EvalSetting, eval_setting_for
@@ -167,7 +167,7 @@ For {args.genotypes} random genotypes (`random_genotype`, seed {args.seed}) per 
 with the median latency onnxruntime measures for the whole exported network (batch 1, {args.runs} timed runs in
 {args.rounds} interleaved rounds after warm-up, inputs and outputs bound once).
 
-How the table is made (see `src/dcanas/latency.py`): each distinct (op, channels, stride, input size) is timed once
+How the table is made (see `src/dcanas/spaces/darts/latency.py`): each distinct (op, channels, stride, input size) is timed once
 in context (1x1 conv -> op -> global pools, minus the same graph without the op), `none` and stride-1
 `skip_connect` are 0, and the fixed part is the all-`none` network with cheap unmergeable placeholders whose own
 cost is subtracted. Then {args.calibrate} random networks (seed 1000, disjoint from the test genotypes) are timed

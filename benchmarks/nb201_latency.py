@@ -224,7 +224,7 @@ def _oracle(bench, device: str, budget: float) -> str:
 
 def model_gap_rows(bench, args: argparse.Namespace) -> list[str]:
     """Per budget: how many none-free archs the fitted model calls within budget whose measurement is over."""
-    from dcanas.nb201_bench import fit_latency_model
+    from dcanas.spaces.nb201.bench import fit_latency_model
 
     ops = bench.op_indices()
     free = (ops != NONE_INDEX).all(axis=1)
@@ -353,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     args.command = command
     if args.device == "cpu":
         torch.set_num_threads(args.threads)
-    from dcanas.nb201_bench import latency_cost_table, load_nb201_table
+    from dcanas.spaces.nb201.bench import latency_cost_table, load_nb201_table
 
     bench = load_nb201_table(args.table)
     models = {d: latency_cost_table(d, bench, exclude_none=True) for d in args.devices}

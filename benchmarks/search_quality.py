@@ -130,7 +130,7 @@ def run_name(remedy: str, tag: str, budget: dict[str, Any] | None, seed: int) ->
 @functools.lru_cache(maxsize=1)
 def bench_truth(table_path: str):
     """The table, each row's exact parameter count, and the none-free mask."""
-    from dcanas.nb201_bench import load_nb201_table
+    from dcanas.spaces.nb201.bench import load_nb201_table
     from dcanas.spaces.nb201.cost import build_nb201_cost_table
     from dcanas.spaces.nb201.ops import NONE_INDEX
 

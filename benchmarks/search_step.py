@@ -24,7 +24,7 @@ def worker(name: str, batch: int, steps: int, warmup: int, device_name: str) -> 
     import torch
 
     from dcanas.constraint import Budget, Constraint
-    from dcanas.cost import build_cost_table
+    from dcanas.spaces.darts.cost import build_cost_table
     from dcanas.search_config import SearchConfig
     from dcanas.search_loop import BilevelStep, build_supernet
     from dcanas.spaces.darts.genotype import GENOTYPES

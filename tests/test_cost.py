@@ -4,7 +4,9 @@ import random
 import pytest
 import torch
 
-from dcanas.cost import build_cost_table, count_flops, count_params, network_cost, op_cost
+from dcanas.cost import count_flops, count_params
+
+from dcanas.spaces.darts.cost import build_cost_table, network_cost, op_cost
 from dcanas.spaces.darts.genotype import GENOTYPES, random_genotype
 from dcanas.spaces.darts.network import EvalNetwork, EvalSetting, eval_setting_for
 

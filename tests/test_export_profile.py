@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from dcanas.cli import main
-from dcanas.cost import build_cost_table
+from dcanas.spaces.darts.cost import build_cost_table
 from dcanas.errors import BudgetError, DcanasError
 from dcanas.export import export_onnx, export_torchscript
-from dcanas.latency import attach_latency_table, load_latency_table
+from dcanas.spaces.darts.latency import attach_latency_table, load_latency_table
 from dcanas.model_io import save_model
 from dcanas.search_config import SearchConfig
 from dcanas.search_loop import run_search

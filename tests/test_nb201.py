@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from dcanas.cli import main
-from dcanas.nb201_bench import (BenchTableError, NB201Table, default_table_path, design_matrix, fit_latency_model,
+from dcanas.spaces.nb201.bench import (BenchTableError, NB201Table, default_table_path, design_matrix, fit_latency_model,
                                 latency_cost_table, latency_fit_table, load_nb201_table, read_hw_nas_bench_pickle)
 from dcanas.spaces.nb201.arch import (EDGES, NUM_ARCHS, SENTINELS, Arch, ArchError, arch_from_enumeration,
                                       arch_to_index, enumeration_index, format_arch, index_to_arch, iter_archs,

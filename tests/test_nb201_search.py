@@ -10,7 +10,7 @@ import torch
 
 from dcanas.constraint import Budget, Constraint
 from dcanas.errors import BudgetError, ConfigError
-from dcanas.nb201_bench import latency_cost_table, load_nb201_table
+from dcanas.spaces.nb201.bench import latency_cost_table, load_nb201_table
 from dcanas.spaces import SPACES
 from dcanas.spaces.nb201.arch import NUM_ARCHS, Arch, arch_from_enumeration, parse_arch, random_arch
 from dcanas.spaces.nb201.cost import build_nb201_cost_table
@@ -282,3 +282,59 @@ def test_fill_spends_unused_budget_on_the_convolutions_the_alphas_rank_next():
             continue
         filled, _ = space.fill(arch, [torch.randn(6, 5)], table, [Budget("params", limit)])
         assert table.genotype_cost(filled)["params"] <= limit
+
+
+def test_exact_fill_takes_the_best_scored_architecture_in_the_budget_band():
+    from dcanas.landing import LANDING_BAND
+    from dcanas.spaces.nb201.space import _enumeration_costs, _enumeration_digits
+
+    space, table = NB201Space(), build_nb201_cost_table()
+    digits, params = _enumeration_digits(), _enumeration_costs(build_nb201_cost_table(), "params")
+    rng = random.Random(1)
+    for _ in range(8):
+        alpha = torch.randn(6, 5, generator=torch.Generator().manual_seed(rng.randrange(1000)))
+        low, high = table.bounds("params")
+        budget = Budget("params", rng.uniform(low, high))
+        start = Arch(("skip_connect",) * 6)
+        filled, changes = space.fill(start, [alpha], table, [budget])
+        cost = table.genotype_cost(filled)["params"]
+        assert cost <= budget.limit and "none" not in filled.ops
+        # brute force: nothing in the band scores higher
+        logp = torch.log_softmax(alpha, -1).numpy()
+        band = (digits != NONE_INDEX).all(1) & (params <= budget.limit) & (params >= LANDING_BAND * budget.limit)
+        if band.any():
+            assert cost >= LANDING_BAND * budget.limit
+            best = max(logp[range(6), d].sum() for d in digits[band])
+            assert logp[range(6), list(filled.op_indices)].sum() == pytest.approx(best, abs=1e-5)
+        assert all("(unused budget)" in c for c in changes)
+
+
+def test_cli_search_prints_its_summary_and_train_says_nb201_is_not_trained_here(tmp_path):
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-m", "dcanas", "search", "--space", "nb201", "--dataset", "synthetic",
+                           "--max-steps", "2", "--run-dir", str(run), "--quiet"], capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "network   15 cells x 16 channels" in done.stdout and "genotype  |" in done.stdout
+    before = sorted(p.name for p in run.iterdir())
+    refused = subprocess.run([sys.executable, "-m", "dcanas", "train", str(run), "--max-steps", "1",
+                              "--run-dir", str(tmp_path / "train")], capture_output=True, text=True, timeout=600)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "--space nb201 search" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+    assert sorted(p.name for p in run.iterdir()) == before and not (tmp_path / "train").exists()
+
+
+
+def test_both_spaces_cost_tables_follow_the_shared_contract():
+    from dcanas.spaces.base import SpaceCostTable
+    from dcanas.spaces.darts.cost import build_cost_table
+    from dcanas.spaces.darts.network import eval_setting_for
+
+    for table in (build_cost_table(eval_setting_for("digits")), build_nb201_cost_table()):
+        assert isinstance(table, SpaceCostTable)
+        assert {"params", "flops"} <= set(table.entries) and set(table.fixed) >= {"params", "flops"}
+        low, high = table.bounds("params")
+        assert 0 < low < high

@@ -136,7 +136,7 @@ def test_a_search_does_not_depend_on_what_ran_before_it_in_the_process(tmp_path)
 
 def test_budget_floor_pushes_up_while_under_and_never_below_zero():
     from dcanas.constraint import Budget, Constraint
-    from dcanas.cost import build_cost_table
+    from dcanas.spaces.darts.cost import build_cost_table
     from dcanas.spaces.darts.network import eval_setting_for
 
     table = build_cost_table(eval_setting_for("digits"))
@@ -161,7 +161,7 @@ def test_sgd_penalty_step_is_a_plain_step_outside_adam():
     from dcanas.constraint import Budget, Constraint
     from dcanas.search_loop import BilevelStep, build_supernet
     from dcanas.spaces.darts.network import eval_setting_for
-    from dcanas.cost import build_cost_table
+    from dcanas.spaces.darts.cost import build_cost_table
 
     table = build_cost_table(eval_setting_for("digits"))
     torch.manual_seed(0)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from dcanas.constraint import Budget, Constraint, auto_channels, check_budgets
-from dcanas.cost import build_cost_table, network_cost
+from dcanas.spaces.darts.cost import build_cost_table, network_cost
 from dcanas.errors import BudgetError, ConfigError
 from dcanas.search_config import SearchConfig
 from dcanas.search_loop import run_search
@@ -73,10 +73,10 @@ def test_impossible_budgets_are_refused_with_both_limits(digits_table):
     low, high = digits_table.bounds("params")
     for limit in (low * 0.5, high * 1.5):
         with pytest.raises(BudgetError) as err:
-            check_budgets(digits_table, [Budget("params", limit)])
+            check_budgets(digits_table, [Budget("params", limit)], DartsSpace().suggest)
         assert f"{low:,.6g}" in str(err.value) and f"{high:,.6g}" in str(err.value)
         assert "--channels" in str(err.value)
-    check_budgets(digits_table, [Budget("params", (low + high) / 2)])
+    check_budgets(digits_table, [Budget("params", (low + high) / 2)], DartsSpace().suggest)
 
 
 def test_impossible_budget_refused_before_search(tmp_path):

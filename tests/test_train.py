@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from dcanas.cli import main as cli_main
-from dcanas.cost import network_cost
+from dcanas.spaces.darts.cost import network_cost
 from dcanas.data import load_dataset
 from dcanas.model_io import load_model
 from dcanas.spaces.darts.genotype import GENOTYPES, genotype_to_dict

@@ -18,7 +18,7 @@ __all__ = ["DcanasError", "__version__", *_LAZY]
 
 if TYPE_CHECKING:
     from .api import count, create_model, load_model, resume_search, search, train
-    from .cost import NetworkCost
+    from .spaces.darts.cost import NetworkCost
     from .search_config import SearchConfig
     from .search_loop import SearchResult
     from .spaces.darts.genotype import Genotype

@@ -10,14 +10,14 @@ from pathlib import Path
 from typing import Any
 
 
-from .cost import NetworkCost, network_cost
+from .spaces.darts.cost import NetworkCost, network_cost
 from .errors import ConfigError
 from .logs import LOG
 from .search_config import BUDGET_FIELDS, make_search_config
 from .search_loop import SearchResult, run_search
 from .spaces.darts.genotype import Genotype, load_genotype
 from .spaces.darts.network import EvalNetwork, EvalSetting, eval_setting_for
-from .train_loop import TrainResult, load_source, make_config, run_training
+from .train_loop import TrainResult, load_source, make_config, refuse_other_space, run_training
 from .units import parse_count
 
 GenotypeLike = str | Path | Genotype
@@ -82,6 +82,8 @@ def load_model(path: str | Path) -> EvalNetwork:
 
 def count(genotype: GenotypeLike, dataset: str = "cifar10", **setting: Any) -> NetworkCost:
     """Exact params (deployed, and with the auxiliary head) and FLOPs (MACs at batch 1) of a genotype's network."""
+    if not isinstance(genotype, Genotype):
+        refuse_other_space(_spec(genotype))
     g = genotype if isinstance(genotype, Genotype) else load_genotype(_spec(genotype))
     return network_cost(g, eval_setting_for(dataset, **setting))
 

@@ -18,9 +18,8 @@ from typing import Any, Callable, Iterable
 import torch
 import torch.nn.functional as F
 
-from .cost import CostTable
 from .errors import BudgetError
-from .spaces.darts.genotype import Genotype
+from .spaces.base import SpaceCostTable
 from .units import readable
 
 CONSTRAINT_MODES = ("derived", "paper")
@@ -39,11 +38,10 @@ class Budget:
         return {"metric": self.metric, "limit": self.limit}
 
 
-def check_budgets(table: CostTable, budgets: list[Budget],
-                  suggest: Callable[[Any, Budget], str] | None = None) -> None:
+def check_budgets(table: SpaceCostTable, budgets: list[Budget], suggest: Callable[[Any, Budget], str]) -> None:
     """Refuse, before any search, a budget outside what the evaluation setting can give.
 
-    `suggest(table, budget)` says how to make the budget reachable (default: DARTS widths/depths).
+    `suggest(table, budget)` says how to make the budget reachable (the space's `suggest`).
     """
     for b in budgets:
         if b.metric not in table.entries:
@@ -56,7 +54,7 @@ def check_budgets(table: CostTable, budgets: list[Budget],
             raise BudgetError(
                 f"--max-{b.metric} {readable(b.limit)} is {where} network this space gives at {s.cells} cells x "
                 f"{s.channels} channels ({readable(low)} .. {readable(high)} {UNITS.get(b.metric, '')}); "
-                f"{(suggest or suggest_setting)(table, b)}")
+                f"{suggest(table, b)}")
 
 
 def settings_reaching(candidates: Iterable[tuple[str, Callable[[], Any]]], budget: Budget) -> list[str]:
@@ -74,25 +72,7 @@ def reachable_text(fits: list[str], nothing: str) -> str:
     return "reachable with " + " or ".join(fits[-3:]) + " (or --channels auto)" if fits else nothing
 
 
-def suggest_setting(table: CostTable, budget: Budget) -> str:
-    """Name the DARTS widths (and depths) whose range contains the budget."""
-    from .cost import build_cost_table
-
-    s = table.setting
-    if budget.metric not in build_cost_table(s).entries:
-        return "try another evaluation setting"
-    fits: list[str] = []
-    for cells in [s.cells] + [c for c in (20, 14, 8, 5) if c != s.cells]:
-        widths = [c for c in (4, 8, 12, 16, 20, 24, 28, 32, 36, 48, 64, 96) if cells == s.cells or c <= s.channels]
-        fits = settings_reaching(((f"--cells {cells} --channels {c}",
-                                   lambda cells=cells, c=c: build_cost_table(s.replace(cells=cells, channels=c)))
-                                  for c in widths), budget)
-        if fits:
-            break
-    return reachable_text(fits, "no width up to 96 channels at 5-20 cells reaches it; change the budget")
-
-
-def auto_channels(table_for: Callable[[int], CostTable], budgets: list[Budget]) -> int:
+def auto_channels(table_for: Callable[[int], SpaceCostTable], budgets: list[Budget]) -> int:
     """The widest even width whose range puts every budget at least 30% of the way above its floor."""
     best = None
     for channels in range(4, 258, 2):
@@ -114,7 +94,7 @@ class Constraint:
     `genotype_cost(genotype)`, `fixed` and `ops`; one entry of `alpha_costs` per alpha tensor.
     """
 
-    def __init__(self, table: CostTable, budgets: list[Budget], mode: str = "derived", lambda_lr: float = 0.05,
+    def __init__(self, table: SpaceCostTable, budgets: list[Budget], mode: str = "derived", lambda_lr: float = 0.05,
                  device: torch.device | str = "cpu", floor: float | None = None):
         if mode not in CONSTRAINT_MODES:
             raise ValueError(f"constraint mode must be one of {CONSTRAINT_MODES}")
@@ -187,7 +167,7 @@ def _without(alpha: torch.Tensor, none_index: int | None) -> torch.Tensor:
     return F.softmax(masked, dim=-1)
 
 
-def cost_summary(table: CostTable, genotype: Genotype, budgets: list[Budget]) -> dict[str, dict]:
+def cost_summary(table: SpaceCostTable, genotype: Any, budgets: list[Budget]) -> dict[str, dict]:
     """Per budget: the limit, the deployed value, and whether it holds."""
     cost = table.genotype_cost(genotype)
     return {b.metric: {"limit": b.limit, "value": cost[b.metric], "ok": bool(cost[b.metric] <= b.limit)}

@@ -36,6 +36,9 @@ class OpChange:
 
 
 ChangeLister = Callable[[Any], Iterable[OpChange]]
+# Where a derived network should land: between this fraction of each budget and the budget itself.
+# Unused budget is lost accuracy; users asked for 85-100 % (issue 11), and NB201's exact fill aims there.
+LANDING_BAND = 0.85
 MIN_LOSS = 1e-9  # a change the alphas rank equal or higher costs "nothing": scored by its budget effect alone
 
 

@@ -6,9 +6,10 @@ import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .cost import FLOPS_CONVENTION, CostTable
+from .cost import FLOPS_CONVENTION
+
+from .spaces.base import SpaceCostTable
 from .runs import atomic_write_text, write_json
-from .spaces.darts.genotype import Genotype
 from .units import readable
 
 if TYPE_CHECKING:
@@ -31,19 +32,6 @@ def write_cell(dot_path: Path, edges: list[tuple[str, str, str]], nodes: list[st
     """A cell as `.dot` beside its picture (PNG and SVG by graphviz, else a matplotlib PNG)."""
     atomic_write_text(dot_path, cell_dot(edges, nodes, dot_path.stem))
     return [dot_path, *render_cell(dot_path, edges, nodes, title)]
-
-
-def write_cell_diagrams(genotype: Genotype, run_dir: Path) -> list[Path]:
-    """A DARTS genotype's normal and reduction cells (inputs c_{k-2}, c_{k-1}, nodes 0.., output c_{k})."""
-    written = []
-    for name, edges, concat in (("normal", genotype.normal, genotype.normal_concat),
-                                ("reduce", genotype.reduce, genotype.reduce_concat)):
-        label = {0: "c_{k-2}", 1: "c_{k-1}"}
-        named = [(op, label.get(i, str(i - 2)), str(k // 2)) for k, (op, i) in enumerate(edges)]
-        named += [("", str(j - 2), "c_{k}") for j in concat]
-        nodes = ["c_{k-2}", "c_{k-1}", *[str(j) for j in range(len(edges) // 2)], "c_{k}"]
-        written += write_cell(run_dir / f"cell_{name}.dot", named, nodes, f"{name} cell")
-    return written
 
 
 def render_cell(dot_path: Path, edges: list[tuple[str, str, str]], nodes: list[str], title: str) -> list[Path]:
@@ -196,7 +184,7 @@ def plot_alphas(history: list[dict[str, Any]], ops: tuple[str, ...], path: Path)
     plt.close(fig)
 
 
-def write_search_report(result: "SearchResult", config: "SearchConfig", table: CostTable,
+def write_search_report(result: "SearchResult", config: "SearchConfig", table: SpaceCostTable,
                         history: list[dict[str, Any]], stopped_early: bool = False) -> None:
     """genotype.json/.txt, result.json, cell diagrams, plots and report.md in the run folder."""
     run_dir = Path(result.run_dir)

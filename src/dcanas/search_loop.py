@@ -400,7 +400,7 @@ def _search(config: SearchConfig, run_dir: str | Path | None, checkpoint: dict |
                          if config.repair and budgets else (raw, []))
     fills: list[str] = []
     fill = config.fill_budget if config.fill_budget is not None else space.fills_by_default
-    if fill and budgets and not repairs:
+    if fill and budgets:  # after a repair too: its walk can leave budget unused
         genotype, fills = space.fill(genotype, model.ranking_alphas(), table, budgets)
     deployed = space.deployed_cost(genotype, setting)
     summary = cost_summary(table, genotype, budgets)

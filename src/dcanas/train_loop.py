@@ -27,7 +27,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import distributed as dist_utils
-from .cost import FLOPS_CONVENTION, measure_network
+from .cost import FLOPS_CONVENTION
+from .spaces.darts.cost import measure_network
 from .data import (BatchLoader, ImageDataset, balanced_subset, dataset_info, default_augment, load_dataset,
                    split_train_val)
 from .data.loader import stateless_generator
@@ -129,8 +130,22 @@ class GenotypeSource:
     data_dir: str | None = None
 
 
+def refuse_other_space(spec: str) -> None:
+    """Training and export are for the DARTS space: say so for a search run folder of another space."""
+    config_file = Path(str(spec)).expanduser() / "config.json"
+    try:
+        space = json.loads(config_file.read_text()).get("space", "darts") if config_file.is_file() else "darts"
+    except (OSError, ValueError, AttributeError):
+        return  # not ours to judge here; loading the genotype reports a damaged folder
+    if space != "darts":
+        raise ConfigError(f"{spec} holds a --space {space} search; dcanas train and export build DARTS-space "
+                          f"networks only (a NAS-Bench-201 architecture's trained accuracy is a table look-up: "
+                          f"see its report.md)")
+
+
 def load_source(spec: str) -> GenotypeSource:
     """Resolve GENOTYPE|FILE|RUN_DIR; a search run folder also yields its setting, budgets and dataset."""
+    refuse_other_space(spec)
     genotype = load_genotype(spec)
     text = str(spec)
     if text in GENOTYPES:

@@ -10,7 +10,8 @@ ORDER = 10
 
 def cmd_count(args: argparse.Namespace) -> int:
     """Exact params and FLOPs of a genotype's evaluation network."""
-    from ..cost import FLOPS_CONVENTION, network_cost
+    from ..cost import FLOPS_CONVENTION
+    from ..spaces.darts.cost import network_cost
     from ..spaces.darts.genotype import genotype_to_text, load_genotype
 
     genotype = load_genotype(args.genotype)

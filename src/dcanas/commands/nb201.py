@@ -11,7 +11,7 @@ DATASETS = ("cifar10", "cifar100", "imagenet16-120")
 
 def cmd_lookup(args: argparse.Namespace) -> int:
     """True accuracies, exact params/FLOPs and measured latencies of one architecture."""
-    from ..nb201_bench import load_any_table
+    from ..spaces.nb201.bench import load_any_table
     from ..spaces.nb201.arch import arch_to_index, enumeration_index, format_arch, resolve_arch
     from ..spaces.nb201.cost import FLOPS_CONVENTIONS, nb201_cost
     from ..spaces.nb201.network import nb201_setting_for
@@ -68,7 +68,7 @@ def cmd_count(args: argparse.Namespace) -> int:
 
 def cmd_latency_fit(args: argparse.Namespace) -> int:
     """How well an additive per-edge, per-op model fits each device's measured latencies."""
-    from ..nb201_bench import latency_fit_table, load_any_table
+    from ..spaces.nb201.bench import latency_fit_table, load_any_table
     from ..spaces.nb201.arch import EDGES
     from ..spaces.nb201.ops import PRIMITIVES
 

@@ -21,9 +21,9 @@ def _device_text(device: dict) -> str:
 
 def cmd_profile_ops(args: argparse.Namespace) -> int:
     """Measure the per-op latency table of an evaluation setting and write it as JSON."""
-    from ..cost import build_cost_table
+    from ..spaces.darts.cost import build_cost_table
     from ..errors import ConfigError
-    from ..latency import DEFAULT_OP_RUNS, measure_latency_table
+    from ..spaces.darts.latency import DEFAULT_OP_RUNS, measure_latency_table
 
     if args.target:
         raise ConfigError("--ops measures every candidate op of an evaluation setting (--dataset, --cells, ...); "
@@ -86,8 +86,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
         net = loaded.net
         costs = None
         if args.latency_table:  # refuse a table for another network before spending time measuring
-            from ..cost import build_cost_table
-            from ..latency import attach_latency_table
+            from ..spaces.darts.cost import build_cost_table
+            from ..spaces.darts.latency import attach_latency_table
 
             costs = build_cost_table(net.setting)
             attach_latency_table(costs, args.latency_table)

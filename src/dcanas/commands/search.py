@@ -92,7 +92,8 @@ def _print_result(args: argparse.Namespace, r: dict) -> int:
     setting = r.get("setting") or {}
     lines = [f"genotype  {r['genotype']}"]
     if "channels" in setting:
-        lines.append(f"network   {setting['cells']} cells x {setting['channels']} channels "
+        cells = setting.get("cells", 3 * setting.get("cells_per_stage", 0) or "?")  # NB201: 3 stages of N
+        lines.append(f"network   {cells} cells x {setting['channels']} channels "
                      f"({setting.get('in_channels', '?')}x{setting.get('image_size', '?')}x"
                      f"{setting.get('image_size', '?')} input, {setting.get('num_classes', '?')} classes)")
     lines.append(f"params    {r['params']:,} ({human(r['params'])})   FLOPs {r['flops']:,} ({human(r['flops'])})")
@@ -104,6 +105,9 @@ def _print_result(args: argparse.Namespace, r: dict) -> int:
     for run in r.get("repeats", []):
         mark = "  <- kept" if run["seed"] == r["selected_seed"] else ""
         lines.append(f"seed {run['seed']:<4} one-shot val acc {run['derived_val_acc']:.4f}  {run['genotype']}{mark}")
+    accuracy = (r.get("benchmark") or {}).get("test_accuracy") or {}
+    if accuracy:  # NB201: the benchmark's truth for the architecture found
+        lines.append("benchmark test accuracy " + ", ".join(f"{d} {v:.2f} %" for d, v in accuracy.items()))
     lines.append(f"run dir   {r['run_dir']}")
     if r.get("space", "darts") == "darts":
         lines.append(f"next      dcanas train {r['run_dir']}   (train the network found; add --epochs 2 for a "

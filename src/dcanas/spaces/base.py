@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from torch import nn
 
@@ -13,12 +13,36 @@ if TYPE_CHECKING:
     from ..search_config import SearchConfig
 
 
+@runtime_checkable
+class SpaceCostTable(Protocol):
+    """What the constraint, landing and reports need from a space's cost table (DARTS `CostTable`,
+    `NB201CostTable`): exact costs of a genotype, the range of costs, and per-op costs for the gradient."""
+
+    entries: dict[str, Any]  # metric -> the per-op cost array the alpha costs are summed from
+    fixed: dict[str, float]  # metric -> cost of what no alpha chooses (stem, classifier, ...)
+    ops: tuple[str, ...]  # op names, in the alphas' column order
+
+    def bounds(self, metric: str) -> tuple[float, float]:
+        """Smallest and largest whole-network cost a derived genotype can have."""
+        ...
+
+    def genotype_cost(self, genotype: Any) -> dict[str, float]:
+        """Exact whole-network cost of `genotype`, per metric (measured where the table holds measurements)."""
+        ...
+
+    def alpha_costs(self, metric: str) -> list[Any]:
+        """One [edges, ops] cost array per tensor of the supernet's `arch_parameters()`."""
+        ...
+
+    def kept_edges(self, genotype: Any) -> list[Any]:
+        """One 0/1 vector per alpha tensor: the supernet edges `genotype` keeps."""
+        ...
+
+
 class SearchSpace(ABC):
     """A search space as `run_search` sees it: settings, cost tables, supernet, repair, reporting.
 
-    A cost table must offer `entries`, `fixed`, `ops`, `bounds(metric)`, `genotype_cost(genotype)`,
-    `alpha_costs(metric)` (one [edges, ops] array per tensor of `arch_parameters()`) and
-    `kept_edges(genotype)` (one 0/1 vector per such tensor). A supernet must offer
+    Cost tables follow `SpaceCostTable`. A supernet must offer
     `arch_parameters()`, `weight_parameters()`, `derive()`, `update_derived()` and `genotype`.
     """
 
@@ -31,7 +55,7 @@ class SearchSpace(ABC):
         """The deployed network the budgets are about."""
 
     @abstractmethod
-    def cost_table(self, setting: Any, config: "SearchConfig") -> Any:
+    def cost_table(self, setting: Any, config: "SearchConfig") -> SpaceCostTable:
         """Exact per-op costs of `setting` (params, FLOPs, and latency when the config asks for it)."""
 
     @abstractmethod

@@ -37,11 +37,11 @@ class DartsSpace(SearchSpace):
         return base.replace(channels=int(channels)) if channels is not None else base
 
     def cost_table(self, setting: Any, config: "SearchConfig") -> Any:
-        from ...cost import build_cost_table
+        from .cost import build_cost_table
 
         table = build_cost_table(setting)
         if config.latency_table:
-            from ...latency import attach_latency_table
+            from .latency import attach_latency_table
 
             attach_latency_table(table, config.latency_table)
         return table
@@ -86,17 +86,37 @@ class DartsSpace(SearchSpace):
         return genotype_to_dict(genotype)
 
     def deployed_cost(self, genotype: Genotype, setting: Any) -> dict[str, int]:
-        from ...cost import network_cost
+        from .cost import network_cost
 
         cost = network_cost(genotype, setting)
         return {"params": cost.params, "flops": cost.flops, "params_with_aux": cost.params_with_aux}
 
     def suggest(self, table: Any, budget: "Budget") -> str:
-        from ...constraint import suggest_setting
+        """Name the DARTS widths (and depths) whose range contains the budget."""
+        from ...constraint import reachable_text, settings_reaching
+        from .cost import build_cost_table
 
-        return suggest_setting(table, budget)
+        s = table.setting
+        if budget.metric not in build_cost_table(s).entries:
+            return "try another evaluation setting"
+        fits: list[str] = []
+        for cells in [s.cells] + [c for c in (20, 14, 8, 5) if c != s.cells]:
+            widths = [c for c in (4, 8, 12, 16, 20, 24, 28, 32, 36, 48, 64, 96) if cells == s.cells or c <= s.channels]
+            fits = settings_reaching(((f"--cells {cells} --channels {c}",
+                                       lambda cells=cells, c=c: build_cost_table(s.replace(cells=cells, channels=c)))
+                                      for c in widths), budget)
+            if fits:
+                break
+        return reachable_text(fits, "no width up to 96 channels at 5-20 cells reaches it; change the budget")
 
     def write_diagrams(self, genotype: Genotype, run_dir: Path) -> None:
-        from ...report import write_cell_diagrams
+        """The normal and reduction cells (inputs c_{k-2}, c_{k-1}, nodes 0.., output c_{k}) as .dot and picture."""
+        from ...report import write_cell
 
-        write_cell_diagrams(genotype, run_dir)
+        for name, edges, concat in (("normal", genotype.normal, genotype.normal_concat),
+                                    ("reduce", genotype.reduce, genotype.reduce_concat)):
+            label = {0: "c_{k-2}", 1: "c_{k-1}"}
+            named = [(op, label.get(i, str(i - 2)), str(k // 2)) for k, (op, i) in enumerate(edges)]
+            named += [("", str(j - 2), "c_{k}") for j in concat]
+            nodes = ["c_{k-2}", "c_{k-1}", *[str(j) for j in range(len(edges) // 2)], "c_{k}"]
+            write_cell(Path(run_dir) / f"cell_{name}.dot", named, nodes, f"{name} cell")

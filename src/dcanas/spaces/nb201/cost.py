@@ -247,7 +247,7 @@ class NB201CostTable:
             return self.entries[metric]
         except KeyError:
             raise ConfigError(f"no {metric} table for this NB201 network; available: {', '.join(self.entries)}"
-                              + ("; attach a device's latency model with dcanas.nb201_bench.latency_cost_table"
+                              + ("; attach a device's latency model with dcanas.spaces.nb201.bench.latency_cost_table"
                                  if metric == "latency" else "")) from None
 
 

@@ -26,12 +26,12 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConfigError, DatasetError
-from .spaces.nb201.arch import (EDGES, NUM_ARCHS, NUM_EDGES, Arch, ArchError, format_arch, index_to_arch,
+from ...errors import ConfigError, DatasetError
+from .arch import (EDGES, NUM_ARCHS, NUM_EDGES, Arch, ArchError, format_arch, index_to_arch,
                                 parse_arch, resolve_arch)
-from .spaces.nb201.cost import NB201CostTable, build_nb201_cost_table
-from .spaces.nb201.network import NB201_PRESETS, NB201Setting
-from .spaces.nb201.ops import NONE_INDEX, PRIMITIVES
+from .cost import NB201CostTable, build_nb201_cost_table
+from .network import NB201_PRESETS, NB201Setting
+from .ops import NONE_INDEX, PRIMITIVES
 
 TABLE_ENV = "DCANAS_NB201_TABLE"
 DEFAULT_TABLE = Path("..") / "shared" / "data" / "nb201" / "nb201_cifar10_hw.csv"

@@ -46,12 +46,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from .cost import CostTable, all_none_genotype
-from .errors import ConfigError
-from .profile import DEFAULT_ROUNDS, DEFAULT_THREADS, DEFAULT_WARMUP, LatencyStats, device_info, measure_modules
-from .runs import write_json
-from .spaces.darts.genotype import Genotype, genotype_to_text, random_genotype
-from .spaces.darts.network import EvalNetwork, EvalSetting
-from .spaces.darts.ops import PRIMITIVES, Zero, make_op
+from ...errors import ConfigError
+from ...profile import DEFAULT_ROUNDS, DEFAULT_THREADS, DEFAULT_WARMUP, LatencyStats, device_info, measure_modules
+from ...runs import write_json
+from .genotype import Genotype, genotype_to_text, random_genotype
+from .network import EvalNetwork, EvalSetting
+from .ops import PRIMITIVES, Zero, make_op
 
 LATENCY_FORMAT = "dcanas-latency-table/1"
 DEFAULT_OP_RUNS = 200  # ops take microseconds: more runs cost little and steady the medians
