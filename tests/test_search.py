@@ -167,6 +167,7 @@ def test_darts_search_fills_its_budget_when_asked(tmp_path):
     plain = run_search(SearchConfig(**common, fill_budget=False), tmp_path / "plain", progress=False)
     filled = run_search(SearchConfig(**common, fill_budget=True), tmp_path / "filled", progress=False)
     assert plain.fills == [] and filled.raw_genotype == plain.raw_genotype
+    assert not filled.fills or filled.unfilled_genotype == plain.genotype
     assert filled.params <= 150_000 and filled.params >= plain.params
     assert filled.fills or filled.genotype == plain.genotype
     saved = json.loads((tmp_path / "filled" / "result.json").read_text())

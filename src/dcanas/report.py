@@ -225,6 +225,6 @@ def write_search_report(result: "SearchResult", config: "SearchConfig", table: S
                                                        + "`", ""]
     if result.fills:
         lines += ["Unused budget was spent on costlier convolutions the alphas rank next (--fill-budget):", ""]
-        lines += [f"- {r}" for r in result.fills] + ["", "Before: `" + space.to_text(result.raw_genotype) + "`", ""]
+        lines += [f"- {r}" for r in result.fills] + ["", "Before: `" + space.to_text(result.unfilled_genotype) + "`", ""]
     lines += ["![search](search.png)", "", "![alphas](alphas.png)", ""]
     atomic_write_text(run_dir / "report.md", "\n".join(lines))

@@ -205,6 +205,7 @@ class SearchResult:
     benchmark: dict[str, Any] = field(default_factory=dict)  # e.g. NB201's true accuracies of the genotype
     derived_val_acc: float | None = None  # one-shot accuracy of the derived network on the alpha half
     fills: list[str] = field(default_factory=list)  # ops upgraded to spend unused budget (--fill-budget)
+    unfilled_genotype: Any = None  # what fill started from (raw, or raw repaired); None when fill changed nothing
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (what `dcanas search --json` prints)."""
@@ -219,6 +220,7 @@ class SearchResult:
             result["derived_val_acc"] = self.derived_val_acc
         if self.fills:
             result["fills"] = self.fills
+            result["unfilled_genotype"] = self.space.to_text(self.unfilled_genotype)
         return result
 
 
@@ -400,12 +402,14 @@ def _search(config: SearchConfig, run_dir: str | Path | None, checkpoint: dict |
                          if config.repair and budgets else (raw, []))
     fills: list[str] = []
     fill = config.fill_budget if config.fill_budget is not None else space.fills_by_default
+    unfilled = genotype
     if fill and budgets:  # after a repair too: its walk can leave budget unused
         genotype, fills = space.fill(genotype, model.ranking_alphas(), table, budgets)
     deployed = space.deployed_cost(genotype, setting)
     summary = cost_summary(table, genotype, budgets)
     result = SearchResult(space, genotype, run_dir, setting, deployed["params"], deployed["flops"], summary,
-                          repairs, raw, seconds, total_steps, space.describe(genotype, config), fills=fills)
+                          repairs, raw, seconds, total_steps, space.describe(genotype, config), fills=fills,
+                          unfilled_genotype=unfilled if fills else None)
     if config.score_derived:
         result.derived_val_acc = derived_accuracy(model, genotype, val, resize)
     if main:
