@@ -192,18 +192,18 @@ def test_a_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
 
 
 def test_long_epochs_checkpoint_by_the_clock(tmp_path, monkeypatch):
-    from dcanas import search_loop
+    from dcanas import run_loop, search_loop
     from dcanas.search_config import SearchConfig
     from dcanas.search_loop import run_search
 
     saved: list[tuple[int, int]] = []
-    real_save = search_loop.save_checkpoint
+    real_save = run_loop.save_checkpoint
 
     def record(path, state):
         saved.append((state["epoch"], state["step"]))
         real_save(path, state)
 
-    monkeypatch.setattr(search_loop, "save_checkpoint", record)
+    monkeypatch.setattr(run_loop, "save_checkpoint", record)
     monkeypatch.setattr(search_loop, "CHECKPOINT_EVERY_S", 0.0)
     run_search(SearchConfig(epochs=1, max_steps=3, max_params=200_000), tmp_path / "run", progress=False,
                log=lambda message: None)

@@ -8,23 +8,20 @@ batch_size / (processes x accum_steps), not on how many processes share the work
 """
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, astuple, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from . import distributed as dist_utils
-from .checks import check_finite_loss
 from .constraint import Budget, Constraint, check_budgets, cost_summary
 from .search_config import SearchConfig
 from .data import BatchLoader, balanced_subset, default_augment, load_dataset, split_train_val
 from .errors import ConfigError, RunDirError
-from .runs import (CHECKPOINT, MetricsLog, load_checkpoint, prepare_run_dir, record_run_info, rng_state,
-                   save_checkpoint, set_rng_state, stop_on_signals, write_json)
+from .run_loop import Run
+from .runs import CHECKPOINT, load_checkpoint, prepare_run_dir, record_run_info, write_json
 from .remedies import beta_decay_loss, beta_decay_weight
 from .spaces import SPACES, SearchSpace
 from .threads import choose_threads, use_threads
@@ -80,6 +77,18 @@ class BilevelStep:
                                      weight_decay=config.weight_decay)
         self.a_opt = torch.optim.Adam(model.arch_parameters() + _edge_parameters(model), config.arch_lr,
                                       betas=config.arch_betas, weight_decay=config.arch_weight_decay)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Both optimisers and the multipliers, under the checkpoint keys every search has used."""
+        return {"w_opt": self.w_opt.state_dict(), "a_opt": self.a_opt.state_dict(),
+                "constraint": self.constraint.state_dict() if self.constraint is not None else None}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore `state_dict()`."""
+        self.w_opt.load_state_dict(state["w_opt"])
+        self.a_opt.load_state_dict(state["a_opt"])
+        if self.constraint is not None:
+            self.constraint.load_state_dict(state["constraint"])
 
     def _forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.autocast(self.device_type, torch.bfloat16, enabled=self.use_amp):
@@ -289,39 +298,31 @@ def _search(config: SearchConfig, run_dir: str | Path | None, checkpoint: dict |
     constraint = (Constraint(table, search_budgets, config.constraint, config.lambda_lr, device,
                              floor=config.budget_floor) if budgets else None)
     stepper = BilevelStep(model, config, constraint, device)
-    w_opt, a_opt = stepper.w_opt, stepper.a_opt
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(w_opt, config.epochs, eta_min=0.0)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(stepper.w_opt, config.epochs, eta_min=0.0)
 
-    start_epoch, start_step, total_steps, seconds = 0, 0, 0, 0.0
     running = _Running()
     if resume:
         model.load_state_dict(checkpoint["model"])
-        w_opt.load_state_dict(checkpoint["w_opt"])
-        a_opt.load_state_dict(checkpoint["a_opt"])
+        stepper.load_state_dict(checkpoint)
         scheduler.load_state_dict(checkpoint["scheduler"])
-        if constraint is not None:
-            constraint.load_state_dict(checkpoint["constraint"])
-        set_rng_state(checkpoint["rng"])
-        start_epoch, start_step = checkpoint["epoch"], checkpoint["step"]
-        total_steps, seconds = checkpoint["total_steps"], checkpoint["seconds"]
         if main:  # the saved sums are over all processes: give them to one so the epoch's total is unchanged
             running = _Running(**checkpoint["running"])
         model.update_derived()
-        log(f"resuming {run_dir} at epoch {start_epoch + 1}, step {start_step}")
+        log(f"resuming {run_dir} at epoch {checkpoint['epoch'] + 1}, step {checkpoint['step']}")
     else:
         run_dir = dist_utils.on_main(lambda: _new_run_dir(config, run_dir))
     run_dir = Path(run_dir)
-    metrics = MetricsLog(run_dir / "metrics.csv", keep_epochs=start_epoch if resume else None) if main else None
-    history = _load_history(run_dir / "history.json", start_epoch) if resume and main else []
-
-    def checkpoint_state(epoch: int, step: int, running_total: _Running) -> dict:
-        return {"config": config.to_dict(), "model": model.state_dict(), "w_opt": w_opt.state_dict(),
-                "a_opt": a_opt.state_dict(), "scheduler": scheduler.state_dict(),
-                "constraint": constraint.state_dict() if constraint is not None else None,
-                "rng": rng_state(), "epoch": epoch, "step": step, "total_steps": total_steps,
-                "seconds": seconds, "running": asdict(running_total), "world_size": world_size}
 
     steps_per_epoch = min(len(train), len(val))
+    run = Run(run_dir, checkpoint, label="search", epochs=config.epochs, steps_per_epoch=steps_per_epoch,
+              max_steps=config.max_steps, device=device, main=main, progress=progress, world_size=world_size,
+              checkpoint_every_s=CHECKPOINT_EVERY_S, saved_totals=asdict,
+              state=lambda: {"config": config.to_dict(), "model": model.state_dict(), **stepper.state_dict(),
+                             "scheduler": scheduler.state_dict()},
+              totals=lambda: running.total(device), finite=lambda r: r.train_loss + r.val_loss,
+              postfix=lambda step: {"val_acc": f"{running.val_acc:.3f}" if running.val_seen else "warm-up",
+                                    **_lambda_postfix(constraint)})
+    history = _load_history(run_dir / "history.json", run.start_epoch) if resume and main else []
     # alphas and multipliers stay put until the candidate ops' weights have trained a while, so that
     # parameter-free ops do not win merely because untrained convolutions are noisy
     warmup_steps = round(config.warmup_epochs * steps_per_epoch)
@@ -329,71 +330,29 @@ def _search(config: SearchConfig, run_dir: str | Path | None, checkpoint: dict |
         config.max_steps, config.epochs * steps_per_epoch)
     beta_weight = (lambda step: 0.0) if config.remedy != "beta-decay" else (
         lambda step: beta_decay_weight(step - warmup_steps, planned_steps - warmup_steps, config.beta_weight))
-    stopped = False
-    with stop_on_signals() as stop_request:
-        last_saved = time.monotonic()
-        for epoch in range(start_epoch, config.epochs):
-            model.train()
-            bar = tqdm(total=steps_per_epoch, initial=start_step, desc=f"search {epoch + 1}/{config.epochs}",
-                       disable=not progress, leave=False, dynamic_ncols=True)
-            t0 = time.perf_counter()
-            batches = zip(train.epoch(epoch, start_step), val.epoch(epoch, start_step))
-            step, stop = start_step, False
-            for step, ((xt, yt), (xv, yv)) in enumerate(batches, start=start_step):
-                if total_steps >= warmup_steps:
-                    stepper.beta_weight = beta_weight(total_steps)
-                    running.add_val(*stepper.alpha_step(resize(xv), yv))
-                running.add_train(*stepper.weight_step(resize(xt), yt))
-                total_steps += 1
-                bar.update(1)
-                if progress:
-                    val_text = f"{running.val_acc:.3f}" if running.val_seen else "warm-up"
-                    bar.set_postfix(val_acc=val_text, **_lambda_postfix(constraint))
-                # every process stops at the same step (a signal may reach only one); the steps sync anyway
-                stop = dist_utils.any_process(bool(stop_request), device)
-                if stop or (config.max_steps is not None and total_steps >= config.max_steps):
-                    break
-                # long epochs (CIFAR-size, CPU) also checkpoint by the clock, so a crash loses minutes, not hours
-                if dist_utils.any_process(time.monotonic() - last_saved > CHECKPOINT_EVERY_S, device):
-                    partial = running.total(device)
-                    seconds += time.perf_counter() - t0  # the time so far goes into the checkpoint
-                    t0 = time.perf_counter()
-                    if main:
-                        save_checkpoint(run_dir / CHECKPOINT, checkpoint_state(epoch, step + 1, partial))
-                    last_saved = time.monotonic()
-            bar.close()
-            seconds += time.perf_counter() - t0
-            running_total = running.total(device)
-            # every process holds the same sums, so all stop together; the last checkpoint stays as it was
-            check_finite_loss(running_total.train_loss + running_total.val_loss, "the search",
-                              f"in epoch {epoch + 1}")
-            if stop:
-                if main:
-                    save_checkpoint(run_dir / CHECKPOINT, checkpoint_state(epoch, step + 1, running_total))
-                    metrics.close()
-                dist_utils.barrier()  # no process exits (and has torchrun stop the others) before the checkpoint
-                raise KeyboardInterrupt(f"stopped by signal {stop_request.signal or 'on another process'}; "
-                                        f"resume with --resume {run_dir}")
-            start_step = 0
-            scheduler.step()
-            record = _epoch_record(SPACES.get(config.space), epoch, running_total, model, table, budgets, constraint,
-                                   w_opt, seconds)
-            running = _Running()
-            if main:
-                metrics.append(record["metrics"])
-                history.append(record["history"])
-                write_json(run_dir / "history.json", history)
-                save_checkpoint(run_dir / CHECKPOINT, checkpoint_state(epoch + 1, 0, running))
-            if progress:
-                m = record["metrics"]
-                val_text = "warm-up" if m["val_acc"] is None else f"{m['val_acc']:.3f}"
-                log(f"epoch {epoch + 1}: val_acc {val_text} "
-                    + " ".join(f"{b.metric} {m['derived_' + b.metric]:,.0f}/{b.limit:,.0f}" for b in budgets))
-            if config.max_steps is not None and total_steps >= config.max_steps:
-                stopped = True
-                break
-    if metrics is not None:
-        metrics.close()
+    for epoch in run.epochs():
+        model.train()
+        batches = zip(train.epoch(epoch, run.start_step), val.epoch(epoch, run.start_step))
+        for _, ((xt, yt), (xv, yv)) in run.steps(epoch, batches):
+            if run.total_steps >= warmup_steps:
+                stepper.beta_weight = beta_weight(run.total_steps)
+                running.add_val(*stepper.alpha_step(resize(xv), yv))
+            running.add_train(*stepper.weight_step(resize(xt), yt))
+        running_total = run.end_epoch(epoch, "the search")
+        scheduler.step()
+        record = _epoch_record(SPACES.get(config.space), epoch, running_total, model, table, budgets, constraint,
+                               stepper.w_opt, run.seconds)
+        running = _Running()
+        if main:
+            history.append(record["history"])
+            write_json(run_dir / "history.json", history)
+        run.epoch_done(epoch, record["metrics"], running)
+        if progress:
+            m = record["metrics"]
+            val_text = "warm-up" if m["val_acc"] is None else f"{m['val_acc']:.3f}"
+            log(f"epoch {epoch + 1}: val_acc {val_text} "
+                + " ".join(f"{b.metric} {m['derived_' + b.metric]:,.0f}/{b.limit:,.0f}" for b in budgets))
+    seconds, total_steps, stopped = run.seconds, run.total_steps, run.at_max_steps
 
     # -- derive, verify against every budget, and repair if the derived network breaks one
     space = SPACES.get(config.space)
