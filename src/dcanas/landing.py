@@ -50,8 +50,7 @@ def repair(genotype: Any, changes: ChangeLister, table: Any, budgets: list[Budge
     latencies are not additive), `fallback()` decides, or the budget is refused.
     """
     current, log, seen = genotype, [], {repr(genotype)}
-    while violated := _over(table, current, budgets):
-        cost = table.genotype_cost(current)
+    while violated := _over_cost(cost := table.genotype_cost(current), budgets):
         best, best_key = None, None
         for change in changes(current):
             if repr(change.genotype) in seen:

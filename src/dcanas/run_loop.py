@@ -53,7 +53,6 @@ class Run:
         self.metrics = (MetricsLog(self.run_dir / "metrics.csv",
                                    keep_epochs=self.start_epoch if checkpoint is not None else None)
                         if main else None)
-        self.stopped_early = False  # --max-steps ended the run before its last epoch
         self._stop_request = None
         self._stop = False
         self._next_step = 0
@@ -70,7 +69,6 @@ class Run:
                 for epoch in range(self.start_epoch, self.epochs_planned):
                     yield epoch
                     if self.at_max_steps:
-                        self.stopped_early = epoch + 1 < self.epochs_planned
                         break
         finally:
             if self.metrics is not None:

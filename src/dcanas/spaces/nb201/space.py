@@ -132,8 +132,7 @@ class NB201Space(SearchSpace):
         taken instead.
         """
         arch = resolve_arch(genotype)
-        alpha = alphas[0] if isinstance(alphas, (list, tuple)) else alphas
-        logp = F.log_softmax(torch.as_tensor(alpha).detach().float().cpu(), -1).numpy()
+        logp = _log_weights(alphas)
         return repair(arch, self.op_changes(alphas), table, budgets,
                       fallback=lambda: self._best_within(arch, logp, table, budgets))
 
@@ -146,17 +145,9 @@ class NB201Space(SearchSpace):
         choice may also trade a costlier op on one edge for a cheaper one on another.
         """
         arch = resolve_arch(genotype)
-        alpha = alphas[0] if isinstance(alphas, (list, tuple)) else alphas
-        logp = F.log_softmax(torch.as_tensor(alpha).detach().float().cpu(), -1).numpy()
-        digits = _enumeration_digits()
-        ok = (digits != NONE_INDEX).all(axis=1)
-        for b in budgets:
-            costs = _enumeration_costs(table, b.metric)
-            ok &= (costs <= b.limit) & (costs >= LANDING_BAND * b.limit)
-        if not ok.any():
+        best = _best_scored(_log_weights(alphas), table, budgets, low=LANDING_BAND)
+        if best is None:
             return super().fill(arch, alphas, table, budgets)
-        score = np.where(ok, logp[np.arange(NUM_EDGES)[None, :], digits].sum(axis=1), -np.inf)
-        best = arch_from_enumeration(int(score.argmax()))
         if best == arch:
             return arch, []
         return best, [f"edge {j}<-{i}: {a} -> {b} (unused budget)" for (i, j), a, b in zip(EDGES, arch.ops, best.ops)
@@ -165,14 +156,9 @@ class NB201Space(SearchSpace):
     def _best_within(self, arch: Arch, logp: np.ndarray, table: NB201CostTable,
                      budgets: list[Budget]) -> tuple[Arch, list[str]]:
         """The none-free architecture with the highest sum of log softmax(alpha) that meets every budget."""
-        digits = _enumeration_digits()
-        ok = (digits != NONE_INDEX).all(axis=1)
-        for b in budgets:
-            ok &= _enumeration_costs(table, b.metric) <= b.limit
-        if not ok.any():
+        best = _best_scored(logp, table, budgets)
+        if best is None:
             raise BudgetError("no NB201 architecture meets every budget; raise one of them")
-        score = np.where(ok, logp[np.arange(NUM_EDGES)[None, :], digits].sum(axis=1), -np.inf)
-        best = arch_from_enumeration(int(score.argmax()))
         changes = [f"edge {j}<-{i}: {a} -> {b}" for (i, j), a, b in zip(EDGES, arch.ops, best.ops) if a != b]
         return best, changes + ["(no single-edge change helped: took the best-scored architecture within budget)"]
 
@@ -230,6 +216,26 @@ def _with_op(arch: Arch, edge: int, op_index: int) -> Arch:
     picks = list(arch.op_indices)
     picks[edge] = op_index
     return Arch.from_indices(picks)
+
+
+def _log_weights(alphas: list) -> np.ndarray:
+    """[6, 5] log softmax of the (one) alpha tensor."""
+    alpha = alphas[0] if isinstance(alphas, (list, tuple)) else alphas
+    return F.log_softmax(torch.as_tensor(alpha).detach().float().cpu(), -1).numpy()
+
+
+def _best_scored(logp: np.ndarray, table: NB201CostTable, budgets: list[Budget], low: float = 0.0) -> Arch | None:
+    """Of all none-free architectures costing low..1 x every budget, the one with the highest sum of
+    log softmax(alpha); None when there is none."""
+    digits = _enumeration_digits()
+    ok = (digits != NONE_INDEX).all(axis=1)
+    for b in budgets:
+        costs = _enumeration_costs(table, b.metric)
+        ok &= (costs <= b.limit) & (costs >= low * b.limit)
+    if not ok.any():
+        return None
+    score = np.where(ok, logp[np.arange(NUM_EDGES)[None, :], digits].sum(axis=1), -np.inf)
+    return arch_from_enumeration(int(score.argmax()))
 
 
 def _enumeration_digits() -> np.ndarray:
