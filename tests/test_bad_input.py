@@ -191,10 +191,27 @@ def test_a_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == [CHECKPOINT]
 
 
-def test_long_epochs_checkpoint_by_the_clock(tmp_path, monkeypatch):
-    from dcanas import run_loop, search_loop
+def _run_search_briefly(run_dir):
     from dcanas.search_config import SearchConfig
     from dcanas.search_loop import run_search
+
+    run_search(SearchConfig(epochs=1, max_steps=3, max_params=200_000), run_dir, progress=False,
+               log=lambda message: None)
+
+
+def _run_training_briefly(run_dir):
+    from dcanas.train_loop import make_config, run_training
+
+    config = make_config("DARTS_V2", dataset="digits", cells=3, channels=8, batch_size=32, epochs=1, max_steps=3,
+                         device="cpu")
+    result = run_training(config, run_dir, progress=False, log=lambda message: None)
+    assert result.steps == 3 and result.stopped_early  # within its only epoch: still stopped early
+
+
+@pytest.mark.parametrize("run_briefly", [_run_search_briefly, _run_training_briefly], ids=["search", "train"])
+def test_long_epochs_checkpoint_by_the_clock(tmp_path, monkeypatch, run_briefly):
+    """Both loops stand on run_loop.Run, so both checkpoint mid-epoch by the clock, not only at epoch ends."""
+    from dcanas import run_loop
 
     saved: list[tuple[int, int]] = []
     real_save = run_loop.save_checkpoint
@@ -204,9 +221,8 @@ def test_long_epochs_checkpoint_by_the_clock(tmp_path, monkeypatch):
         real_save(path, state)
 
     monkeypatch.setattr(run_loop, "save_checkpoint", record)
-    monkeypatch.setattr(search_loop, "CHECKPOINT_EVERY_S", 0.0)
-    run_search(SearchConfig(epochs=1, max_steps=3, max_params=200_000), tmp_path / "run", progress=False,
-               log=lambda message: None)
+    monkeypatch.setattr(run_loop, "CHECKPOINT_EVERY_S", 0.0)
+    run_briefly(tmp_path / "run")
     assert (0, 1) in saved and (0, 2) in saved  # mid-epoch, by the clock, before the epoch-end checkpoint
 
 

@@ -200,3 +200,4 @@ def test_train_subset_sets_the_epoch_length(tmp_path, capsys):
     result = json.loads(capsys.readouterr().out)
     assert code == 0 and result["steps"] == 4  # 2 epochs x 64 images / batch 32
     assert json.loads((tmp_path / "run" / "config.json").read_text())["train_subset"] == 64
+

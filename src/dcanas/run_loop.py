@@ -28,6 +28,8 @@ from . import distributed as dist_utils
 from .checks import check_finite_loss
 from .runs import CHECKPOINT, MetricsLog, rng_state, save_checkpoint, set_rng_state, stop_on_signals
 
+CHECKPOINT_EVERY_S = 600.0  # mid-epoch checkpoints by the clock: a crash loses minutes, not a CIFAR-size epoch
+
 
 class Run:
     """Counters, checkpoints, signals, progress, max-steps and metrics of one resumable loop."""
@@ -35,7 +37,7 @@ class Run:
     def __init__(self, run_dir: Path, checkpoint: dict | None, *, state: Callable[[], dict],
                  totals: Callable[[], Any], finite: Callable[[Any], float], epochs: int, steps_per_epoch: int,
                  max_steps: int | None, label: str, device: torch.device, main: bool, progress: bool,
-                 world_size: int, stop_check_every: int = 1, checkpoint_every_s: float | None = None,
+                 world_size: int, stop_check_every: int = 1,
                  postfix: Callable[[int], dict[str, str] | None] | None = None,
                  saved_totals: Callable[[Any], Any] = lambda totals: totals):
         self.run_dir = Path(run_dir)
@@ -43,7 +45,7 @@ class Run:
         self.saved_totals = saved_totals  # the running sums as a checkpoint stores them
         self.epochs_planned, self.steps_per_epoch, self.max_steps = epochs, steps_per_epoch, max_steps
         self.label, self.device, self.main, self.progress = label, device, main, progress
-        self.world_size, self.stop_check_every, self.checkpoint_every_s = world_size, stop_check_every, checkpoint_every_s
+        self.world_size, self.stop_check_every = world_size, stop_check_every  # collective checks' cadence
         self.start_epoch = self.start_step = self.total_steps = 0
         self.seconds = 0.0
         if checkpoint is not None:
@@ -88,14 +90,15 @@ class Run:
                 bar.update(1)
                 if self.progress and self.postfix is not None and (postfix := self.postfix(step)):
                     bar.set_postfix(**postfix)
-                # every process stops at the same step (a signal may reach only one); the check is collective
-                if self.world_size == 1 or (step + 1) % self.stop_check_every == 0:
+                # every process stops at the same step (a signal may reach only one): the checks are collective,
+                # so a multi-process run makes them every `stop_check_every` steps, not every step
+                collective = self.world_size == 1 or (step + 1) % self.stop_check_every == 0
+                if collective:
                     self._stop = dist_utils.any_process(bool(self._stop_request), self.device)
                 if self._stop or self.at_max_steps:
                     break
-                # long epochs (CIFAR-size, CPU) also checkpoint by the clock, so a crash loses minutes, not hours
-                if self.checkpoint_every_s is not None and dist_utils.any_process(
-                        time.perf_counter() - last_saved > self.checkpoint_every_s, self.device):
+                if collective and dist_utils.any_process(time.perf_counter() - last_saved > CHECKPOINT_EVERY_S,
+                                                         self.device):
                     partial = self.totals()
                     self.seconds += time.perf_counter() - t0  # the time so far goes into the checkpoint
                     t0 = last_saved = time.perf_counter()

@@ -28,10 +28,6 @@ from .threads import choose_threads, use_threads
 from .units import human
 
 
-# Besides each epoch's end, a search checkpoints mid-epoch once this many seconds have passed since the last.
-CHECKPOINT_EVERY_S = 600.0
-
-
 def prepare_search(config: SearchConfig):
     """Load the data, resolve the deployed setting, build its cost table, and refuse unreachable budgets."""
     config.validate()
@@ -316,7 +312,7 @@ def _search(config: SearchConfig, run_dir: str | Path | None, checkpoint: dict |
     steps_per_epoch = min(len(train), len(val))
     run = Run(run_dir, checkpoint, label="search", epochs=config.epochs, steps_per_epoch=steps_per_epoch,
               max_steps=config.max_steps, device=device, main=main, progress=progress, world_size=world_size,
-              checkpoint_every_s=CHECKPOINT_EVERY_S, saved_totals=asdict,
+              saved_totals=asdict,
               state=lambda: {"config": config.to_dict(), "model": model.state_dict(), **stepper.state_dict(),
                              "scheduler": scheduler.state_dict()},
               totals=lambda: running.total(device), finite=lambda r: r.train_loss + r.val_loss,

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
@@ -24,7 +23,6 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from . import distributed as dist_utils
 from .cost import FLOPS_CONVENTION
@@ -34,11 +32,11 @@ from .data import (BatchLoader, ImageDataset, balanced_subset, dataset_info, def
 from .data.loader import stateless_generator
 from .errors import ConfigError, RunDirError
 from .model_io import MODEL_FILE, save_model
-from .checks import (MAX_CELLS, MAX_CHANNELS, MAX_IMAGE_SIZE, check_device, check_finite_loss, int_in,
-                     positive,
-                     raise_first, rate_check)
-from .runs import (CHECKPOINT, MetricsLog, atomic_write_text, load_checkpoint, prepare_run_dir, record_run_info,
-                   rng_state, save_checkpoint, set_rng_state, stop_on_signals, write_json)
+from .checks import (MAX_CELLS, MAX_CHANNELS, MAX_IMAGE_SIZE, check_device, int_in, positive, raise_first,
+                     rate_check)
+from .run_loop import Run
+from .runs import (CHECKPOINT, atomic_write_text, load_checkpoint, prepare_run_dir, record_run_info,
+                   write_json)
 from .spaces.darts.genotype import GENOTYPES, Genotype, genotype_to_text, load_genotype, parse_genotype
 from .spaces.darts.network import EvalNetwork, EvalSetting, eval_setting_for
 from .threads import choose_threads, use_threads
@@ -405,19 +403,92 @@ def run_training(config: TrainConfig | None, run_dir: str | Path | None = None, 
         dist_utils.cleanup()
 
 
-def _train(config: TrainConfig, run_dir: str | Path | None, checkpoint: dict | None, rank: int, world_size: int,
-           device: torch.device, progress: bool, log: Callable[[str], None]) -> TrainResult:
-    main = rank == 0
-    resume = checkpoint is not None
-    if resume:
-        genotype = parse_genotype(checkpoint["genotype"])
-        source = GenotypeSource(genotype, checkpoint["source_name"], recorded_dir(checkpoint),
-                                EvalSetting(**checkpoint["setting"]), checkpoint["budgets"])
-    else:
-        source = load_source(config.genotype)
-        genotype = source.genotype
+class TrainStep:
+    """One optimiser step of the trained network (micro-batches, DDP's gradient sync, AMP, clipping); owns the
+    optimiser and the learning-rate schedule, whose state it hands to checkpoints through `state_dict`."""
 
-    # -- data and the network it fits
+    def __init__(self, net: EvalNetwork, config: TrainConfig, genotype: Genotype, device: torch.device, rank: int,
+                 world_size: int, channels_last: bool):
+        self.net, self.config, self.rank, self.world_size = net, config, rank, world_size
+        self.channels_last = channels_last
+        self.use_amp = config.amp and device.type == "cuda"
+        self.device_type = device.type
+        self.optimizer = torch.optim.SGD(net.parameters(), config.lr, momentum=config.momentum,
+                                         weight_decay=config.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda e: lr_factor(e, config.epochs, config.warmup_epochs))
+        self.model: nn.Module = _TrainingForward(net)
+        if world_size > 1:
+            self.model = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[device] if device.type == "cuda" else None,
+                find_unused_parameters=has_unused_inputs(genotype))
+
+    def state_dict(self) -> dict[str, Any]:
+        """The optimiser and the schedule, under the checkpoint keys every training run has used."""
+        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore `state_dict()`."""
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+
+    def step(self, x: torch.Tensor, y: torch.Tensor, epoch: int, step: int, running: torch.Tensor) -> None:
+        """One step on this process's rows of a global batch, in accum_steps micro-batches; adds the loss sum,
+        correct and seen counts to `running` in place (no host-device sync per step)."""
+        config, chunks = self.config, self.config.accum_steps
+        self.optimizer.zero_grad(set_to_none=True)
+        for k, (xm, ym) in enumerate(zip(x.chunk(chunks), y.chunk(chunks))):
+            torch.manual_seed(_micro_batch_seed(config.seed, epoch, step, self.rank * chunks + k))
+            if self.channels_last:
+                xm = xm.contiguous(memory_format=torch.channels_last)
+            # gradients are all-reduced once per step, on the last micro-batch
+            sync = contextlib.nullcontext() if self.world_size == 1 or k == chunks - 1 else self.model.no_sync()
+            with sync:
+                with torch.autocast(self.device_type, torch.bfloat16, enabled=self.use_amp):
+                    logits, logits_aux = self.model(xm)
+                loss = F.cross_entropy(logits.float(), ym, label_smoothing=config.label_smoothing)
+                objective = loss
+                if logits_aux is not None:
+                    objective = loss + config.aux_weight * F.cross_entropy(
+                        logits_aux.float(), ym, label_smoothing=config.label_smoothing)
+                (objective / chunks).backward()
+            running[0] += loss.detach().double() * len(ym)
+            running[1] += (logits.argmax(1) == ym).sum()
+            running[2] += len(ym)
+        nn.utils.clip_grad_norm_(self.net.parameters(), config.grad_clip)
+        self.optimizer.step()
+
+    def end_epoch(self) -> None:
+        """Advance the learning-rate schedule."""
+        self.scheduler.step()
+
+    @property
+    def lr(self) -> float:
+        """The current learning rate."""
+        return self.optimizer.param_groups[0]["lr"]
+
+
+@dataclass
+class _TrainingData:
+    """What a training run reads: the network's setting and the train / validation / test batches."""
+    setting: EvalSetting
+    train: BatchLoader
+    val: BatchLoader | None
+    test: BatchLoader
+
+
+def _training_source(config: TrainConfig, checkpoint: dict | None) -> GenotypeSource:
+    """The genotype to train and where it came from: the checkpoint's on a resume, else `config.genotype`."""
+    if checkpoint is None:
+        return load_source(config.genotype)
+    return GenotypeSource(parse_genotype(checkpoint["genotype"]), checkpoint["source_name"],
+                          recorded_dir(checkpoint), EvalSetting(**checkpoint["setting"]), checkpoint["budgets"])
+
+
+def _training_data(config: TrainConfig, source: GenotypeSource, checkpoint: dict | None, rank: int,
+                   world_size: int, device: torch.device) -> _TrainingData:
+    """Load the data, fix the thread count and the network's setting, and build this process's loaders."""
+    resume = checkpoint is not None
     if (not resume and source.setting is not None and source.dataset and config.image_size is None
             and config.dataset.lower() != source.dataset.lower()):
         size = source.setting.image_size
@@ -440,14 +511,18 @@ def _train(config: TrainConfig, run_dir: str | Path | None, checkpoint: dict | N
     if config.sync_bn and world_size > 1 and device.type != "cuda":
         raise ConfigError("--sync-bn needs CUDA (PyTorch's SyncBatchNorm has no CPU kernels); without it each "
                           "process normalises over its own micro-batch")
-
     augment = default_augment(config.dataset, data.image_size, cutout=config.cutout)
     train = BatchLoader(train_x, train_y, config.batch_size, mean=data.mean, std=data.std, augment=augment,
                         drop_last=True, seed=config.seed, device=device, rank=rank, world_size=world_size)
-    test = eval_loader(data.test_x, data.test_y, data, config.eval_batch_size, device, rank, world_size)
     val = (eval_loader(val_x, val_y, data, config.eval_batch_size, device, rank, world_size)
            if val_x is not None else None)
+    test = eval_loader(data.test_x, data.test_y, data, config.eval_batch_size, device, rank, world_size)
+    return _TrainingData(setting, train, val, test)
 
+
+def _build_network(genotype: Genotype, setting: EvalSetting, config: TrainConfig, device: torch.device,
+                   world_size: int) -> tuple[EvalNetwork, bool]:
+    """The deployed network, seeded alike on every process; and whether it runs channels-last."""
     torch.manual_seed(config.seed)  # the same initial weights on every process
     net = EvalNetwork(genotype, setting).to(device)
     channels_last = config.channels_last if config.channels_last is not None else device.type == "cuda"
@@ -455,147 +530,90 @@ def _train(config: TrainConfig, run_dir: str | Path | None, checkpoint: dict | N
         net = net.to(memory_format=torch.channels_last)
     if config.sync_bn and world_size > 1:
         net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
-    optimizer = torch.optim.SGD(net.parameters(), config.lr, momentum=config.momentum,
-                                weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda e: lr_factor(e, config.epochs, config.warmup_epochs))
-    model: nn.Module = _TrainingForward(net)
-    if world_size > 1:
-        model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device] if device.type == "cuda" else None,
-            find_unused_parameters=has_unused_inputs(genotype))
-    use_amp = config.amp and device.type == "cuda"
+    return net, channels_last
+
+
+def _train(config: TrainConfig, run_dir: str | Path | None, checkpoint: dict | None, rank: int, world_size: int,
+           device: torch.device, progress: bool, log: Callable[[str], None]) -> TrainResult:
+    main, resume = rank == 0, checkpoint is not None
+    source = _training_source(config, checkpoint)
+    genotype = source.genotype
+    data = _training_data(config, source, checkpoint, rank, world_size, device)
+    setting = data.setting
+    net, channels_last = _build_network(genotype, setting, config, device, world_size)
+    stepper = TrainStep(net, config, genotype, device, rank, world_size, channels_last)
     selection = config.selection
 
-    # -- fresh run or exact continuation
-    start_epoch, start_step, total_steps, seconds = 0, 0, 0, 0.0
     history: list[dict[str, Any]] = []
     best: dict[str, Any] = {"score": None, "epoch": None}
     running = torch.zeros(3, dtype=torch.float64, device=device)  # this process's loss sum, correct, seen
     if resume:
         net.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        set_rng_state(checkpoint["rng"])
-        start_epoch, start_step = checkpoint["epoch"], checkpoint["step"]
-        total_steps, seconds = checkpoint["total_steps"], checkpoint["seconds"]
+        stepper.load_state_dict(checkpoint)
         history, best = checkpoint["history"], checkpoint["best"]
         if main:  # the saved sums are over all processes: give them to one so the epoch's total is unchanged
             running += torch.tensor(checkpoint["running"], dtype=torch.float64, device=device)
-        log(f"resuming {run_dir} at epoch {start_epoch + 1}, step {start_step}")
+        log(f"resuming {run_dir} at epoch {checkpoint['epoch'] + 1}, step {checkpoint['step']}")
     else:
         run_dir = dist_utils.on_main(lambda: _new_run_dir(config, source, run_dir))
     run_dir = Path(run_dir)
-    metrics = MetricsLog(run_dir / "metrics.csv", keep_epochs=start_epoch if resume else None) if main else None
-
-    def checkpoint_state(epoch: int, step: int, running_total: torch.Tensor) -> dict:
-        return {"config": config.to_dict(), "genotype": genotype_to_text(genotype), "setting": setting.to_dict(),
-                "source": str(source.run_dir) if source.run_dir else None, "source_name": source.name,
-                "budgets": source.budgets, "model": net.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "rng": rng_state(), "epoch": epoch, "step": step,
-                "total_steps": total_steps, "seconds": seconds, "running": running_total.tolist(),
-                "history": history, "best": best, "world_size": world_size}
-
-    def train_step(x: torch.Tensor, y: torch.Tensor, epoch: int, step: int) -> None:
-        """One optimiser step on this process's rows of a global batch, in accum_steps micro-batches."""
-        optimizer.zero_grad(set_to_none=True)
-        chunks = config.accum_steps
-        for k, (xm, ym) in enumerate(zip(x.chunk(chunks), y.chunk(chunks))):
-            torch.manual_seed(_micro_batch_seed(config.seed, epoch, step, rank * chunks + k))
-            if channels_last:
-                xm = xm.contiguous(memory_format=torch.channels_last)
-            # gradients are all-reduced once per step, on the last micro-batch
-            sync = (contextlib.nullcontext() if world_size == 1 or k == chunks - 1 else model.no_sync())
-            with sync:
-                with torch.autocast(device.type, torch.bfloat16, enabled=use_amp):
-                    logits, logits_aux = model(xm)
-                loss = F.cross_entropy(logits.float(), ym, label_smoothing=config.label_smoothing)
-                objective = loss
-                if logits_aux is not None:
-                    objective = loss + config.aux_weight * F.cross_entropy(
-                        logits_aux.float(), ym, label_smoothing=config.label_smoothing)
-                (objective / chunks).backward()
-            running[0] += loss.detach().double() * len(ym)  # in-place adds: no host-device sync per step
-            running[1] += (logits.argmax(1) == ym).sum()
-            running[2] += len(ym)
-        nn.utils.clip_grad_norm_(net.parameters(), config.grad_clip)
-        optimizer.step()
 
     def evaluate_all() -> dict[str, float]:
-        out = {}
-        for name, loader in (("val", val), ("test", test)):
-            if loader is not None:
-                out[f"{name}_loss"], out[f"{name}_acc"] = evaluate(net, loader, amp=use_amp,
-                                                                   channels_last=channels_last)
-        return out
+        return {f"{name}_{what}": value for name, loader in (("val", data.val), ("test", data.test))
+                if loader is not None for what, value in zip(("loss", "acc"), evaluate(
+                    net, loader, amp=stepper.use_amp, channels_last=channels_last))}
 
-    steps_per_epoch = len(train)
-    stopped_early = False
-    if main:
-        log(f"training {source.name}: {setting.cells} cells x {setting.channels} channels on {config.dataset}, "
-            f"{config.epochs} epochs x {steps_per_epoch} steps, batch {config.batch_size} over {world_size} "
-            f"process(es) on {device.type}")
-    with stop_on_signals() as stop_request:
-        for epoch in range(start_epoch, config.epochs):
-            net.train()
-            net.drop_path_prob = config.drop_path * epoch / config.epochs  # DARTS' linear ramp
-            bar = tqdm(total=steps_per_epoch, initial=start_step, desc=f"train {epoch + 1}/{config.epochs}",
-                       disable=not progress, leave=False, dynamic_ncols=True)
-            t0 = time.perf_counter()
-            step = start_step - 1
-            stop = False
-            for step, (x, y) in enumerate(train.epoch(epoch, start_step), start=start_step):
-                train_step(x, y, epoch, step)
-                total_steps += 1
-                bar.update(1)
-                if progress and step % 10 == 0:  # reading the sums synchronises with the GPU: not every step
-                    loss_sum, correct, seen = running.tolist()
-                    bar.set_postfix(loss=f"{loss_sum / max(seen, 1):.3f}", acc=f"{correct / max(seen, 1):.3f}")
-                if world_size == 1 or (step + 1) % _STOP_CHECK_EVERY == 0:
-                    stop = dist_utils.any_process(bool(stop_request), device)
-                if stop or (config.max_steps is not None and total_steps >= config.max_steps):
-                    break
-            bar.close()
-            seconds += time.perf_counter() - t0
-            running_total = dist_utils.all_reduce_sum(running)
-            check_finite_loss(float(running_total[0]), "training", f"in epoch {epoch + 1}")  # same on every process
-            if stop:
-                if main:
-                    save_checkpoint(run_dir / CHECKPOINT, checkpoint_state(epoch, step + 1, running_total))
-                    metrics.close()
-                raise KeyboardInterrupt(f"stopped by signal {stop_request.signal or 'on another process'}; "
-                                        f"resume with --resume {run_dir}")
-            start_step = 0
-            average_bn_statistics(net)
-            loss_sum, correct, seen = running_total.tolist()
-            last = epoch + 1 == config.epochs or (config.max_steps is not None and total_steps >= config.max_steps)
-            evaluated = last or (epoch + 1) % config.eval_every == 0
-            row: dict[str, Any] = {"epoch": epoch, "train_loss": loss_sum / max(seen, 1),
-                                   "train_acc": correct / max(seen, 1), **(evaluate_all() if evaluated else {}),
-                                   "lr": optimizer.param_groups[0]["lr"], "drop_path": net.drop_path_prob,
-                                   "seconds": round(seconds, 3)}
-            scheduler.step()
-            running.zero_()
-            history.append(row)
-            if selection != "last" and evaluated:
-                score = row[f"{selection}_acc"]
-                if best["score"] is None or score > best["score"]:
-                    best = {"score": score, "epoch": epoch}
-                    if main:
-                        save_model(run_dir / BEST_FILE, net, {"epoch": epoch, "metrics": row, "selection": selection})
+    def postfix(step: int) -> dict[str, str] | None:
+        if step % 10:  # reading the sums synchronises with the GPU: not every step
+            return None
+        loss_sum, correct, seen = running.tolist()
+        return {"loss": f"{loss_sum / max(seen, 1):.3f}", "acc": f"{correct / max(seen, 1):.3f}"}
+
+    run = Run(run_dir, checkpoint, label="train", epochs=config.epochs, steps_per_epoch=len(data.train),
+              max_steps=config.max_steps, device=device, main=main, progress=progress, world_size=world_size,
+              stop_check_every=_STOP_CHECK_EVERY, saved_totals=lambda totals: totals.tolist(),
+              state=lambda: {"config": config.to_dict(), "genotype": genotype_to_text(genotype),
+                             "setting": setting.to_dict(), "source": str(source.run_dir) if source.run_dir else None,
+                             "source_name": source.name, "budgets": source.budgets, "model": net.state_dict(),
+                             **stepper.state_dict(), "history": history, "best": best},
+              totals=lambda: dist_utils.all_reduce_sum(running), finite=lambda totals: float(totals[0]),
+              postfix=postfix)
+    log(f"training {source.name}: {setting.cells} cells x {setting.channels} channels on {config.dataset}, "
+        f"{config.epochs} epochs x {len(data.train)} steps, batch {config.batch_size} over {world_size} "
+        f"process(es) on {device.type}")
+    for epoch in run.epochs():
+        net.train()
+        net.drop_path_prob = config.drop_path * epoch / config.epochs  # DARTS' linear ramp
+        for step, (x, y) in run.steps(epoch, data.train.epoch(epoch, run.start_step)):
+            stepper.step(x, y, epoch, step, running)
+        loss_sum, correct, seen = run.end_epoch(epoch, "training").tolist()
+        average_bn_statistics(net)
+        evaluated = epoch + 1 == config.epochs or run.at_max_steps or (epoch + 1) % config.eval_every == 0
+        row: dict[str, Any] = {"epoch": epoch, "train_loss": loss_sum / max(seen, 1),
+                               "train_acc": correct / max(seen, 1), **(evaluate_all() if evaluated else {}),
+                               "lr": stepper.lr, "drop_path": net.drop_path_prob, "seconds": round(run.seconds, 3)}
+        stepper.end_epoch()
+        running.zero_()
+        history.append(row)
+        if selection != "last" and evaluated and (best["score"] is None or row[f"{selection}_acc"] > best["score"]):
+            best = {"score": row[f"{selection}_acc"], "epoch": epoch}
             if main:
-                metrics.append(row)
-                save_checkpoint(run_dir / CHECKPOINT, checkpoint_state(epoch + 1, 0, torch.zeros(3)))
-                log(f"epoch {epoch + 1}: train_acc {row['train_acc']:.4f} "
-                    + (f"val_acc {row['val_acc']:.4f} " if "val_acc" in row else "")
-                    + (f"test_acc {row['test_acc']:.4f} " if "test_acc" in row else "") + f"lr {row['lr']:.4g}")
-            if config.max_steps is not None and total_steps >= config.max_steps:
-                stopped_early = epoch + 1 < config.epochs
-                break
-    if metrics is not None:
-        metrics.close()
+                save_model(run_dir / BEST_FILE, net, {"epoch": epoch, "metrics": row, "selection": selection})
+        run.epoch_done(epoch, row, torch.zeros(3))
+        log(f"epoch {epoch + 1}: train_acc {row['train_acc']:.4f} "
+            + (f"val_acc {row['val_acc']:.4f} " if "val_acc" in row else "")
+            + (f"test_acc {row['test_acc']:.4f} " if "test_acc" in row else "") + f"lr {row['lr']:.4g}")
+    # --max-steps may end the run mid-epoch, even in its only epoch
+    stopped_early = run.at_max_steps and run.total_steps < config.epochs * len(data.train)
+    return _finish_training(config, run_dir, source, setting, net, history, best, run, stopped_early, world_size,
+                            main)
 
-    # -- the selected model, its size, the budgets it was searched for, and what is left for people
+
+def _finish_training(config: TrainConfig, run_dir: Path, source: GenotypeSource, setting: EvalSetting,
+                     net: EvalNetwork, history: list[dict[str, Any]], best: dict[str, Any], run: Run,
+                     stopped_early: bool, world_size: int, main: bool) -> TrainResult:
+    """The selected model, its size, the budgets it was searched for, and what is left for people."""
+    selection = config.selection
     if selection != "last" and best["epoch"] is not None:
         if main:  # only rank 0 writes the model; the others need just the numbers
             net.load_state_dict(load_checkpoint(run_dir / BEST_FILE)["state_dict"])
@@ -606,10 +624,10 @@ def _train(config: TrainConfig, run_dir: str | Path | None, checkpoint: dict | N
     net.eval()
     cost = measure_network(net)
     budgets = recheck_budgets(source.budgets, net)
-    result = TrainResult(run_dir, genotype, setting, row["test_acc"], row["test_loss"], row.get("val_acc"),
+    result = TrainResult(run_dir, source.genotype, setting, row["test_acc"], row["test_loss"], row.get("val_acc"),
                          row["epoch"], selection, cost.params, cost.params_with_aux, cost.flops, budgets,
-                         str(source.run_dir) if source.run_dir else None, len(history), total_steps, seconds,
-                         world_size, stopped_early)
+                         str(source.run_dir) if source.run_dir else None, len(history), run.total_steps,
+                         run.seconds, world_size, stopped_early)
     if main:
         save_model(run_dir / MODEL_FILE, net, {"metrics": row, "budgets": budgets, "config": config.to_dict(),
                                                "selection": selection, "flops_convention": FLOPS_CONVENTION})
