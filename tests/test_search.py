@@ -198,6 +198,43 @@ def test_constraint_estimates(digits_table):
     assert paper.lambdas.item() == 0.0
 
 
+
+def _penalty_grads(table, limit, scope, genotype_alphas):
+    alphas = [a.detach().clone().requires_grad_(True) for a in genotype_alphas]
+    constraint = Constraint(table, [Budget("params", limit)], "derived", scope=scope)
+    costs = constraint.expected_costs(alphas, derive_genotype(*alphas))
+    costs[0].backward()
+    return costs[0].item(), [a.grad for a in alphas]
+
+
+def test_parametric_budget_scope_moves_weight_only_between_convolutions(digits_table):
+    """--budget-scope parametric: the budget's gradient never favours a parameter-free op while cheaper
+    convolutions on the kept edges could meet the budget; when even they cannot, it acts as scope 'all'."""
+    torch.manual_seed(0)
+    alphas = [torch.randn(14, 8), torch.randn(14, 8)]
+    free = [PRIMITIVES.index(op) for op in PRIMITIVES if op not in PARAMETRIC]
+    value_all, grads_all = _penalty_grads(digits_table, 4e5, "all", alphas)
+    value, grads = _penalty_grads(digits_table, 4e5, "parametric", alphas)  # the cheapest convolutions fit
+    assert value == pytest.approx(value_all)  # the same exact value: only the gradient's direction differs
+    assert grads_all[0][:, free].abs().sum() > 0  # scope all: parameter-free logits are pushed
+    assert grads[0][:, free].abs().sum() == 0  # in normal cells no parameter-free op has weights
+    # softmax over an edge's convolutions: what one gains, the others lose
+    assert grads[0].abs().sum() > 0 and grads[0].sum(-1).abs().max() < 1e-6 * grads[0].abs().max()
+    # a budget only parameter-free ops can meet (below the cheapest convolutions): the same as scope all
+    _, grads_tight = _penalty_grads(digits_table, 1.2e5, "parametric", alphas)
+    _, grads_tight_all = _penalty_grads(digits_table, 1.2e5, "all", alphas)
+    assert all(torch.equal(a, b) for a, b in zip(grads_tight, grads_tight_all))
+
+
+def test_budget_scope_refusals(tmp_path):
+    for argv, words in ((["--budget-scope", "cheap"], "invalid choice"),
+                        (["--budget-scope", "parametric", "--constraint", "paper"], "--constraint derived")):
+        out = subprocess.run([sys.executable, "-m", "dcanas", "search", "--run-dir", str(tmp_path / "r"), *argv],
+                             capture_output=True, text=True)
+        assert out.returncode == 2 and words in out.stderr and len(out.stderr.strip().splitlines()) == 1
+        assert not (tmp_path / "r").exists()
+
+
 SWEEP = [dict(max_params=120_000), dict(max_params=180_000), dict(max_params=300_000),
          dict(max_flops=1.6e6), dict(max_flops=3e6), dict(max_params=150_000, max_flops=2.5e6),
          dict(max_params=150_000, constraint="paper")]

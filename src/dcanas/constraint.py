@@ -23,6 +23,7 @@ from .spaces.base import SpaceCostTable
 from .units import readable
 
 CONSTRAINT_MODES = ("derived", "paper")
+BUDGET_SCOPES = ("all", "parametric")
 UNITS = {"params": "parameters", "flops": "MACs", "latency": "ms"}
 
 
@@ -95,9 +96,11 @@ class Constraint:
     """
 
     def __init__(self, table: SpaceCostTable, budgets: list[Budget], mode: str = "derived", lambda_lr: float = 0.05,
-                 device: torch.device | str = "cpu", floor: float | None = None):
+                 device: torch.device | str = "cpu", floor: float | None = None, scope: str = "all"):
         if mode not in CONSTRAINT_MODES:
             raise ValueError(f"constraint mode must be one of {CONSTRAINT_MODES}")
+        if scope not in BUDGET_SCOPES:
+            raise ValueError(f"budget scope must be one of {BUDGET_SCOPES}")
         self.table = table
         self.budgets = budgets
         self.mode = mode
@@ -112,6 +115,12 @@ class Constraint:
         self._costs = [[torch.tensor(c, dtype=torch.float32, device=device) for c in table.alpha_costs(b.metric)]
                        for b in budgets]
         self._fixed = [float(table.fixed[b.metric]) for b in budgets]
+        # scope "parametric": the budget's gradient may only move weight between ops with weights (towards
+        # cheaper convolutions), not onto parameter-free ones, unless even the cheapest parametric op on every
+        # kept edge breaks the budget. Per alpha tensor, [edges, ops]: where the op has weights on that edge
+        # (a stride-2 skip is a FactorizedReduce, which has)
+        self.scope = scope
+        self._parametric = [torch.tensor(c > 0, device=device) for c in table.alpha_costs("params")]
 
     def expected_costs(self, alphas: list[torch.Tensor], genotype: Any) -> list[torch.Tensor]:
         """The differentiable estimate of each budget's metric for the deployed network."""
@@ -125,9 +134,22 @@ class Constraint:
         exact = self.table.genotype_cost(genotype)
         result = []
         for b, f, costs in zip(self.budgets, self._fixed, self._costs):
-            soft = f + sum((m * p * c).sum() for m, p, c in zip(kept, probs, costs))
+            weights = probs
+            if self.scope == "parametric" and not self._needs_parameter_free(f, kept, costs, b.limit):
+                weights = [_parametric_only(a, p, m) for a, p, m in zip(alphas, probs, self._parametric)]
+            soft = f + sum((m * p * c).sum() for m, p, c in zip(kept, weights, costs))
             result.append(soft + (exact[b.metric] - soft).detach())  # value exact, gradient soft
         return result
+
+    def _needs_parameter_free(self, fixed: float, kept: list[torch.Tensor], costs: list[torch.Tensor],
+                              limit: float) -> bool:
+        """Whether the kept edges, each at its cheapest parametric op, would still break `limit`."""
+        cheapest = fixed
+        for m, c, par in zip(kept, costs, self._parametric):
+            per_edge = torch.where(par, c, torch.full_like(c, float("inf"))).min(-1).values
+            per_edge = torch.where(par.any(-1), per_edge, c.min(-1).values)  # no parametric op: its cheapest
+            cheapest += float((m[:, 0] * per_edge).sum())
+        return cheapest > limit
 
     def violations(self, costs: list[torch.Tensor]) -> torch.Tensor:
         """Normalised violations k/K - 1 (positive = over budget), differentiable."""
@@ -165,6 +187,15 @@ def _without(alpha: torch.Tensor, none_index: int | None) -> torch.Tensor:
         return F.softmax(alpha, dim=-1)
     masked = alpha.masked_fill(torch.arange(alpha.shape[-1], device=alpha.device) == none_index, float("-inf"))
     return F.softmax(masked, dim=-1)
+
+
+def _parametric_only(alpha: torch.Tensor, probs: torch.Tensor, parametric: torch.Tensor) -> torch.Tensor:
+    """`probs` with the same values, whose gradient moves weight only among each edge's parametric ops: the
+    share of parametric ops on an edge, and the parameter-free ops' weights, are constants to the budget."""
+    share = (probs * parametric).sum(-1, keepdim=True)
+    # a large negative, not -inf: an edge without parametric ops gets a uniform (and unused) softmax, not NaN
+    within = F.softmax(alpha.masked_fill(~parametric, -1e9), dim=-1) * parametric
+    return torch.where(parametric, share.detach() * within, probs.detach())
 
 
 def cost_summary(table: SpaceCostTable, genotype: Any, budgets: list[Budget]) -> dict[str, dict]:

@@ -8,7 +8,7 @@ from typing import Any
 
 from .checks import (MAX_CELLS, MAX_CHANNELS, MAX_IMAGE_SIZE, check_device, int_in, positive, raise_first,
                      rate_check)
-from .constraint import Budget
+from .constraint import BUDGET_SCOPES, Budget
 from .data import dataset_info
 from .errors import ConfigError
 from .remedies import DEFAULT_BETA_WEIGHT, DEFAULT_REMEDY, check_remedy
@@ -67,6 +67,7 @@ class SearchConfig:
     penalty_lr: float = 1.0  # step size of the "sgd" penalty step (digits 200K: 0.1 ended 32 % over, 1.0 at 97 %)
     fill_budget: bool | None = None  # upgrade ops into unused budget after the search (None: the space's default)
     budget_floor: float | None = None  # aim for floor <= k/K <= 1 (a second multiplier below); None: at most K
+    budget_scope: str = "all"  # "parametric": the budget moves alpha towards cheaper convolutions only (constraint.py)
     warmup_epochs: float = 0.0  # weights-only epochs first (PC-DARTS uses 15 of 50); fractions allowed
     grad_clip: float = 5.0
     seed: int = 0
@@ -141,6 +142,10 @@ class SearchConfig:
             ((self.partial_channels == 1 and not self.edge_norm) or self.space == "nb201",
              "--partial-channels and --edge-norm (PC-DARTS) are implemented for --space nb201 only"),
             (self.penalty_step in ("adam", "sgd"), f"--penalty-step must be adam or sgd, got {self.penalty_step!r}"),
+            (self.budget_scope in BUDGET_SCOPES,
+             f"--budget-scope must be one of {', '.join(BUDGET_SCOPES)}, got {self.budget_scope!r}"),
+            (self.budget_scope == "all" or self.constraint == "derived",
+             "--budget-scope parametric works with --constraint derived (the paper's estimate keeps every edge)"),
             (self.budget_floor is None or (positive(self.budget_floor) and self.budget_floor < 1),
              f"--budget-floor is a fraction of the budget in (0, 1), got {self.budget_floor}"),
             (positive(self.beta_weight, allow_zero=True), f"--beta-weight must be a finite number >= 0, got "

@@ -292,7 +292,7 @@ def _search(config: SearchConfig, run_dir: str | Path | None, checkpoint: dict |
     torch.manual_seed(config.seed)  # the same initial weights and alphas on every process
     model = build_supernet(config, data.in_channels, data.num_classes).to(device)
     constraint = (Constraint(table, search_budgets, config.constraint, config.lambda_lr, device,
-                             floor=config.budget_floor) if budgets else None)
+                             floor=config.budget_floor, scope=config.budget_scope) if budgets else None)
     stepper = BilevelStep(model, config, constraint, device)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(stepper.w_opt, config.epochs, eta_min=0.0)
 

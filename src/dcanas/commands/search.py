@@ -193,6 +193,9 @@ def register(command) -> None:
     g.add_argument("--budget-floor", type=float,
                    help="also push the derived network up to this fraction of each budget (e.g. 0.9): unused "
                         "budget is lost accuracy")
+    g.add_argument("--budget-scope", choices=("all", "parametric"),
+                   help="which ops the budget's gradient may favour: any cheaper op (all, the paper's) or only "
+                        "cheaper convolutions, unless the budget needs parameter-free ops (parametric)")
     g.add_argument("--lug", help="look-up graph JSON: maps the device budget to the search budget")
     g.add_argument("--no-repair", dest="repair", action="store_const", const=False,
                    help="do not repair a derived network that exceeds a budget")
