@@ -13,7 +13,8 @@ Each row runs `dcanas search` (the built-in digits set and its default budget, s
 
 Policies: "all cores" is what dcanas did before `threads.py` (torch's default: one OpenMP thread per
 core, DCANAS_THREADS=<cores> reproduces it); "default" is the policy now shipped (no variable set);
-"free cores" (DCANAS_THREADS=free) takes the cores idle at start whatever the input size.
+"free cores" (DCANAS_THREADS=free) takes the cores idle at start whatever the input size; "all cores,
+passive" is "all cores" with OpenMP's idle threads sleeping instead of spinning (OMP_WAIT_POLICY=PASSIVE).
 Every ratio is against the same policy alone, measured in this run. `--dataset synthetic` runs the
 same on CIFAR-size (32x32x3) images instead, where the default uses the free cores at start.
 """
@@ -42,9 +43,12 @@ def search_command(run_dir: Path, dataset: str, max_steps: int) -> list[str]:
 
 def policy_env(policy: str) -> dict[str, str]:
     """The environment that selects a thread policy (the user's own thread variables removed)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("DCANAS_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
-    if policy == "all cores":
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DCANAS_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY")}
+    if policy in ("all cores", "all cores, passive"):
         env["DCANAS_THREADS"] = str(available_cores())
+    if policy == "all cores, passive":
+        env["OMP_WAIT_POLICY"] = "PASSIVE"
     elif policy == "free cores":
         env["DCANAS_THREADS"] = "free"
     return env
