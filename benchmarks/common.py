@@ -83,7 +83,8 @@ def machine() -> str:
         pass
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return (f"{model}, {available_cores()} cores (shared; 1-min load {load:.1f} at start), "
-            f"Python {platform.python_version()}, torch {torch.__version__}, {platform.system()}")
+            f"Python {platform.python_version()}, torch {torch.__version__} "
+            f"({torch.backends.cpu.get_cpu_capability()} kernels), {platform.system()}")
 
 
 def peak_rss_mb() -> float:

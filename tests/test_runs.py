@@ -83,6 +83,7 @@ def test_run_folder_records_versions_command_and_host(tmp_path):
     info = json.loads((path / RUN_INFO).read_text())
     assert info["torch"] == torch.__version__ and info["dcanas"] and info["host"] and info["python"]
     assert isinstance(info["command"], list) and info["time"]
+    assert info["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     # this test runs from the git checkout, so the commit is known
     assert info["git_commit"] is None or len(info["git_commit"].split("+")[0]) == 40
     save_checkpoint(path / CHECKPOINT, {})

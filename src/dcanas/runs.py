@@ -178,6 +178,9 @@ def run_info() -> dict[str, Any]:
     return {"dcanas": __version__, "torch": torch.__version__, "python": platform.python_version(),
             "git_commit": _git_commit(), "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
             "host": socket.gethostname(), "platform": platform.platform(),
+            # which SIMD kernels torch picked: results differ in the last bits between them (and searches,
+            # being chaotic, then differ), so a rerun on another CPU is not expected to match
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
