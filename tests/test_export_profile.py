@@ -184,3 +184,84 @@ def test_profile_cli_user_errors(tmp_path, latency_table, capsys):
         assert main(args + ["--quiet"]) == 2, args
         err = capsys.readouterr().err.strip().splitlines()
         assert err and err[-1].startswith("dcanas: error:"), args
+
+
+def _deployable_model(path, *, preprocessing=True):
+    """A model.pt as `dcanas train` writes it on digits: weights plus the preprocessing and config it records."""
+    from dcanas.data import load_dataset
+
+    data = load_dataset("digits")
+    extra = {"budgets": {"params": {"limit": 2e5, "value": 1.0, "ok": True}}, "config": {"data_dir": None}}
+    if preprocessing:
+        extra["preprocessing"] = {"dataset": "digits", "image_size": 8, "layout": "NCHW float32",
+                                  "normalise": "(pixel / 255 - mean) / std, per channel", "mean": list(data.mean),
+                                  "std": list(data.std), "classes": list(data.classes)}
+    save_model(path, trained_like_net(), extra)
+    return extra
+
+
+def test_exported_files_carry_what_a_deployment_needs(tmp_path, capsys):
+    from dcanas.export import read_metadata, sidecar_path
+
+    extra = _deployable_model(tmp_path / "model.pt")
+    assert main(["export", str(tmp_path / "model.pt"), "--json"]) == 0
+    onnx_path = tmp_path / "model.onnx"
+    inside, beside = read_metadata(onnx_path), json.loads(sidecar_path(onnx_path).read_text())
+    assert inside["preprocessing"] == extra["preprocessing"] and inside["budgets"] == extra["budgets"]
+    assert inside["input"]["shape"] == [1, 1, 8, 8] and inside["dtype"] == "float32"
+    assert inside["preprocessing"]["classes"] == [str(d) for d in range(10)] and "sep_conv" in inside["genotype"]
+    assert {k: v for k, v in beside.items() if k not in ("file", "bytes")} == inside
+    assert beside["bytes"] == onnx_path.stat().st_size
+
+
+def test_int8_export_is_calibrated_checked_and_labelled(tmp_path, capsys):
+    from dcanas.export import read_metadata
+    from dcanas.quantize import normalised
+
+    extra = _deployable_model(tmp_path / "model.pt")
+    int8_path = tmp_path / "m8.onnx"
+    assert main(["export", str(tmp_path / "model.pt"), "--int8", str(int8_path), "--calibration-images", "64",
+                 "--eval-images", "100", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)["int8"]
+    assert report["calibration_images"] == 64 and report["test_images"] == 100
+    assert 0 <= report["int8"]["test_acc"] <= 1 and report["int8"]["bytes"] == int8_path.stat().st_size
+    meta = read_metadata(int8_path)
+    assert meta["dtype"].startswith("int8") and meta["preprocessing"] == extra["preprocessing"]
+    session = ort.InferenceSession(str(int8_path), providers=["CPUExecutionProvider"])
+    ops = {n.op_type for n in pytest.importorskip("onnx").load(str(int8_path)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops  # really quantised
+    from dcanas.data import load_dataset
+
+    x = torch.from_numpy(normalised(load_dataset("digits").test_x[:50], extra["preprocessing"]))
+    reference = trained_like_net()(x).detach().numpy()
+    got = np.concatenate([session.run(None, {"input": x[i:i + 1].numpy()})[0] for i in range(50)])
+    # int8 rounding: close to the fp32 network, not equal to it
+    assert np.abs(got - reference).max() < 0.1 * np.abs(reference).max() and not np.array_equal(got, reference)
+
+
+@pytest.mark.parametrize("case", ["untrained", "no-preprocessing", "dynamic", "quantiser-fails"])
+def test_int8_refusals_keep_what_was_written(tmp_path, capsys, monkeypatch, case):
+    model = tmp_path / "model.pt"
+    _deployable_model(model, preprocessing=case != "no-preprocessing")
+    args = ["export", str(model), "--int8", str(tmp_path / "m8.onnx")]
+    if case == "untrained":
+        args[1] = "DARTS_V2"
+        args += ["--dataset", "digits", "--onnx", str(tmp_path / "g.onnx")]
+    elif case == "dynamic":
+        args.append("--dynamic-batch")
+    elif case == "quantiser-fails":
+        import onnxruntime.quantization as q
+
+        def broken(*a, **k):
+            raise RuntimeError("unsupported op")
+
+        monkeypatch.setattr(q, "quantize_static", broken)
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("dcanas: error:") and "\n" not in err
+    assert not (tmp_path / "m8.onnx").exists() and not (tmp_path / "m8.onnx.json").exists()
+    # the fp32 export is written only when the failure is the quantiser's own, and then it is kept whole
+    assert (tmp_path / "model.onnx").is_file() == (case == "quantiser-fails")
+    if case == "quantiser-fails":
+        assert "could not quantise" in err
+        ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])

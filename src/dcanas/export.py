@@ -14,6 +14,7 @@ either way the file is verified in onnxruntime before it is written.
 from __future__ import annotations
 
 import io
+import json
 import warnings
 from contextlib import contextmanager
 from copy import deepcopy
@@ -27,7 +28,7 @@ from torch import nn
 
 from .errors import ConfigError, DcanasError, RunDirError
 from .model_io import MODEL_FILE, load_model
-from .runs import atomic_write_bytes
+from .runs import atomic_write_bytes, write_json
 from .spaces.darts.genotype import GENOTYPES, genotype_to_text, load_genotype
 from .spaces.darts.network import EvalNetwork, EvalSetting
 
@@ -51,6 +52,7 @@ class LoadedNetwork:
     source: str
     trained: bool
     model_path: Path | None  # the model.pt it was loaded from, if any
+    extra: dict[str, Any] | None = None  # what training recorded beside the weights (metrics, budgets, ...)
 
     def describe(self) -> str:
         """One line: what the network is."""
@@ -72,8 +74,8 @@ def load_network(source: str | Path, setting: EvalSetting | None = None) -> Load
                               f"or a genotype")
         model_path = path  # load_model turns a corrupt or foreign file into one RunDirError
     if model_path is not None:
-        net, _ = load_model(model_path)
-        return LoadedNetwork(net, str(model_path), True, model_path)
+        net, extra = load_model(model_path)
+        return LoadedNetwork(net, str(model_path), True, model_path, extra)
     if path.is_dir() and not (path / "genotype.json").is_file():
         raise RunDirError(f"{path} holds neither {MODEL_FILE} nor genotype.json; pass a model file, a run folder "
                           f"or a genotype")
@@ -223,6 +225,58 @@ def verify_onnx(model: bytes, module: nn.Module, inputs: list[torch.Tensor], tol
     return worst
 
 
+def deployment_metadata(loaded: LoadedNetwork, image_size: int | None = None) -> dict[str, Any]:
+    """What a deployment needs beside the weights: input shape and preprocessing, class names, the genotype,
+    and the budgets the network was searched for and meets (a model trained before these were recorded, or
+    an untrained genotype, carries what is known)."""
+    from . import __version__
+
+    extra = loaded.extra or {}
+    setting = loaded.net.setting
+    size = image_size or setting.image_size
+    metadata: dict[str, Any] = {
+        "producer": f"dcanas {__version__}", "source": loaded.source, "trained": loaded.trained,
+        "genotype": genotype_to_text(loaded.net.genotype), "setting": setting.to_dict(),
+        "input": {"name": INPUT_NAME, "shape": [setting.in_channels, size, size], "dtype": "float32"},
+        "output": {"name": OUTPUT_NAME, "meaning": f"logits over {setting.num_classes} classes"}}
+    if "preprocessing" in extra:
+        metadata["preprocessing"] = extra["preprocessing"]
+    else:
+        metadata["preprocessing"] = None  # unknown: trained before dcanas recorded it, or not trained
+    for key in ("budgets", "metrics", "flops_convention"):
+        if key in extra:
+            metadata[key] = extra[key]
+    return metadata
+
+
+def with_metadata(model: bytes, metadata: dict[str, Any]) -> bytes:
+    """`model` with each metadata entry as an ONNX metadata_props key (values as JSON text)."""
+    import onnx
+
+    proto = onnx.load_from_string(model)
+    del proto.metadata_props[:]
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = f"dcanas.{key}", json.dumps(value)
+    return proto.SerializeToString()
+
+
+def read_metadata(model: bytes | str | Path) -> dict[str, Any]:
+    """The dcanas metadata of an ONNX model (file or bytes); {} for a file written by something else."""
+    import onnx
+
+    proto = onnx.load_from_string(model) if isinstance(model, bytes) else onnx.load(str(model),
+                                                                                   load_external_data=False)
+    return {e.key.removeprefix("dcanas."): json.loads(e.value) for e in proto.metadata_props
+            if e.key.startswith("dcanas.")}
+
+
+def sidecar_path(path: str | Path) -> Path:
+    """The JSON written beside an exported file: model.onnx -> model.onnx.json."""
+    path = Path(path)
+    return path.with_name(path.name + ".json")
+
+
 def _check_batches(batch_size: int, dynamic_batch: bool) -> list[int]:
     """Batch sizes to verify at: the export batch, and another one when the batch axis is dynamic."""
     return [batch_size, batch_size + 2] if dynamic_batch else [batch_size]
@@ -230,23 +284,32 @@ def _check_batches(batch_size: int, dynamic_batch: bool) -> list[int]:
 
 def export_onnx(net: EvalNetwork, path: str | Path, *, batch_size: int = 1, image_size: int | None = None,
                 dynamic_batch: bool = False, opset: int = DEFAULT_OPSET, exporter: str = "auto",
-                tolerance: float = DEFAULT_TOLERANCE) -> dict[str, Any]:
-    """Export `net` to ONNX at `path` (written only once onnxruntime reproduces PyTorch); returns a summary."""
+                tolerance: float = DEFAULT_TOLERANCE, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Export `net` to ONNX at `path` (written only once onnxruntime reproduces PyTorch), with `metadata` in the
+    file and in a JSON beside it; returns a summary."""
     net = inference_copy(net)
     example = example_input(net, batch_size, image_size)
     model, used = onnx_bytes(net, example, dynamic_batch=dynamic_batch, opset=opset, exporter=exporter)
     batches = _check_batches(batch_size, dynamic_batch)
     inputs = [example_input(net, b, image_size, seed=1 + k) for k, b in enumerate(batches)]
     diff = verify_onnx(model, net, inputs, tolerance)
-    path = Path(path)
-    atomic_write_bytes(path, model)
     size = image_size or net.setting.image_size
     batch: int | str = "batch" if dynamic_batch else batch_size
     opset = max(opset, DYNAMO_MIN_OPSET) if used == "dynamo" else opset
-    return {"path": str(path), "exporter": used, "opset": opset, "bytes": len(model),
-            "input_shape": [batch, net.setting.in_channels, size, size],
-            "output_shape": [batch, net.setting.num_classes], "dynamic_batch": dynamic_batch,
-            "max_abs_diff": diff, "tolerance": tolerance, "verified_batch_sizes": batches}
+    summary = {"path": str(path), "exporter": used, "opset": opset, "bytes": len(model),
+               "input_shape": [batch, net.setting.in_channels, size, size],
+               "output_shape": [batch, net.setting.num_classes], "dynamic_batch": dynamic_batch,
+               "max_abs_diff": diff, "tolerance": tolerance, "verified_batch_sizes": batches}
+    if metadata is not None:
+        metadata = {**metadata, "dtype": "float32", "input": {**metadata["input"], "shape": summary["input_shape"]}}
+        model = with_metadata(model, metadata)
+        summary["bytes"] = len(model)
+    path = Path(path)
+    atomic_write_bytes(path, model)
+    if metadata is not None:
+        write_json(sidecar_path(path), {**metadata, "file": path.name, "bytes": len(model)})
+        summary["metadata"] = str(sidecar_path(path))
+    return summary
 
 
 def export_torchscript(net: EvalNetwork, path: str | Path, *, batch_size: int = 1, image_size: int | None = None,

@@ -470,11 +470,13 @@ class TrainStep:
 
 @dataclass
 class _TrainingData:
-    """What a training run reads: the network's setting and the train / validation / test batches."""
+    """What a training run reads: the network's setting, the train / validation / test batches, and the
+    input preprocessing a deployment must repeat (recorded in model.pt, carried into exported files)."""
     setting: EvalSetting
     train: BatchLoader
     val: BatchLoader | None
     test: BatchLoader
+    preprocessing: dict[str, Any]
 
 
 def _training_source(config: TrainConfig, checkpoint: dict | None) -> GenotypeSource:
@@ -517,7 +519,10 @@ def _training_data(config: TrainConfig, source: GenotypeSource, checkpoint: dict
     val = (eval_loader(val_x, val_y, data, config.eval_batch_size, device, rank, world_size)
            if val_x is not None else None)
     test = eval_loader(data.test_x, data.test_y, data, config.eval_batch_size, device, rank, world_size)
-    return _TrainingData(setting, train, val, test)
+    preprocessing = {"dataset": config.dataset, "image_size": data.image_size, "layout": "NCHW float32",
+                     "normalise": "(pixel / 255 - mean) / std, per channel", "mean": list(data.mean),
+                     "std": list(data.std), "classes": list(data.classes)}
+    return _TrainingData(setting, train, val, test, preprocessing)
 
 
 def _build_network(genotype: Genotype, setting: EvalSetting, config: TrainConfig, device: torch.device,
@@ -605,11 +610,10 @@ def _train(config: TrainConfig, run_dir: str | Path | None, checkpoint: dict | N
             + (f"test_acc {row['test_acc']:.4f} " if "test_acc" in row else "") + f"lr {row['lr']:.4g}")
     # --max-steps may end the run mid-epoch, even in its only epoch
     stopped_early = run.at_max_steps and run.total_steps < config.epochs * len(data.train)
-    return _finish_training(config, run_dir, source, setting, net, history, best, run, stopped_early, world_size,
-                            main)
+    return _finish_training(config, run_dir, source, data, net, history, best, run, stopped_early, world_size, main)
 
 
-def _finish_training(config: TrainConfig, run_dir: Path, source: GenotypeSource, setting: EvalSetting,
+def _finish_training(config: TrainConfig, run_dir: Path, source: GenotypeSource, data: _TrainingData,
                      net: EvalNetwork, history: list[dict[str, Any]], best: dict[str, Any], run: Run,
                      stopped_early: bool, world_size: int, main: bool) -> TrainResult:
     """The selected model, its size, the budgets it was searched for, and what is left for people."""
@@ -624,13 +628,14 @@ def _finish_training(config: TrainConfig, run_dir: Path, source: GenotypeSource,
     net.eval()
     cost = measure_network(net)
     budgets = recheck_budgets(source.budgets, net)
-    result = TrainResult(run_dir, source.genotype, setting, row["test_acc"], row["test_loss"], row.get("val_acc"),
+    result = TrainResult(run_dir, source.genotype, data.setting, row["test_acc"], row["test_loss"], row.get("val_acc"),
                          row["epoch"], selection, cost.params, cost.params_with_aux, cost.flops, budgets,
                          str(source.run_dir) if source.run_dir else None, len(history), run.total_steps,
                          run.seconds, world_size, stopped_early)
     if main:
         save_model(run_dir / MODEL_FILE, net, {"metrics": row, "budgets": budgets, "config": config.to_dict(),
-                                               "selection": selection, "flops_convention": FLOPS_CONVENTION})
+                                               "selection": selection, "flops_convention": FLOPS_CONVENTION,
+                                               "preprocessing": data.preprocessing})
         write_json(run_dir / "result.json", {**result.to_dict(), "config": config.to_dict()})
         plot_learning_curves(history, run_dir / "learning_curves.png")
         write_train_report(result, config, history)

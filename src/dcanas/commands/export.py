@@ -14,7 +14,7 @@ _SHAPE_OPTIONS = ("cells", "channels", "num_classes", "in_channels", "style")
 def cmd_export(args: argparse.Namespace) -> int:
     """Export to ONNX (and TorchScript), each verified against PyTorch before it is written."""
     from ..errors import ConfigError
-    from ..export import default_onnx_path, export_onnx, export_torchscript, load_network
+    from ..export import deployment_metadata, default_onnx_path, export_onnx, export_torchscript, load_network
 
     setting = eval_setting_from_args(args, args.dataset)
     loaded = load_network(args.source, setting)
@@ -27,20 +27,46 @@ def cmd_export(args: argparse.Namespace) -> int:
         image_size = args.image_size  # a trained net runs at other resolutions (global pooling before the classifier)
     if args.no_onnx and not args.torchscript:
         raise ConfigError("--no-onnx leaves nothing to export; add --torchscript FILE")
+    if args.int8 and (args.no_onnx or not loaded.trained):
+        raise ConfigError("--int8 quantises the ONNX export of a trained model (calibrated on its training data); "
+                          + ("drop --no-onnx" if args.no_onnx else f"{loaded.source} is an untrained genotype"))
+    if args.int8 and args.dynamic_batch:
+        raise ConfigError("--int8 needs a fixed batch size (calibration ranges are per batch); drop --dynamic-batch")
+    metadata = deployment_metadata(loaded, image_size)
+    extra = loaded.extra or {}
+    calibration = None
+    if args.int8:  # the data first: a model that cannot be calibrated is refused before anything is written
+        from ..quantize import calibration_images
+
+        calibration = calibration_images(extra.get("preprocessing"), extra.get("config"), args.calibration_images)
     result: dict = {"source": loaded.source, "trained": loaded.trained, "setting": loaded.net.setting.to_dict()}
     lines = [f"model        {loaded.describe()}"]
     if not args.no_onnx:
         path = args.onnx or default_onnx_path(loaded, args.source)
         onnx = export_onnx(loaded.net, path, batch_size=args.batch_size, image_size=image_size,
                            dynamic_batch=args.dynamic_batch, opset=args.opset, exporter=args.exporter,
-                           tolerance=args.tolerance)
+                           tolerance=args.tolerance, metadata=metadata)
         result["onnx"] = onnx
         lines += [f"onnx         {onnx['path']}  ({onnx['bytes'] / 1e6:.2f} MB, opset {onnx['opset']}, "
                   f"{onnx['exporter']} exporter)",
                   f"  input      {onnx['input_shape']} -> logits {onnx['output_shape']}",
                   f"  verified   onnxruntime vs PyTorch: max abs diff {onnx['max_abs_diff']:.2e} "
                   f"(tolerance {onnx['tolerance']:g} x max(1, |logits|)) at batch "
-                  f"{' and '.join(map(str, onnx['verified_batch_sizes']))}"]
+                  f"{' and '.join(map(str, onnx['verified_batch_sizes']))}",
+                  f"  metadata   {onnx['metadata']} (also inside the file: input, preprocessing, classes, genotype, "
+                  f"budgets)"]
+    if args.int8:
+        from ..quantize import export_int8
+
+        report = export_int8(onnx["path"], args.int8, calibration, extra.get("preprocessing"), extra.get("config"),
+                             eval_images=args.eval_images)
+        result["int8"] = report
+        f32, i8 = report["fp32"], report["int8"]
+        lines += [f"int8         {args.int8}  ({i8['bytes'] / 1e6:.2f} MB, {i8['bytes'] / f32['bytes']:.0%} of fp32; "
+                  f"calibrated on {report['calibration_images']} training images)",
+                  f"  checked    test accuracy on {report['test_images']} images: fp32 {f32['test_acc']:.2%}, int8 "
+                  f"{i8['test_acc']:.2%}; latency here: fp32 {f32['latency_ms']:.3f} ms, int8 "
+                  f"{i8['latency_ms']:.3f} ms (median, onnxruntime CPU)"]
     if args.torchscript:
         ts = export_torchscript(loaded.net, args.torchscript, batch_size=args.batch_size, image_size=image_size,
                                 tolerance=args.tolerance)
@@ -56,6 +82,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def register(command) -> None:
     """Add the subcommand."""
     from ..export import DEFAULT_OPSET, DEFAULT_TOLERANCE, EXPORTERS
+    from ..quantize import DEFAULT_CALIBRATION_IMAGES, DEFAULT_EVAL_IMAGES
 
     p = command("export", cmd_export, "export a model to ONNX / TorchScript, verified against PyTorch")
     p.add_argument("source", help="a model.pt, a run folder holding one, or a genotype (name, file, DARTS text) "
@@ -63,6 +90,12 @@ def register(command) -> None:
     p.add_argument("--onnx", metavar="FILE", help="ONNX output (default: next to the model, model.pt -> model.onnx)")
     p.add_argument("--no-onnx", action="store_true", help="only write --torchscript")
     p.add_argument("--torchscript", metavar="FILE", help="also write a traced TorchScript file")
+    p.add_argument("--int8", metavar="FILE", help="also write an int8 ONNX model (onnxruntime static quantisation, "
+                                                  "calibrated on training images), with its accuracy, size, latency")
+    p.add_argument("--calibration-images", type=int, default=DEFAULT_CALIBRATION_IMAGES,
+                   help=f"training images that set the int8 activation ranges (default {DEFAULT_CALIBRATION_IMAGES})")
+    p.add_argument("--eval-images", type=int, default=DEFAULT_EVAL_IMAGES,
+                   help=f"test images that score fp32 against int8 (default {DEFAULT_EVAL_IMAGES}, class-balanced)")
     p.add_argument("--batch-size", type=int, default=1, help="batch size of the exported input (default 1)")
     p.add_argument("--dynamic-batch", action="store_true", help="make the ONNX batch axis dynamic")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
