@@ -265,3 +265,34 @@ def test_int8_refusals_keep_what_was_written(tmp_path, capsys, monkeypatch, case
     if case == "quantiser-fails":
         assert "could not quantise" in err
         ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+
+
+def test_pt2_export_runs_at_any_batch_size(tmp_path, capsys):
+    model = tmp_path / "model.pt"
+    save_model(model, trained_like_net())
+    assert main(["export", str(model), "--no-onnx", "--pt2", str(tmp_path / "m.pt2"), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)["pt2"]
+    assert info["verified_batch_sizes"] == [1, 3] and info["max_abs_diff"] < 1e-4
+    program = torch.export.load(str(tmp_path / "m.pt2")).module()
+    x = torch.randn(5, 1, 8, 8)
+    torch.testing.assert_close(program(x), trained_like_net()(x))
+    assert not (tmp_path / "model.onnx").exists()
+
+
+def test_dynamo_exporter_matches_pytorch(tmp_path):
+    pytest.importorskip("onnxscript", reason="the dynamo exporter needs onnxscript (in the export extra)")
+    net = trained_like_net()
+    info = export_onnx(net, tmp_path / "m.onnx", exporter="dynamo")
+    assert info["exporter"] == "dynamo" and info["opset"] >= 18 and info["max_abs_diff"] < 1e-4
+    x = torch.randn(1, 1, 8, 8)
+    np.testing.assert_allclose(ort_run(tmp_path / "m.onnx", x), net(x).detach().numpy(), atol=1e-4, rtol=1e-4)
+
+
+def test_profile_provider_is_checked_and_recorded(tmp_path, capsys):
+    export_onnx(trained_like_net(), tmp_path / "m.onnx")
+    assert main(["profile", str(tmp_path / "m.onnx"), "--provider", "NoSuchExecutionProvider"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "CPUExecutionProvider" in err  # the available ones are listed
+    assert main(["profile", str(tmp_path / "m.onnx"), "--provider", "CPUExecutionProvider", "--runs", "5",
+                 "--rounds", "1", "--warmup", "1", "--json", "--quiet"]) == 0
+    assert json.loads(capsys.readouterr().out)["device"]["provider"] == "CPUExecutionProvider"

@@ -312,6 +312,40 @@ def export_onnx(net: EvalNetwork, path: str | Path, *, batch_size: int = 1, imag
     return summary
 
 
+def _verified_program(name: str, net: EvalNetwork, data: bytes, reloaded: Any, batches: list[int], path: str | Path,
+                      image_size: int | None, tolerance: float) -> dict[str, Any]:
+    """Compare a reloaded program with PyTorch at each batch size, then write its bytes; returns the summary."""
+    diff = 0.0
+    with torch.no_grad(), single_thread():
+        for k, b in enumerate(batches):
+            x = example_input(net, b, image_size, seed=1 + k)
+            diff = max(diff, _check_close(name, net(x), reloaded(x).numpy(), tolerance))
+    path = Path(path)
+    atomic_write_bytes(path, data)
+    size = image_size or net.setting.image_size
+    return {"path": str(path), "bytes": len(data), "input_shape": ["batch", net.setting.in_channels, size, size],
+            "max_abs_diff": diff, "tolerance": tolerance, "verified_batch_sizes": batches}
+
+
+def export_pt2(net: EvalNetwork, path: str | Path, *, image_size: int | None = None,
+               tolerance: float = DEFAULT_TOLERANCE) -> dict[str, Any]:
+    """`torch.export` the inference network (any batch size) to a .pt2 program, the format ExecuTorch and
+    AOTInductor take, verified by loading it back and comparing with PyTorch at two batch sizes."""
+    net = inference_copy(net)
+    batch = torch.export.Dim("batch", min=1, max=1 << 16)
+    try:
+        with warnings.catch_warnings(), torch.no_grad(), single_thread():
+            warnings.simplefilter("ignore")
+            # a size-1 example would be specialised to a constant batch: trace at 2, declare it dynamic
+            program = torch.export.export(net, (example_input(net, 2, image_size),), dynamic_shapes=({0: batch},))
+            buffer = io.BytesIO()
+            torch.export.save(program, buffer)
+            reloaded = torch.export.load(io.BytesIO(buffer.getvalue())).module()
+    except Exception as exc:
+        raise ExportError(f"torch.export failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+    return _verified_program("torch.export", net, buffer.getvalue(), reloaded, [1, 3], path, image_size, tolerance)
+
+
 def export_torchscript(net: EvalNetwork, path: str | Path, *, batch_size: int = 1, image_size: int | None = None,
                        tolerance: float = DEFAULT_TOLERANCE) -> dict[str, Any]:
     """Trace `net` (eval mode) to TorchScript at `path`, verified against PyTorch; returns a summary."""
@@ -326,15 +360,6 @@ def export_torchscript(net: EvalNetwork, path: str | Path, *, batch_size: int = 
             reloaded = torch.jit.load(io.BytesIO(buffer.getvalue()))
     except Exception as exc:
         raise ExportError(f"TorchScript export failed ({type(exc).__name__}: {exc})") from None
-    batches = [batch_size, batch_size + 2]  # a traced graph keeps no batch size; prove it
-    diff = 0.0
-    with torch.no_grad(), single_thread():
-        for k, b in enumerate(batches):
-            x = example_input(net, b, image_size, seed=1 + k)
-            diff = max(diff, _check_close("TorchScript", net(x), reloaded(x).numpy(), tolerance))
-    path = Path(path)
-    atomic_write_bytes(path, buffer.getvalue())
-    size = image_size or net.setting.image_size
-    return {"path": str(path), "bytes": len(buffer.getvalue()),
-            "input_shape": ["batch", net.setting.in_channels, size, size], "max_abs_diff": diff,
-            "tolerance": tolerance, "verified_batch_sizes": batches}
+    # a traced graph keeps no batch size; prove it
+    return _verified_program("TorchScript", net, buffer.getvalue(), reloaded, [batch_size, batch_size + 2], path,
+                             image_size, tolerance)

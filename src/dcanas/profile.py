@@ -24,6 +24,7 @@ DEFAULT_THREADS = 1  # one intra-op thread: reproducible on a shared machine, an
 DEFAULT_WARMUP = 10
 DEFAULT_RUNS = 100
 DEFAULT_ROUNDS = 5
+DEFAULT_PROVIDER = "CPUExecutionProvider"  # `dcanas profile --provider` picks another onnxruntime offers
 
 
 def require_onnxruntime():
@@ -80,18 +81,31 @@ def processor_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def device_info(threads: int) -> dict[str, Any]:
+def device_info(threads: int, provider: str = "CPUExecutionProvider") -> dict[str, Any]:
     """What the latency was measured on: platform, processor, cores, onnxruntime version and threads."""
     ort = require_onnxruntime()
     return {"platform": platform.platform(), "processor": processor_name(), "machine": platform.machine(),
             "cpu_count": os.cpu_count(), "python": platform.python_version(), "onnxruntime": ort.__version__,
-            "provider": "CPUExecutionProvider", "threads": threads,
+            "provider": provider, "threads": threads,
             "threads_note": "intra-op threads; 0 = onnxruntime's default (one per physical core)"}
 
 
-def make_session(model: bytes | str | Path, threads: int = DEFAULT_THREADS, *, disabled_optimizers: Sequence[str] = ()):
-    """An onnxruntime CPU session with `threads` intra-op threads, full graph optimisation, sequential execution."""
+def check_provider(provider: str) -> str:
+    """`provider` if this onnxruntime offers it; else one line listing the ones it does."""
     ort = require_onnxruntime()
+    available = ort.get_available_providers()
+    if provider not in available:
+        raise ConfigError(f"--provider {provider} is not available in this onnxruntime {ort.__version__}; "
+                          f"available: {', '.join(available)}")
+    return provider
+
+
+def make_session(model: bytes | str | Path, threads: int = DEFAULT_THREADS, *, disabled_optimizers: Sequence[str] = (),
+                 provider: str = DEFAULT_PROVIDER):
+    """An onnxruntime session on `provider` with `threads` intra-op threads, full graph optimisation, sequential
+    execution."""
+    ort = require_onnxruntime()
+    check_provider(provider)
     if threads < 0:
         raise ConfigError(f"--threads must be 0 (onnxruntime's default) or more, got {threads}")
     options = ort.SessionOptions()
@@ -103,7 +117,7 @@ def make_session(model: bytes | str | Path, threads: int = DEFAULT_THREADS, *, d
     source = str(model) if isinstance(model, Path) else model
     kwargs = {"disabled_optimizers": list(disabled_optimizers)} if disabled_optimizers else {}
     try:
-        return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"], **kwargs)
+        return ort.InferenceSession(source, options, providers=[provider], **kwargs)
     except Exception as exc:  # onnxruntime raises its own exception types for unreadable models
         where = source if isinstance(source, str) else "the model"
         raise ConfigError(f"onnxruntime cannot load {where}: {str(exc).splitlines()[0][:300]}") from None
@@ -190,7 +204,8 @@ def measure_timers(timers: Sequence[Timer], *, warmup: int = DEFAULT_WARMUP, run
 
 def measure_modules(modules: Sequence[tuple[Any, Any]], *, threads: int = DEFAULT_THREADS,
                     warmup: int = DEFAULT_WARMUP, runs: int = DEFAULT_RUNS, rounds: int = DEFAULT_ROUNDS,
-                    exporter: str = "auto", progress: bool = False, desc: str = "profiling") -> list[LatencyStats]:
+                    exporter: str = "auto", progress: bool = False, desc: str = "profiling",
+                    provider: str = DEFAULT_PROVIDER) -> list[LatencyStats]:
     """Export each (torch module or ONNX bytes, example input) pair to ONNX and time them all together, interleaved."""
     from tqdm.auto import tqdm
 
@@ -200,21 +215,22 @@ def measure_modules(modules: Sequence[tuple[Any, Any]], *, threads: int = DEFAUL
     for module, example in tqdm(modules, desc=f"{desc}: export", disable=not progress, leave=False,
                                 dynamic_ncols=True):
         model = module if isinstance(module, bytes) else onnx_bytes(module, example, exporter=exporter)[0]
-        session = make_session(model, threads)
+        session = make_session(model, threads, provider=provider)
         timers.append(Timer(session, {session.get_inputs()[0].name: example.numpy()}))
     return measure_timers(timers, warmup=warmup, runs=runs, rounds=rounds, progress=progress, desc=f"{desc}: time")
 
 
 def profile_model(model: bytes | str | Path, *, batch_size: int = 1, image_size: int | None = None,
                   threads: int = DEFAULT_THREADS, warmup: int = DEFAULT_WARMUP, runs: int = DEFAULT_RUNS,
-                  rounds: int = DEFAULT_ROUNDS, progress: bool = False) -> dict[str, Any]:
+                  rounds: int = DEFAULT_ROUNDS, progress: bool = False, provider: str = DEFAULT_PROVIDER
+                  ) -> dict[str, Any]:
     """Latency of an ONNX model (file or bytes) on this device; returns stats, input shape and device."""
     if isinstance(model, (str, Path)) and not Path(model).is_file():
         raise ConfigError(f"no ONNX file at {model}")
-    session = make_session(model, threads)
+    session = make_session(model, threads, provider=provider)
     shape = input_shape(session, batch_size, image_size)
     x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
     stats = measure_timers([Timer(session, {session.get_inputs()[0].name: x})], warmup=warmup, runs=runs,
                            rounds=rounds, progress=progress, desc="latency")[0]
     return {"latency": stats.to_dict(), "units": "ms", "input_shape": list(shape), "batch_size": shape[0],
-            "warmup": warmup, "runs": runs, "rounds": rounds, "device": device_info(threads)}
+            "warmup": warmup, "runs": runs, "rounds": rounds, "device": device_info(threads, provider)}

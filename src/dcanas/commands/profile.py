@@ -31,7 +31,7 @@ def cmd_profile_ops(args: argparse.Namespace) -> int:
     setting = eval_setting_from_args(args, args.dataset)
     table = measure_latency_table(setting, batch_size=args.batch_size, threads=args.threads, warmup=args.warmup,
                                   runs=args.runs or DEFAULT_OP_RUNS, rounds=args.rounds, calibrate=args.calibrate,
-                                  exporter=args.exporter, progress=not args.quiet)
+                                  exporter=args.exporter, progress=not args.quiet, provider=args.provider)
     s = setting
     out = Path(args.out or f"latency-{args.dataset}-{s.cells}x{s.channels}.json")
     table.save(out)
@@ -60,8 +60,9 @@ def cmd_profile_ops(args: argparse.Namespace) -> int:
 def cmd_profile(args: argparse.Namespace) -> int:
     """Latency of an ONNX file, a model.pt, or a genotype's network on this device."""
     from ..errors import ConfigError
-    from ..profile import DEFAULT_RUNS, profile_model
+    from ..profile import DEFAULT_RUNS, check_provider, profile_model
 
+    check_provider(args.provider)  # before any measuring or writing
     if args.ops:
         return cmd_profile_ops(args)
     if not args.target:
@@ -69,7 +70,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
                           "or --ops to measure the per-op latency table")
     runs = args.runs or DEFAULT_RUNS
     options = dict(batch_size=args.batch_size, threads=args.threads, warmup=args.warmup, runs=runs,
-                   rounds=args.rounds, progress=not args.quiet)
+                   rounds=args.rounds, progress=not args.quiet, provider=args.provider)
     target = Path(args.target)
     result: dict = {"target": args.target}
     lines = []
@@ -112,7 +113,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
 def register(command) -> None:
     """Add the subcommand."""
     from ..export import EXPORTERS
-    from ..profile import DEFAULT_ROUNDS, DEFAULT_THREADS, DEFAULT_WARMUP
+    from ..profile import DEFAULT_PROVIDER, DEFAULT_ROUNDS, DEFAULT_THREADS, DEFAULT_WARMUP
 
     p = command("profile", cmd_profile, "latency on this device (onnxruntime): of a model, or of every op (--ops)")
     p.add_argument("target", nargs="?", help="model.onnx, model.pt, a run folder, or a genotype (name, file, text)")
@@ -127,6 +128,9 @@ def register(command) -> None:
     g = p.add_argument_group("timing")
     g.add_argument("--threads", type=int, default=DEFAULT_THREADS,
                    help=f"onnxruntime intra-op threads (default {DEFAULT_THREADS}; 0 = one per physical core)")
+    g.add_argument("--provider", default=DEFAULT_PROVIDER,
+                   help=f"onnxruntime execution provider (default {DEFAULT_PROVIDER}; an unknown name lists those "
+                        f"this onnxruntime offers)")
     g.add_argument("--batch-size", type=int, default=1, help="batch size (default 1)")
     g.add_argument("--warmup", type=int, default=DEFAULT_WARMUP, help=f"untimed runs first (default {DEFAULT_WARMUP})")
     g.add_argument("--runs", type=int, help="timed runs (default 100; 200 per op with --ops)")
