@@ -777,3 +777,65 @@ def test_a_new_dataset_is_added_in_one_place(monkeypatch: pytest.MonkeyPatch):
     # a name nobody registered gets the defaults, not an error here (loading it is what fails)
     assert dataset_info("nothing-here").search_preset == {} and not dataset_info("nothing-here").flip
     assert make_search_config("nothing-here").epochs == make_search_config("cifar10").epochs
+
+
+def _tiny_imagenet(root: Path, *, zip_to: Path | None = None) -> dict[str, int]:
+    """A 3-class TinyImageNet in its own layout (PNG, so pixels are exact); returns each file's colour value."""
+    import zipfile
+
+    from PIL import Image
+
+    wnids = ["n02", "n01", "n03"]  # wnids.txt is not sorted in the real set either
+    colour = {}
+    base = root / "tiny-imagenet-200"
+    (base / "val" / "images").mkdir(parents=True)
+    (base / "wnids.txt").write_text("\n".join(wnids) + "\n")
+    (base / "words.txt").write_text("n01\tgoldfish, Carassius auratus\nn02\tsalamander\nn03\tbullfrog\nn99\tother\n")
+    for k, wnid in enumerate(wnids):
+        (base / "train" / wnid / "images").mkdir(parents=True)
+        (base / "train" / wnid / f"{wnid}_boxes.txt").write_text("boxes are ignored\n")
+        for i in range(2):
+            value = 10 * k + i
+            Image.new("RGB", (4, 4), (value, value, value)).save(base / "train" / wnid / "images" / f"{wnid}_{i}.png")
+            colour[f"train/{wnid}/{i}"] = value
+    lines = []
+    for i, wnid in enumerate(["n03", "n01"]):
+        name = f"val_{i}.png"
+        Image.new("L", (4, 4), 200 + i).save(base / "val" / "images" / name)  # greyscale: becomes RGB
+        lines.append(f"{name}\t{wnid}\t0\t0\t3\t3")
+    (base / "val" / "val_annotations.txt").write_text("\n".join(lines) + "\n")
+    if zip_to is not None:
+        with zipfile.ZipFile(zip_to, "w") as z:
+            for path in sorted(base.rglob("*")):
+                z.write(path, path.relative_to(root).as_posix())
+    return colour
+
+
+@pytest.mark.parametrize("packed", ["folder", "parent", "zip"])
+def test_tinyimagenet_own_layout(tmp_path: Path, packed: str):
+    zip_path = tmp_path / "tiny-imagenet-200.zip"
+    _tiny_imagenet(tmp_path / "src", zip_to=zip_path)
+    where = {"folder": tmp_path / "src" / "tiny-imagenet-200", "parent": tmp_path / "src", "zip": zip_path}[packed]
+    data = load_dataset("tinyimagenet", str(where))
+    assert data.classes == ["goldfish", "salamander", "bullfrog"]  # sorted wnids n01, n02, n03, named by words.txt
+    assert data.train_x.shape == (6, 3, 4, 4) and data.test_x.shape == (2, 3, 4, 4)
+    assert data.train_y.tolist() == [0, 0, 1, 1, 2, 2]
+    # train/n01 was written as the second wnid (k=1): values 10, 11; n02 (k=0): 0, 1
+    assert data.train_x[:, 0, 0, 0].tolist() == [10, 11, 0, 1, 20, 21]
+    assert data.test_y.tolist() == [2, 0] and data.test_x[:, :, 0, 0].tolist() == [[200] * 3, [201] * 3]
+
+
+def test_tinyimagenet_bad_layouts_are_one_line(tmp_path: Path):
+    from dcanas.errors import DatasetError
+
+    _tiny_imagenet(tmp_path)
+    base = tmp_path / "tiny-imagenet-200"
+    annotations = base / "val" / "val_annotations.txt"
+    annotations.write_text(annotations.read_text() + "val_9.png\tn77\t0\t0\t1\t1\n")
+    with pytest.raises(DatasetError, match="names no class of wnids.txt"):
+        load_dataset("tinyimagenet", str(base))
+    annotations.unlink()
+    with pytest.raises(DatasetError, match="has no val/val_annotations.txt"):
+        load_dataset("tinyimagenet", str(base))
+    with pytest.raises(DatasetError, match="neither a folder nor a .zip"):
+        load_dataset("tinyimagenet", str(tmp_path / "missing"))

@@ -7,7 +7,7 @@ from .dataset import DATASETS, ImageDataset, dataset_info, dataset_table, load_d
 from .loader import BatchLoader, balanced_subset, split_train_val
 
 # Importing the format modules registers their loaders, in the order `dcanas datasets` lists them.
-from . import digits, idx, cifar, imagefolder, synthetic  # noqa: E402,F401  isort: skip
+from . import digits, idx, cifar, imagefolder, synthetic, tinyimagenet  # noqa: E402,F401  isort: skip
 
 __all__ = [
     "DATASETS",

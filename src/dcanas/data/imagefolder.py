@@ -98,7 +98,7 @@ def _chunks(items: Iterable[tuple[str, bytes]], size: int) -> Iterator[list[tupl
         yield chunk
 
 
-def _decode_all(items: Iterable[tuple[str, bytes]], size: int | None) -> list[np.ndarray]:
+def decode_all(items: Iterable[tuple[str, bytes]], size: int | None) -> list[np.ndarray]:
     """Decode a stream of images in order, in worker processes once the stream is long."""
     chunks = _chunks(items, CHUNK_SIZE)
     head: list[list[tuple[str, bytes]]] = []
@@ -141,7 +141,7 @@ def _source(data_dir: Path | None) -> Iterator[tuple[tuple[str, ...], _Entry, by
     )
 
 
-def _stack(arrays: list[np.ndarray], entries: list[_Entry], where: Path) -> torch.Tensor:
+def stack_images(arrays: list[np.ndarray], entries: list[_Entry], where: Path) -> torch.Tensor:
     """N×C×H×W uint8: one channel if every image is greyscale, else RGB with grey ones repeated."""
     shapes = {a.shape[:2] for a in arrays}
     if len(shapes) > 1:
@@ -178,7 +178,7 @@ def load_imagefolder(data_dir: Path | None, download: bool, image_size: int | No
             entries.append(entry)
             yield "/".join((*prefix, entry.split, entry.label, entry.name)), blob
 
-    arrays = _decode_all(items(), image_size)
+    arrays = decode_all(items(), image_size)
     if len(prefixes) > 1:
         roots = ", ".join(sorted("/".join(p) or "." for p in prefixes))
         raise DatasetError(f"imagefolder: {data_dir} holds several dataset roots ({roots}); point --data-dir at one")
@@ -192,7 +192,7 @@ def load_imagefolder(data_dir: Path | None, download: bool, image_size: int | No
     unknown = sorted({e.label for e in entries if e.split == test_split} - set(classes))
     if unknown:
         raise DatasetError(f"imagefolder: {test_split}/ has classes that train/ lacks: {', '.join(unknown)}")
-    x = _stack([arrays[i] for i in order], [entries[i] for i in order], data_dir)  # type: ignore[arg-type]
+    x = stack_images([arrays[i] for i in order], [entries[i] for i in order], data_dir)  # type: ignore[arg-type]
     index = {c: i for i, c in enumerate(classes)}
     y = torch.tensor([index[entries[i].label] for i in order], dtype=torch.int64)
     is_train = torch.tensor([entries[i].split == "train" for i in order])
