@@ -172,3 +172,40 @@ def test_search_with_lug_end_to_end(built, tmp_path, capsys):
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
     assert not (tmp_path / "never").exists()
+
+
+def test_local_workers_spread_over_gpus():
+    from dcanas.lug import spread_over_gpus
+
+    tasks = [{} for _ in range(5)]
+    spread_over_gpus(tasks, "auto", 2)
+    assert [t["device"] for t in tasks] == ["cuda:0", "cuda:1", "cuda:0", "cuda:1", "cuda:0"]
+    for device, gpus in (("cpu", 4), ("auto", 1), ("cuda:3", 4)):  # CPU, one GPU, or a device the user chose
+        tasks = [{} for _ in range(3)]
+        spread_over_gpus(tasks, device, gpus)
+        assert all("device" not in t for t in tasks)
+
+
+def test_remote_points_are_collected_into_the_head_folder(built, tmp_path):
+    """A Ray worker sends its run folder's small files back; the head writes them where it expects them."""
+    from dcanas.lug import run_task, store_collected
+
+    run_dir, _ = built
+    point = sorted((run_dir / "points").iterdir())[0]
+    task = {"config": json.loads((point / "config.json").read_text()), "run_dir": str(point), "threads": 1,
+            "collect": True}
+    answer = run_task(task)  # finished: read back, not searched again
+    assert "result.json" in answer["files"] and "checkpoint.pt" not in answer["files"]
+    head = tmp_path / "head" / point.name
+    store_collected({**answer, "task": {**task, "run_dir": str(head)}})
+    assert all((head / name).read_bytes() == data for name, data in answer["files"].items())
+    before = (head / "result.json").stat().st_mtime_ns
+    store_collected({**answer, "task": {**task, "run_dir": str(head)}})  # already there (shared storage): kept
+    assert (head / "result.json").stat().st_mtime_ns == before
+
+
+def test_negative_gpus_per_search_is_refused(tmp_path, capsys):
+    from dcanas.cli import main as cli
+
+    assert cli(["lug", "build", "--gpus-per-search", "-1", "--run-dir", str(tmp_path / "g")]) == 2
+    assert "--gpus-per-search" in capsys.readouterr().err and not (tmp_path / "g").exists()

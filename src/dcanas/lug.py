@@ -25,7 +25,8 @@ import numpy as np
 from .constraint import CONSTRAINT_MODES, UNITS, Budget
 from .errors import DcanasError
 from .units import human, readable
-from .runs import CHECKPOINT, atomic_write_text, prepare_run_dir, stopped_before_checkpoint, write_json
+from .runs import (CHECKPOINT, atomic_write_bytes, atomic_write_text, prepare_run_dir, stopped_before_checkpoint,
+                   write_json)
 from .threads import available_cores
 
 LUG_FORMAT = "dcanas-lug"
@@ -35,6 +36,7 @@ LUG_FILE = "lug.json"
 LUG_PLOT = "lug.png"
 BUILD_FILE = "build.json"
 EXECUTORS = ("local", "ray")
+COLLECTED_MAX_BYTES = 8 << 20  # files a remote search sends back to the head (not its checkpoint)
 
 # Search options that shape the K_d' -> K_d curve: a search that differs in them is told so.
 CURVE_OPTIONS = ("cells", "channels", "bottleneck", "weight_sharing", "derived_cells", "epochs", "batch_size",
@@ -247,9 +249,10 @@ def resolved_setting(config: Any) -> dict[str, Any]:
 def run_task(task: dict[str, Any]) -> dict[str, Any]:
     """One search in this process (a pool or Ray worker): fresh, resumed, or read back when already finished.
 
-    `task` holds `config` (a SearchConfig dict), `run_dir` and `threads`; any other keys come back unchanged.
-    Returns {"task": task, "result": the run's result.json, "metrics": the last epoch's metrics row,
-    "val_acc": its alpha-batch accuracy}.
+    `task` holds `config` (a SearchConfig dict), `run_dir` and `threads`, optionally `device` (this worker's
+    GPU) and `collect` (send the run folder's small files back, for a head whose disk the worker cannot
+    see); any other keys come back unchanged. Returns {"task": task, "result": the run's result.json,
+    "metrics": the last epoch's metrics row, "val_acc": its alpha-batch accuracy[, "files": {name: bytes}]}.
     """
     from .search_config import SearchConfig
     from .search_loop import run_search
@@ -258,7 +261,8 @@ def run_task(task: dict[str, Any]) -> dict[str, Any]:
     if _stopped:  # a pool worker that was interrupted starts none of the searches still queued to it
         raise KeyboardInterrupt("not started: the build was interrupted")
     # every executor runs a search on the same thread count, so the same seed gives the same network
-    config = SearchConfig.from_dict({**task["config"], "threads": task["threads"]})
+    config = SearchConfig.from_dict({**task["config"], "threads": task["threads"],
+                                     **({"device": task["device"]} if task.get("device") else {})})
     run_dir = Path(task["run_dir"])
     if not (run_dir / "result.json").is_file():
         resume = (run_dir / CHECKPOINT).is_file()
@@ -271,8 +275,29 @@ def run_task(task: dict[str, Any]) -> dict[str, Any]:
             raise
     history = json.loads((run_dir / "history.json").read_text()) if (run_dir / "history.json").is_file() else []
     metrics = history[-1]["metrics"] if history else {}
-    return {"task": task, "result": json.loads((run_dir / "result.json").read_text()), "metrics": metrics,
-            "val_acc": metrics.get("val_acc")}
+    answer = {"task": task, "result": json.loads((run_dir / "result.json").read_text()), "metrics": metrics,
+              "val_acc": metrics.get("val_acc")}
+    if task.get("collect"):
+        answer["files"] = {p.name: p.read_bytes() for p in sorted(run_dir.iterdir())
+                           if p.is_file() and p.stat().st_size <= COLLECTED_MAX_BYTES and p.name != CHECKPOINT}
+    return answer
+
+
+def store_collected(answer: dict[str, Any]) -> None:
+    """Write the files a remote worker sent back into the task's run folder here, unless it is already there
+    (a folder shared between head and workers)."""
+    run_dir = Path(answer["task"]["run_dir"])
+    files = answer.get("files") or {}
+    if files and not (run_dir / "result.json").is_file():
+        for name, data in files.items():
+            atomic_write_bytes(run_dir / name, data)
+
+
+def spread_over_gpus(tasks: list[dict[str, Any]], device: str, gpus: int) -> None:
+    """Local workers: give task k GPU k mod `gpus` (each would otherwise resolve to cuda:0)."""
+    if gpus > 1 and device in ("auto", "cuda"):
+        for k, task in enumerate(tasks):
+            task["device"] = f"cuda:{k % gpus}"
 
 
 def _lug_point(done: dict[str, Any]) -> LugPoint:
@@ -304,10 +329,10 @@ def _pool_worker_init() -> None:
 
 
 def run_tasks(tasks: list[dict[str, Any]], workers: int = 1, executor: str = "local",
-              ray_address: str | None = None) -> Iterator[dict[str, Any]]:
+              ray_address: str | None = None, gpus_per_task: float = 0.0) -> Iterator[dict[str, Any]]:
     """Run independent searches (see `run_task`), yielding each one's answer as it finishes."""
     if executor == "ray":
-        yield from _run_ray(tasks, ray_address)
+        yield from _run_ray(tasks, ray_address, gpus_per_task)
     elif workers <= 1 or len(tasks) <= 1:
         for task in tasks:
             yield run_task(task)
@@ -331,12 +356,14 @@ def run_tasks(tasks: list[dict[str, Any]], workers: int = 1, executor: str = "lo
                 raise
 
 
-def _run_ray(tasks: list[dict[str, Any]], address: str | None) -> Iterator[dict[str, Any]]:
+def _run_ray(tasks: list[dict[str, Any]], address: str | None, gpus_per_task: float = 0.0
+             ) -> Iterator[dict[str, Any]]:
     """Run the tasks as Ray tasks: a running Ray instance is used, else one is started (or joined at `address`).
 
-    On a cluster every node needs dcanas installed and the dataset at the same --data-dir; a point's run
-    folder is written on the node that ran it (share the folder to keep them together), while the point
-    itself comes back to the caller.
+    On a cluster every node needs dcanas installed and the dataset at the same --data-dir. Each task reserves
+    `gpus_per_task` GPUs (Ray then sets its CUDA_VISIBLE_DEVICES, so "cuda" is the GPU it was given); a
+    point's run folder is written on the node that ran it, and its small files come back and are written
+    into the same folder here (so the head holds every point's record, shared storage or not).
     """
     try:
         import ray
@@ -352,19 +379,27 @@ def _run_ray(tasks: list[dict[str, Any]], address: str | None) -> Iterator[dict[
         for task in tasks:
             # reserve as many Ray CPUs as the task uses threads, so Ray never oversubscribes a node
             threads = task["threads"]
-            remotes.setdefault(threads, ray.remote(num_cpus=threads, max_retries=0)(run_task))
-            pending[remotes[threads].remote(task)] = task
+            remotes.setdefault(threads, ray.remote(num_cpus=threads, num_gpus=gpus_per_task, max_retries=0)(run_task))
+            pending[remotes[threads].remote({**task, "collect": True})] = task
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             for ref in done:
                 pending.pop(ref)
                 try:
-                    yield ray.get(ref)
+                    answer = ray.get(ref)
                 except ray.exceptions.RayTaskError as exc:
                     raise exc.as_instanceof_cause() from None  # a DcanasError stays one for the CLI
+                store_collected(answer)
+                yield answer
     finally:
         if started:
             ray.shutdown()
+
+
+def _cuda_devices() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 def uniform_search_size(table: Any, metric: str) -> float:
@@ -418,7 +453,7 @@ def point_config(base: Any, metric: str, search_budget: float, seed: int, upper:
 def build_lug(base: Any, metric: str = "params", search_budgets: Sequence[float] | None = None, points: int = 5,
               seeds: Sequence[int] = (0,), run_dir: str | Path | None = None, *, resume: bool = False,
               workers: int | None = None, threads: int | None = None, executor: str = "local",
-              ray_address: str | None = None, progress: bool = True,
+              ray_address: str | None = None, gpus_per_search: float = 0.0, progress: bool = True,
               log: Callable[[str], None] = print) -> tuple[Lug, Path]:
     """Run the LUG's searches in parallel, fit, save lug.json, lug.png and report.md; resumable."""
     from tqdm.auto import tqdm
@@ -438,6 +473,8 @@ def build_lug(base: Any, metric: str = "params", search_budgets: Sequence[float]
         raise LugError(f"--metric must be one of {', '.join(LUG_METRICS)}, not {metric!r}")
     if executor not in EXECUTORS:
         raise LugError(f"--executor must be one of {', '.join(EXECUTORS)}")
+    if not gpus_per_search >= 0:
+        raise LugError(f"--gpus-per-search must be 0 or more, got {gpus_per_search}")
     if base.eval_channels == "auto":
         raise LugError("--channels auto picks a width per budget; a look-up graph needs one fixed width")
     seeds = sorted({int(s) for s in seeds})
@@ -467,6 +504,8 @@ def build_lug(base: Any, metric: str = "params", search_budgets: Sequence[float]
     tasks = [{"config": point_config(base, metric, k, s, high).to_dict(), "metric": metric, "search_budget": k,
               "seed": s, "threads": threads, "run_dir": str((run_dir / "points" / f"{metric}-{k:.0f}-s{s}").resolve())}
              for k in search_budgets for s in seeds]
+    if executor == "local":
+        spread_over_gpus(tasks, base.device, _cuda_devices())
     done = sum((Path(t["run_dir"]) / "result.json").is_file() for t in tasks)
     log(f"look-up graph: {len(tasks)} searches ({len(search_budgets)} search budgets x {len(seeds)} seeds"
         + (f", {done} already done" if done else "") + f") on {executor}"
@@ -475,7 +514,7 @@ def build_lug(base: Any, metric: str = "params", search_budgets: Sequence[float]
     bar = tqdm(total=len(tasks), desc="lug points", disable=not progress, dynamic_ncols=True)
     try:
         _terminate_as_interrupt()
-        for done in run_tasks(tasks, workers, executor, ray_address):
+        for done in run_tasks(tasks, workers, executor, ray_address, gpus_per_search):
             point = _lug_point(done)
             found.append(point)
             found.sort(key=lambda p: (p.search_budget, p.seed))

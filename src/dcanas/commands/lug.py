@@ -33,7 +33,8 @@ def cmd_lug_build(args: argparse.Namespace) -> int:
     base = search_config_from_args(args)  # the search options, with the dataset's preset, budgets dropped
     lug, run_dir = build_lug(base, args.metric, args.lug_budgets, args.points, args.seeds, args.resume or args.run_dir,
                              resume=bool(args.resume), workers=args.workers, threads=args.threads,
-                             executor=args.executor, ray_address=args.ray_address, progress=not args.quiet,
+                             executor=args.executor, ray_address=args.ray_address,
+                             gpus_per_search=args.gpus_per_search, progress=not args.quiet,
                              log=stderr_log)
     result = {**lug.to_dict(), "lug": str(run_dir / LUG_FILE), "plot": str(run_dir / LUG_PLOT),
               "run_dir": str(run_dir)}
@@ -95,6 +96,9 @@ def register(command) -> None:
                    help="local processes (default) or a Ray cluster")
     g.add_argument("--workers", type=int, help="local processes at once (default: the cores here)")
     g.add_argument("--threads", type=int, help="torch threads per search (default: cores // workers; Ray: 1)")
+    g.add_argument("--gpus-per-search", type=float, default=0.0,
+                   help="Ray: GPUs each search reserves (e.g. 1, or 0.5 to pack two per GPU; default 0: CPU only). "
+                        "Local workers spread over this machine's GPUs by themselves")
     g.add_argument("--ray-address", help="Ray cluster to join (e.g. auto, ray://head:10001); default: a local one")
     b.add_argument("--run-dir", help="run folder (default: runs/<time>-lug-<dataset>-<metric>)")
     b.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted build (finished searches are kept)")
