@@ -1,4 +1,5 @@
 """Exact counts against published figures, and exact agreement of per-op tables with whole networks."""
+import json
 import random
 
 import pytest
@@ -110,3 +111,34 @@ def test_networks_run_at_any_input():
         net.eval()
         assert net(x).shape == (2, setting.num_classes)
         assert count_params(net) < count_params(net, include_aux=True)
+
+
+def test_peak_activation_memory_matches_what_the_graph_allocates():
+    """The execution-order count equals the bytes PyTorch really holds when the traced graph runs (values
+    dropped after last use), on the published network and random genotypes; eager Python holds more."""
+    import random
+
+    from dcanas.memory import measured_peak_bytes, model_bytes, peak_activation_bytes
+    from dcanas.spaces.darts.latency import random_genotype
+
+    rng = random.Random(1)
+    setting = eval_setting_for("fashion-mnist", cells=5, channels=8)
+    for genotype in [GENOTYPES.get("DARTS_V2")] + [random_genotype(rng, 4) for _ in range(3)]:
+        net = EvalNetwork(genotype, setting)
+        predicted = peak_activation_bytes(net)
+        assert predicted == measured_peak_bytes(net) < measured_peak_bytes(net, graph_order=False)
+        assert peak_activation_bytes(net, dtype="int8") * 4 == predicted
+        # the input image alone is a floor; every cell output at once would be far more
+        assert predicted > 1 * 28 * 28 * 4
+    net = EvalNetwork(GENOTYPES.get("DARTS_V2"), eval_setting_for("cifar10"))
+    assert model_bytes(net) == 4 * 3_349_342 and model_bytes(net, "int8") == 3_349_342
+
+
+def test_count_reports_memory_and_refuses_unknown_dtypes(capsys):
+    from dcanas.cli import main
+
+    assert main(["count", "DARTS_V2", "--dataset", "digits", "--json", "--dtype", "int8"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["dtype"] == "int8" and out["model_bytes"] == out["params"] and out["peak_memory_bytes"] > 0
+    assert main(["count", "DARTS_V2", "--dtype", "int4"]) == 2
+    assert "--dtype must be one of" in capsys.readouterr().err
