@@ -392,3 +392,19 @@ def test_search_with_skip_cap_and_its_refusals(tmp_path):
     with pytest.raises(ConfigError, match="--max-skips"):
         run_search(SearchConfig(space="nb201", dataset="digits", max_skips=2), tmp_path / "nb", progress=False)
     assert not (tmp_path / "bad").exists() and not (tmp_path / "nb").exists()
+
+
+def test_max_model_bytes_is_a_params_budget_at_the_deployed_dtype(tmp_path):
+    from dcanas.memory import model_bytes
+    from dcanas.spaces.darts.network import EvalNetwork, EvalSetting
+
+    config = SearchConfig(max_model_bytes=180_000, deploy_dtype="int8", epochs=1, max_steps=3)
+    assert [(b.metric, b.limit) for b in config.budgets()] == [("params", 180_000)]
+    assert SearchConfig(max_model_bytes=800_000, max_params=150_000).budgets()[0].limit == 150_000  # tighter wins
+    result = run_search(config, tmp_path / "run", progress=False, log=lambda message: None)
+    net = EvalNetwork(result.genotype, EvalSetting(**result.setting.to_dict()))
+    assert model_bytes(net, "int8") == result.params <= 180_000
+    out = subprocess.run([sys.executable, "-m", "dcanas", "search", "--max-model-bytes", "100", "--run-dir",
+                          str(tmp_path / "r2")], capture_output=True, text=True)
+    assert out.returncode == 2 and "--max-model-bytes 100 (float32: 25 parameters) is below" in out.stderr
+    assert not (tmp_path / "r2").exists()

@@ -13,7 +13,7 @@ from typing import Any
 from .spaces.darts.cost import NetworkCost, network_cost
 from .errors import ConfigError
 from .logs import LOG
-from .search_config import BUDGET_FIELDS, make_search_config
+from .search_config import make_search_config
 from .search_loop import SearchResult, run_search
 from .spaces.darts.genotype import Genotype, load_genotype
 from .spaces.darts.network import EvalNetwork, EvalSetting, eval_setting_for
@@ -38,7 +38,7 @@ def _count_value(name: str, value: Any) -> float | None:
 def search(dataset: str = "digits", *, run_dir: str | Path | None = None, unconstrained: bool = False,
            progress: bool = True, **options: Any) -> SearchResult:
     """Run a DCA-NAS search (the options of `dcanas search`, e.g. `max_params="200K"`, `epochs=5`)."""
-    for name in BUDGET_FIELDS[:2]:  # latency is in milliseconds: a plain number
+    for name in ("max_params", "max_flops", "max_model_bytes"):  # latency is in milliseconds: a plain number
         if name in options:
             options[name] = _count_value(name, options[name])
     config = make_search_config(dataset, unconstrained=unconstrained, **options)

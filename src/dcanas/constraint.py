@@ -33,6 +33,7 @@ class Budget:
 
     metric: str
     limit: float
+    asked: str | None = None  # how the user put it, when not as --max-<metric> (e.g. --max-model-bytes)
 
     def to_dict(self) -> dict:
         """JSON-ready form."""
@@ -53,7 +54,7 @@ def check_budgets(table: SpaceCostTable, budgets: list[Budget], suggest: Callabl
             s = table.setting
             where = "below the smallest" if b.limit < low else "above the largest"
             raise BudgetError(
-                f"--max-{b.metric} {readable(b.limit)} is {where} network this space gives at {s.cells} cells x "
+                f"{b.asked or f'--max-{b.metric} {readable(b.limit)}'} is {where} network this space gives at {s.cells} cells x "
                 f"{s.channels} channels ({readable(low)} .. {readable(high)} {UNITS.get(b.metric, '')}); "
                 f"{suggest(table, b)}")
 

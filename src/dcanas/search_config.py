@@ -11,6 +11,8 @@ from .checks import (MAX_CELLS, MAX_CHANNELS, MAX_IMAGE_SIZE, check_device, int_
 from .constraint import BUDGET_SCOPES, Budget
 from .data import dataset_info
 from .errors import ConfigError
+from .memory import DTYPE_BYTES
+from .units import readable
 from .remedies import DEFAULT_BETA_WEIGHT, DEFAULT_REMEDY, check_remedy
 from .spaces import SPACES
 
@@ -28,6 +30,8 @@ class SearchConfig:
     max_params: float | None = None
     max_flops: float | None = None
     max_latency: float | None = None
+    max_model_bytes: float | None = None  # the deployed weights' bytes at deploy_dtype: a params budget
+    deploy_dtype: str = "float32"  # what --max-model-bytes counts in (float32, float16, bfloat16, int8)
     latency_table: str | None = None  # DARTS: a per-op table from `dcanas profile --ops`
     latency_device: str | None = None  # NB201: a device of the benchmark's latency tables (pixel3, raspi4, ...)
     bench_table: str | None = None  # NB201: the benchmark table (default: $DCANAS_NB201_TABLE or ../shared/data)
@@ -130,8 +134,11 @@ class SearchConfig:
              f"--channels must be 'auto' or in 2..{MAX_CHANNELS}, got {self.eval_channels}"),
             (self.image_size is None or int_in(self.image_size, 4, MAX_IMAGE_SIZE),
              f"--image-size must be in 4..{MAX_IMAGE_SIZE} pixels, got {self.image_size}"),
-            (all(v is None or positive(v) for v in (self.max_params, self.max_flops, self.max_latency)),
-             "budgets (--max-params, --max-flops, --max-latency) must be finite numbers > 0"),
+            (all(v is None or positive(v) for v in (self.max_params, self.max_flops, self.max_latency,
+                                                    self.max_model_bytes)),
+             "budgets (--max-params, --max-flops, --max-latency, --max-model-bytes) must be finite numbers > 0"),
+            (self.deploy_dtype in DTYPE_BYTES,
+             f"--deploy-dtype must be one of {', '.join(DTYPE_BYTES)}, not {self.deploy_dtype!r}"),
             (self.constraint in ("derived", "paper"), f"--constraint must be derived or paper, not "
                                                       f"{self.constraint!r}"),
             (int_in(self.partial_channels, 1), f"--partial-channels must be an integer >= 1, got "
@@ -161,11 +168,18 @@ class SearchConfig:
 
     def budgets(self) -> list[Budget]:
         """The device budgets asked for."""
-        limits = (("params", self.max_params), ("flops", self.max_flops), ("latency", self.max_latency))
-        return [Budget(m, float(v)) for m, v in limits if v is not None]
+        budgets = [Budget(m, float(v)) for m, v in (("params", self.max_params), ("flops", self.max_flops),
+                                                     ("latency", self.max_latency)) if v is not None]
+        if self.max_model_bytes is not None:  # model bytes = params x bytes per value, exactly (memory.py)
+            limit = float(self.max_model_bytes // DTYPE_BYTES[self.deploy_dtype])
+            if self.max_params is None or limit < self.max_params:
+                asked = (f"--max-model-bytes {readable(self.max_model_bytes)} ({self.deploy_dtype}: "
+                         f"{readable(limit)} parameters)")
+                budgets = [Budget("params", limit, asked)] + [b for b in budgets if b.metric != "params"]
+        return budgets
 
 
-BUDGET_FIELDS = ("max_params", "max_flops", "max_latency")
+BUDGET_FIELDS = ("max_params", "max_flops", "max_latency", "max_model_bytes")
 
 
 def make_search_config(dataset: str = SearchConfig.dataset, *, unconstrained: bool = False,

@@ -13,7 +13,7 @@ ORDER = 30
 
 def search_config_from_args(args: argparse.Namespace):
     """SearchConfig from defaults, the dataset's preset, then what the user typed (in that order)."""
-    from ..search_config import SearchConfig, make_search_config
+    from ..search_config import BUDGET_FIELDS, SearchConfig, make_search_config
 
     known = set(SearchConfig().to_dict()) - {"dataset"}
     given = {k: v for k, v in vars(args).items() if k in known}
@@ -23,7 +23,7 @@ def search_config_from_args(args: argparse.Namespace):
     if getattr(args, "config", None):
         base = load_config_file(args.config, set(SearchConfig().to_dict()), "search")
         if args.unconstrained:
-            given.update(dict.fromkeys(("max_params", "max_flops", "max_latency")))
+            given.update(dict.fromkeys(BUDGET_FIELDS))
     dataset = args.dataset or (base or {}).get("dataset") or "digits"
     return make_search_config(dataset, unconstrained=args.unconstrained, base=base, **given)
 
@@ -175,6 +175,10 @@ def register(command) -> None:
     add_search_options(p)
     g = p.add_argument_group("budgets of the deployed network (K, M, G suffixes allowed)")
     g.add_argument("--max-params", type=parse_count, help="parameters, auxiliary head excluded")
+    g.add_argument("--max-model-bytes", type=parse_count,
+                   help="bytes of the deployed weights at --deploy-dtype (a params budget: bytes / bytes per value)")
+    g.add_argument("--deploy-dtype", choices=("float32", "float16", "bfloat16", "int8"),
+                   help="dtype --max-model-bytes counts in (default float32)")
     g.add_argument("--max-flops", type=parse_count, help="multiply-accumulates at batch 1")
     g.add_argument("--max-latency", type=float, help="milliseconds, from --latency-table")
     g.add_argument("--latency-table", help="DARTS: per-op latency table from `dcanas profile --ops`")
