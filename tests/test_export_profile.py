@@ -296,3 +296,16 @@ def test_profile_provider_is_checked_and_recorded(tmp_path, capsys):
     assert main(["profile", str(tmp_path / "m.onnx"), "--provider", "CPUExecutionProvider", "--runs", "5",
                  "--rounds", "1", "--warmup", "1", "--json", "--quiet"]) == 0
     assert json.loads(capsys.readouterr().out)["device"]["provider"] == "CPUExecutionProvider"
+
+
+def test_int8_latency_table(tmp_path, capsys):
+    """profile --ops --int8: every op timed after int8 quantisation; the table says so and a search can use it."""
+    path = tmp_path / "int8.json"
+    assert main(["profile", "--ops", "--int8", "--dataset", "digits", "--cells", "5", "--channels", "8", "--runs",
+                 "5", "--rounds", "1", "--warmup", "1", "--calibrate", "0", "--out", str(path), "--quiet"]) == 0
+    table = load_latency_table(path)
+    assert table.device["dtype"] == "int8" and table.fixed > 0 and (table.entries >= 0).all()
+    assert table.entries.max() > 0
+    capsys.readouterr()
+    assert main(["profile", str(path), "--int8"]) == 2
+    assert "--int8 times the ops" in capsys.readouterr().err

@@ -81,12 +81,12 @@ def processor_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def device_info(threads: int, provider: str = "CPUExecutionProvider") -> dict[str, Any]:
+def device_info(threads: int, provider: str = "CPUExecutionProvider", dtype: str = "float32") -> dict[str, Any]:
     """What the latency was measured on: platform, processor, cores, onnxruntime version and threads."""
     ort = require_onnxruntime()
     return {"platform": platform.platform(), "processor": processor_name(), "machine": platform.machine(),
             "cpu_count": os.cpu_count(), "python": platform.python_version(), "onnxruntime": ort.__version__,
-            "provider": provider, "threads": threads,
+            "provider": provider, "threads": threads, "dtype": dtype,
             "threads_note": "intra-op threads; 0 = onnxruntime's default (one per physical core)"}
 
 
@@ -205,8 +205,10 @@ def measure_timers(timers: Sequence[Timer], *, warmup: int = DEFAULT_WARMUP, run
 def measure_modules(modules: Sequence[tuple[Any, Any]], *, threads: int = DEFAULT_THREADS,
                     warmup: int = DEFAULT_WARMUP, runs: int = DEFAULT_RUNS, rounds: int = DEFAULT_ROUNDS,
                     exporter: str = "auto", progress: bool = False, desc: str = "profiling",
-                    provider: str = DEFAULT_PROVIDER) -> list[LatencyStats]:
-    """Export each (torch module or ONNX bytes, example input) pair to ONNX and time them all together, interleaved."""
+                    provider: str = DEFAULT_PROVIDER, int8: bool = False) -> list[LatencyStats]:
+    """Export each (torch module or ONNX bytes, example input) pair to ONNX and time them all together,
+    interleaved; with `int8`, each is first quantised as `dcanas export --int8` does (calibrated on random
+    inputs of the example's shape: the ranges move the numbers, not the work)."""
     from tqdm.auto import tqdm
 
     from .export import onnx_bytes
@@ -215,6 +217,12 @@ def measure_modules(modules: Sequence[tuple[Any, Any]], *, threads: int = DEFAUL
     for module, example in tqdm(modules, desc=f"{desc}: export", disable=not progress, leave=False,
                                 dynamic_ncols=True):
         model = module if isinstance(module, bytes) else onnx_bytes(module, example, exporter=exporter)[0]
+        if int8:
+            from .quantize import quantize_int8
+
+            generator = np.random.default_rng(0)
+            calibration = generator.standard_normal((8, *example.shape[1:]), dtype=np.float32)
+            model = quantize_int8(model, np.repeat(calibration, example.shape[0], axis=0))
         session = make_session(model, threads, provider=provider)
         timers.append(Timer(session, {session.get_inputs()[0].name: example.numpy()}))
     return measure_timers(timers, warmup=warmup, runs=runs, rounds=rounds, progress=progress, desc=f"{desc}: time")

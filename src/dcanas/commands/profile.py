@@ -31,7 +31,8 @@ def cmd_profile_ops(args: argparse.Namespace) -> int:
     setting = eval_setting_from_args(args, args.dataset)
     table = measure_latency_table(setting, batch_size=args.batch_size, threads=args.threads, warmup=args.warmup,
                                   runs=args.runs or DEFAULT_OP_RUNS, rounds=args.rounds, calibrate=args.calibrate,
-                                  exporter=args.exporter, progress=not args.quiet, provider=args.provider)
+                                  exporter=args.exporter, progress=not args.quiet, provider=args.provider,
+                                  int8=args.int8)
     s = setting
     out = Path(args.out or f"latency-{args.dataset}-{s.cells}x{s.channels}.json")
     table.save(out)
@@ -63,6 +64,9 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from ..profile import DEFAULT_RUNS, check_provider, profile_model
 
     check_provider(args.provider)  # before any measuring or writing
+    if args.int8 and not args.ops:
+        raise ConfigError("--int8 times the ops of a latency table (--ops); to time an int8 model, profile the "
+                          "file `dcanas export --int8` wrote")
     if args.ops:
         return cmd_profile_ops(args)
     if not args.target:
@@ -128,6 +132,9 @@ def register(command) -> None:
     g = p.add_argument_group("timing")
     g.add_argument("--threads", type=int, default=DEFAULT_THREADS,
                    help=f"onnxruntime intra-op threads (default {DEFAULT_THREADS}; 0 = one per physical core)")
+    g.add_argument("--int8", action="store_true",
+                   help="with --ops: time every op quantised to int8 (as `dcanas export --int8`), so --max-latency "
+                        "can target an int8 deployment")
     g.add_argument("--provider", default=DEFAULT_PROVIDER,
                    help=f"onnxruntime execution provider (default {DEFAULT_PROVIDER}; an unknown name lists those "
                         f"this onnxruntime offers)")

@@ -152,7 +152,8 @@ def measure_latency_table(setting: EvalSetting, *, steps: int = 4, batch_size: i
                           threads: int = DEFAULT_THREADS, warmup: int = DEFAULT_WARMUP, runs: int = DEFAULT_OP_RUNS,
                           rounds: int = DEFAULT_ROUNDS, calibrate: int = 0, calibration_seed: int = CALIBRATION_SEED,
                           network_runs: int = DEFAULT_NETWORK_RUNS, exporter: str = "auto",
-                          progress: bool = True, provider: str = DEFAULT_PROVIDER) -> LatencyTable:
+                          progress: bool = True, provider: str = DEFAULT_PROVIDER, int8: bool = False
+                          ) -> LatencyTable:
     """Time every distinct (op, channels, stride, input size) of `setting` once, and the fixed part; build the table.
 
     With `calibrate` > 0, also time that many random whole networks and scale the op entries by the one
@@ -187,7 +188,7 @@ def measure_latency_table(setting: EvalSetting, *, steps: int = 4, batch_size: i
     jobs = [(module_for(k), torch.randn(batch_size, k[1], k[3], k[3], generator=generator)) for k in keys]
     started = time.time()
     stats = measure_modules(jobs, threads=threads, warmup=warmup, runs=runs, rounds=rounds, exporter=exporter,
-                            progress=progress, desc="profile ops", provider=provider)
+                            progress=progress, desc="profile ops", provider=provider, int8=int8)
     measured: dict[tuple, LatencyStats] = dict(zip(keys, stats))
 
     def net_cost(key: tuple) -> float:
@@ -212,7 +213,7 @@ def measure_latency_table(setting: EvalSetting, *, steps: int = 4, batch_size: i
     x = torch.randn(batch_size, setting.in_channels, setting.image_size, setting.image_size, generator=generator)
     whole = measure_modules([(n, x) for n in networks], threads=threads, warmup=max(2, warmup // 2),
                             runs=network_runs, rounds=rounds, exporter=exporter, progress=progress,
-                            desc="profile networks", provider=provider)
+                            desc="profile networks", provider=provider, int8=int8)
     placeholders = sum(net_cost(("placeholder", c, s, size)) for c, s, size in placed)
     fixed = max(0.0, whole[0].median_ms - placeholders)
 
@@ -231,7 +232,7 @@ def measure_latency_table(setting: EvalSetting, *, steps: int = 4, batch_size: i
         "batch_size": batch_size, "exporter": exporter,
         "context": "1x1 conv -> op -> global pools, minus the same without the op",
         "zero_by_construction": ["none", "skip_connect at stride 1"], "op_scale": 1.0}
-    table = LatencyTable(setting, steps, tuple(PRIMITIVES), entries, fixed, batch_size, device_info(threads, provider), method,
+    table = LatencyTable(setting, steps, tuple(PRIMITIVES), entries, fixed, batch_size, device_info(threads, provider, "int8" if int8 else "float32"), method,
                          rows)
     if genotypes:
         measured_ms = [w.median_ms for w in whole[1:]]
