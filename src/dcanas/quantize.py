@@ -8,6 +8,7 @@ the format every onnxruntime execution provider and most mobile runtimes read.
 """
 from __future__ import annotations
 
+import functools
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -31,7 +32,12 @@ def deployment_data(preprocessing: dict[str, Any] | None, config: dict[str, Any]
     if not preprocessing or not config:
         raise ConfigError("--int8 needs the model's training data to calibrate and check it, and this model.pt "
                           "does not record it (trained by an older dcanas, or an untrained genotype); train it again")
-    return load_dataset(preprocessing["dataset"], config.get("data_dir"), image_size=preprocessing["image_size"])
+    return _load_dataset(preprocessing["dataset"], config.get("data_dir"), preprocessing["image_size"])
+
+
+@functools.lru_cache(maxsize=1)  # calibration and the accuracy check read the same set
+def _load_dataset(name: str, data_dir: str | None, image_size: int):
+    return load_dataset(name, data_dir, image_size=image_size)
 
 
 def normalised(x_uint8, preprocessing: dict[str, Any]) -> np.ndarray:
