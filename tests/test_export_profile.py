@@ -309,3 +309,13 @@ def test_int8_latency_table(tmp_path, capsys):
     capsys.readouterr()
     assert main(["profile", str(path), "--int8"]) == 2
     assert "--int8 times the ops" in capsys.readouterr().err
+
+
+def test_profile_reads_the_export_metadata(tmp_path, capsys):
+    _deployable_model(tmp_path / "model.pt")
+    assert main(["export", str(tmp_path / "model.pt")]) == 0
+    capsys.readouterr()
+    assert main(["profile", str(tmp_path / "model.onnx"), "--runs", "5", "--rounds", "1", "--warmup", "1",
+                 "--json", "--quiet"]) == 0
+    metadata = json.loads(capsys.readouterr().out)["metadata"]
+    assert metadata["dtype"] == "float32" and metadata["preprocessing"]["dataset"] == "digits"

@@ -84,6 +84,12 @@ def cmd_profile(args: argparse.Namespace) -> int:
                               "instead of the .onnx file")
         result.update(profile_model(target, image_size=args.image_size, **options))
         lines.append(f"model      {target} (input {result['input_shape']})")
+        metadata = _onnx_metadata(target)
+        if metadata:  # written by `dcanas export`: say what is being timed
+            result["metadata"] = metadata
+            lines.append(f"exported   {metadata.get('dtype', 'float32')}, {metadata.get('setting', {}).get('cells')} "
+                         f"cells x {metadata.get('setting', {}).get('channels')} channels, from "
+                         f"{metadata.get('source')}")
     else:
         from ..export import example_input, load_network, onnx_bytes
 
@@ -112,6 +118,16 @@ def cmd_profile(args: argparse.Namespace) -> int:
               f"device     {_device_text(result['device'])}"]
     emit(args, result, "\n".join(lines))
     return 0
+
+
+def _onnx_metadata(path: Path) -> dict:
+    """The dcanas metadata of an ONNX file ({} when another tool wrote it or it cannot be read)."""
+    try:
+        from ..export import read_metadata
+
+        return read_metadata(path)
+    except Exception:  # a foreign or unreadable file: profiling itself reports what is wrong with it
+        return {}
 
 
 def register(command) -> None:
