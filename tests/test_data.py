@@ -52,8 +52,8 @@ def md5(data: bytes) -> str:
 
 
 def test_registry_names_and_unknown_dataset():
-    assert DATASETS.names() == ["digits", "mnist", "fashion-mnist", "cifar10", "cifar100", "imagefolder", "synthetic"]
-    with pytest.raises(DatasetError, match=r"unknown dataset 'cifar11'; choose one of: digits, mnist.*synthetic"):
+    assert DATASETS.names() == ["digits", "mnist", "fashion-mnist", "cifar10", "cifar100", "imagefolder", "synthetic", "tinyimagenet"]
+    with pytest.raises(DatasetError, match=r"unknown dataset 'cifar11'; choose one of: digits, mnist.*tinyimagenet"):
         load_dataset("cifar11")
 
 
