@@ -78,7 +78,7 @@ class _CalibrationReader:
     def get_next(self) -> dict[str, np.ndarray] | None:
         return next(self._inputs, None)
 
-    def rewind(self) -> None:  # onnxruntime calls it between calibration passes in some versions
+    def rewind(self) -> None:  # part of onnxruntime's CalibrationDataReader interface; one pass is all we give
         pass
 
 
