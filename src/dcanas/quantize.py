@@ -128,11 +128,15 @@ def int8_report(fp32: bytes, int8: bytes, preprocessing: dict[str, Any], config:
 
 
 def calibration_images(preprocessing: dict[str, Any] | None, config: dict[str, Any] | None, count: int,
-                       seed: int = 0) -> np.ndarray:
-    """`count` class-balanced training images, normalised as the network expects."""
+                       seed: int = 0, eval_images: int | None = None) -> np.ndarray:
+    """`count` class-balanced training images, normalised as the network expects (and, before anything is
+    written, a check that `eval_images` test images can be drawn class-balanced)."""
     if count < 1:
         raise ConfigError(f"--calibration-images must be at least 1, got {count}")
     data = deployment_data(preprocessing, config)
+    classes = len(data.classes)
+    if eval_images is not None and eval_images < classes:
+        raise ConfigError(f"--eval-images must be at least one per class ({classes}), got {eval_images}")
     x, y = data.train_x, data.train_y
     if count < len(y):
         x, y = balanced_subset(x, y, count, seed=seed)

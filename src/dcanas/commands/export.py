@@ -39,7 +39,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.int8:  # the data first: a model that cannot be calibrated is refused before anything is written
         from ..quantize import calibration_images
 
-        calibration = calibration_images(extra.get("preprocessing"), extra.get("config"), args.calibration_images)
+        calibration = calibration_images(extra.get("preprocessing"), extra.get("config"), args.calibration_images,
+                                         eval_images=args.eval_images)
     result: dict = {"source": loaded.source, "trained": loaded.trained, "setting": loaded.net.setting.to_dict()}
     lines = [f"model        {loaded.describe()}"]
     if not args.no_onnx:
