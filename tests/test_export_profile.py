@@ -239,7 +239,7 @@ def test_int8_export_is_calibrated_checked_and_labelled(tmp_path, capsys):
     assert np.abs(got - reference).max() < 0.1 * np.abs(reference).max() and not np.array_equal(got, reference)
 
 
-@pytest.mark.parametrize("case", ["untrained", "no-preprocessing", "dynamic", "quantiser-fails", "eval-images"])
+@pytest.mark.parametrize("case", ["untrained", "no-preprocessing", "dynamic", "quantiser-fails", "eval-images", "image-size"])
 def test_int8_refusals_keep_what_was_written(tmp_path, capsys, monkeypatch, case):
     model = tmp_path / "model.pt"
     _deployable_model(model, preprocessing=case != "no-preprocessing")
@@ -249,6 +249,8 @@ def test_int8_refusals_keep_what_was_written(tmp_path, capsys, monkeypatch, case
         args += ["--dataset", "digits", "--onnx", str(tmp_path / "g.onnx")]
     elif case == "dynamic":
         args.append("--dynamic-batch")
+    elif case == "image-size":
+        args += ["--image-size", "16"]  # calibration and the check use the training images' size
     elif case == "eval-images":
         args += ["--eval-images", "5"]  # fewer than one per class
     elif case == "quantiser-fails":

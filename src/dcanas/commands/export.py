@@ -31,6 +31,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.int8 and (args.no_onnx or not loaded.trained):
         raise ConfigError("--int8 quantises the ONNX export of a trained model (calibrated on its training data); "
                           + ("drop --no-onnx" if args.no_onnx else f"{loaded.source} is an untrained genotype"))
+    if args.int8 and image_size not in (None, loaded.net.setting.image_size):
+        raise ConfigError(f"--int8 calibrates and checks on the training images ({loaded.net.setting.image_size} px); "
+                          f"drop --image-size {image_size}")
     if args.int8 and args.dynamic_batch:
         raise ConfigError("--int8 needs a fixed batch size (calibration ranges are per batch); drop --dynamic-batch")
     metadata = deployment_metadata(loaded, image_size)
