@@ -19,7 +19,9 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "int8": 1}
+from .export import inference_copy
+from .units import DTYPE_BYTES
+
 _VIEW_METHODS = {"view", "flatten", "reshape", "squeeze", "unsqueeze", "expand", "permute", "transpose"}
 _VIEW_FUNCTIONS = {operator.getitem, torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze}
 
@@ -31,12 +33,6 @@ def dtype_bytes(dtype: str) -> int:
     if dtype not in DTYPE_BYTES:
         raise ConfigError(f"--dtype must be one of {', '.join(DTYPE_BYTES)}, not {dtype!r}")
     return DTYPE_BYTES[dtype]
-
-
-def _inference_module(net: nn.Module) -> nn.Module:
-    from .export import inference_copy
-
-    return inference_copy(net)
 
 
 def _is_view(node: torch.fx.Node, modules: dict[str, nn.Module]) -> bool:
@@ -52,7 +48,7 @@ def peak_activation_bytes(net: nn.Module, image_size: int | None = None, batch_s
     """Largest total of activation bytes alive at once in one inference of `net` (execution order, fx trace)."""
     from torch.fx.passes.shape_prop import ShapeProp
 
-    module = _inference_module(net)
+    module = inference_copy(net)
     setting = net.setting
     size = image_size or setting.image_size
     traced = torch.fx.symbolic_trace(module)
@@ -129,7 +125,7 @@ def measured_peak_bytes(net: nn.Module, image_size: int | None = None, batch_siz
     """Peak activation bytes PyTorch really allocates in one fp32 inference of `net`, the input included:
     run as the fx graph (which drops each value after its last use, as a graph runtime does), or, with
     `graph_order=False`, as the eager module (whose Python locals keep some tensors alive longer)."""
-    module = _inference_module(net)
+    module = inference_copy(net)
     if graph_order:
         module = torch.fx.symbolic_trace(module)
     setting = net.setting
@@ -145,5 +141,5 @@ def measured_peak_bytes(net: nn.Module, image_size: int | None = None, batch_siz
 def model_bytes(net: nn.Module, dtype: str = "float32") -> int:
     """Bytes of the deployed network's weights at `dtype` (auxiliary head excluded; BatchNorm counted as its
     scale and shift, which export folds into the convolutions before it)."""
-    module = _inference_module(net)
+    module = inference_copy(net)
     return sum(p.numel() for p in module.parameters()) * dtype_bytes(dtype)

@@ -11,8 +11,7 @@ from .checks import (MAX_CELLS, MAX_CHANNELS, MAX_IMAGE_SIZE, check_device, int_
 from .constraint import BUDGET_SCOPES, Budget
 from .data import dataset_info
 from .errors import ConfigError
-from .memory import DTYPE_BYTES
-from .units import readable
+from .units import DTYPE_BYTES, readable
 from .remedies import DEFAULT_BETA_WEIGHT, DEFAULT_REMEDY, check_remedy
 from .spaces import SPACES
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import math
 
 _SCALES = (("G", 1e9), ("M", 1e6), ("K", 1e3))
+# bytes per value of the dtypes a network may be deployed in (model bytes, peak memory, --max-model-bytes)
+DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "int8": 1}
 
 
 def human(n: float, digits: int = 3) -> str:

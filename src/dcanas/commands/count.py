@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from .common import add_eval_options, emit, eval_setting_from_args, human
+from ..units import DTYPE_BYTES
 
 ORDER = 10
 
@@ -47,7 +48,7 @@ def register(command) -> None:
     p.add_argument("genotype", help="a built-in name (DARTS_V2, PC_DARTS, ...), a genotype .json/.txt file, "
                                     "a run folder, or DARTS text")
     p.add_argument("--dataset", default="cifar10", help="picks the published setting (default: cifar10)")
-    p.add_argument("--dtype", default="float32", help="deployed dtype of the memory counts: float32 (default), "
-                                                      "float16, bfloat16, int8")
+    p.add_argument("--dtype", default="float32",
+                   help=f"deployed dtype of the memory counts: {', '.join(DTYPE_BYTES)} (default float32)")
     add_eval_options(p)
 

@@ -6,7 +6,7 @@ import os
 
 from .common import (add_threads_option, amount, channels_arg, emit, human, load_config_file, parse_count,
                      stderr_log)
-from ..units import readable
+from ..units import DTYPE_BYTES, readable
 
 ORDER = 30
 
@@ -177,7 +177,7 @@ def register(command) -> None:
     g.add_argument("--max-params", type=parse_count, help="parameters, auxiliary head excluded")
     g.add_argument("--max-model-bytes", type=parse_count,
                    help="bytes of the deployed weights at --deploy-dtype (a params budget: bytes / bytes per value)")
-    g.add_argument("--deploy-dtype", choices=("float32", "float16", "bfloat16", "int8"),
+    g.add_argument("--deploy-dtype", choices=tuple(DTYPE_BYTES),
                    help="dtype --max-model-bytes counts in (default float32)")
     g.add_argument("--max-flops", type=parse_count, help="multiply-accumulates at batch 1")
     g.add_argument("--max-latency", type=float, help="milliseconds, from --latency-table")

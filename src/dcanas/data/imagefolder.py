@@ -141,15 +141,15 @@ def _source(data_dir: Path | None) -> Iterator[tuple[tuple[str, ...], _Entry, by
     )
 
 
-def stack_images(arrays: list[np.ndarray], entries: list[_Entry], where: Path) -> torch.Tensor:
+def stack_images(arrays: list[np.ndarray], names: list[str], where: Path) -> torch.Tensor:
     """N×C×H×W uint8: one channel if every image is greyscale, else RGB with grey ones repeated."""
     shapes = {a.shape[:2] for a in arrays}
     if len(shapes) > 1:
         first = arrays[0].shape[:2]
         odd = next(i for i, a in enumerate(arrays) if a.shape[:2] != first)
         raise DatasetError(
-            f"imagefolder: images in {where} differ in size ({entries[0].name} is {first[1]}x{first[0]}, "
-            f"{entries[odd].name} is {arrays[odd].shape[1]}x{arrays[odd].shape[0]}); pass --image-size N "
+            f"imagefolder: images in {where} differ in size ({names[0]} is {first[1]}x{first[0]}, "
+            f"{names[odd]} is {arrays[odd].shape[1]}x{arrays[odd].shape[0]}); pass --image-size N "
             "to resize all to NxN"
         )
     if all(a.ndim == 2 for a in arrays):
@@ -192,7 +192,7 @@ def load_imagefolder(data_dir: Path | None, download: bool, image_size: int | No
     unknown = sorted({e.label for e in entries if e.split == test_split} - set(classes))
     if unknown:
         raise DatasetError(f"imagefolder: {test_split}/ has classes that train/ lacks: {', '.join(unknown)}")
-    x = stack_images([arrays[i] for i in order], [entries[i] for i in order], data_dir)  # type: ignore[arg-type]
+    x = stack_images([arrays[i] for i in order], [entries[i].name for i in order], data_dir)  # type: ignore[arg-type]
     index = {c: i for i, c in enumerate(classes)}
     y = torch.tensor([index[entries[i].label] for i in order], dtype=torch.int64)
     is_train = torch.tensor([entries[i].split == "train" for i in order])

@@ -41,7 +41,6 @@ class _Files:
             self.paths = {n[len(prefix):]: n for n in names if n.startswith(prefix)}
         elif data_dir.is_dir():
             root = data_dir / ROOT_NAME if (data_dir / ROOT_NAME / "wnids.txt").is_file() else data_dir
-            self.root = root
             self.paths = {p.relative_to(root).as_posix(): str(p) for p in sorted(root.rglob("*")) if p.is_file()}
         else:
             raise DatasetError(f"tinyimagenet: {data_dir} is neither a folder nor a .zip; expected {_LAYOUT}")
@@ -100,7 +99,7 @@ def load_tinyimagenet(data_dir: Path | None, download: bool, image_size: int | N
                            f"expected {_LAYOUT}")
     listed = train + val
     arrays = decode_all(((p, files.read(p)) for p, _ in listed), image_size)
-    x = stack_images(arrays, [_Name(p) for p, _ in listed], Path(data_dir))
+    x = stack_images(arrays, [p for p, _ in listed], Path(data_dir))
     if x.shape[1] == 1:  # every image greyscale (only in toy sets): keep RGB as the real data is
         x = x.repeat(1, 3, 1, 1)
     y = torch.tensor([label for _, label in listed], dtype=torch.int64)
@@ -108,9 +107,3 @@ def load_tinyimagenet(data_dir: Path | None, download: bool, image_size: int | N
     classes = [names.get(w, w) for w in wnids]
     return ImageDataset.from_tensors("tinyimagenet", x[:n], y[:n], x[n:], y[n:], classes)
 
-
-class _Name:
-    """What imagefolder's size check reports for an image: its name."""
-
-    def __init__(self, path: str):
-        self.name = path
