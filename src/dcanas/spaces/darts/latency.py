@@ -232,8 +232,8 @@ def measure_latency_table(setting: EvalSetting, *, steps: int = 4, batch_size: i
         "batch_size": batch_size, "exporter": exporter,
         "context": "1x1 conv -> op -> global pools, minus the same without the op",
         "zero_by_construction": ["none", "skip_connect at stride 1"], "op_scale": 1.0}
-    table = LatencyTable(setting, steps, tuple(PRIMITIVES), entries, fixed, batch_size, device_info(threads, provider, "int8" if int8 else "float32"), method,
-                         rows)
+    device = device_info(threads, provider, "int8" if int8 else "float32")
+    table = LatencyTable(setting, steps, tuple(PRIMITIVES), entries, fixed, batch_size, device, method, rows)
     if genotypes:
         measured_ms = [w.median_ms for w in whole[1:]]
         scale = calibration_scale(table, genotypes, measured_ms)
