@@ -1,9 +1,10 @@
 """End to end on real data: DCA-NAS (search, then train) vs DARTS_V2 narrowed to the same budget.
 
-For every parameter budget B and seed:
+For every budget B (parameters, or with `--metric memory` peak activation bytes of one fp32 inference)
+and seed:
 
-- **DCA-NAS**: `dcanas search --max-params B --cells N --channels auto`, then `dcanas train RUN` (the
-  searched genotype, in the network the search budgeted);
+- **DCA-NAS**: `dcanas search --max-params B --cells N --channels auto` (or `--max-memory B`), then
+  `dcanas train RUN` (the searched genotype, in the network the search budgeted);
 - **DARTS_V2 narrowed**: `dcanas train DARTS_V2 --cells N --channels C`, C the widest (even) width
   whose network fits B;
 
@@ -13,6 +14,7 @@ study continues where it stopped; the table (markdown) and the plot are rebuilt 
 
     python benchmarks/end_to_end.py --dataset fashion-mnist --budgets 250K 500K 1M
     python benchmarks/end_to_end.py --dataset imagefolder --data-dir ../shared/data/cifar10-jpeg --budgets 500K
+    python benchmarks/end_to_end.py --dataset fashion-mnist --metric memory --budgets 600K
 """
 from __future__ import annotations
 
@@ -32,11 +34,13 @@ from dcanas.commands.common import parse_count
 from dcanas.spaces.darts.cost import network_cost
 from dcanas.search_config import SearchConfig
 from dcanas.search_loop import dry_run
-from dcanas.spaces.darts.genotype import GENOTYPES
+from dcanas.spaces.darts.genotype import GENOTYPES, load_genotype
 from dcanas.spaces.darts.network import EvalSetting
+from dcanas.spaces.darts.peak import genotype_peak_elements
 
 BASELINE = "DARTS_V2"
 METHODS = ("DCA-NAS", f"{BASELINE} narrowed")
+METRICS = ("params", "memory")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -44,7 +48,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="fashion-mnist")
     p.add_argument("--data-dir")
-    p.add_argument("--budgets", nargs="+", default=["250K", "500K", "1M"], help="deployed parameter budgets")
+    p.add_argument("--budgets", nargs="+", default=["250K", "500K", "1M"], help="deployed budgets (of --metric)")
+    p.add_argument("--metric", choices=METRICS, default="params",
+                   help="what the budgets limit: parameters, or peak activation bytes of one fp32 inference")
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("--cells", type=int, default=8, help="cells of the deployed network (both methods)")
     g = p.add_argument_group("search")
@@ -75,29 +81,45 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--report-only", action="store_true", help="rebuild the report from results.jsonl")
     args = p.parse_args(argv)
     tag = args.dataset if args.dataset != "imagefolder" else Path(args.data_dir or "imagefolder").name
+    tag += "" if args.metric == "params" else f"_{args.metric}"
     args.runs_dir = Path(args.runs_dir or f"runs/end_to_end_{tag}")
     args.out = Path(args.out or f"benchmarks/results/end_to_end_{tag}.md")
     args.plot = Path(args.plot or f"docs/end_to_end_{tag}.png")
     return args
 
 
-def narrowest_fit(setting: EvalSetting, budget: float, genotype: str = BASELINE) -> tuple[int, int]:
-    """The widest even channel count whose `genotype` network has at most `budget` params, and its params."""
+def deployed(genotype: Any, setting: EvalSetting, metric: str) -> int:
+    """Parameters, or peak activation bytes of one fp32 inference, of `genotype` deployed in `setting`."""
+    if metric == "memory":
+        return 4 * genotype_peak_elements(genotype, setting)
+    return network_cost(genotype, setting).params
+
+
+def narrowest_fit(setting: EvalSetting, budget: float, genotype: str = BASELINE,
+                  metric: str = "params") -> tuple[int, int]:
+    """The widest even channel count whose `genotype` network is within `budget` of `metric`, and its cost."""
     best = None
     for channels in range(4, 256, 2):
-        params = network_cost(GENOTYPES.get(genotype), setting.replace(channels=channels)).params
-        if params > budget:
+        cost = deployed(GENOTYPES.get(genotype), setting.replace(channels=channels), metric)
+        if cost > budget:
             break
-        best = (channels, params)
+        best = (channels, cost)
     if best is None:
-        raise SystemExit(f"{genotype} does not fit {budget:,.0f} params even at 4 channels")
+        raise SystemExit(f"{genotype} does not fit {budget:,.0f} ({metric}) even at 4 channels")
     return best
+
+
+def train_cost(train: dict[str, Any], metric: str) -> int:
+    """The trained network's cost in `metric` (memory counted from its genotype and setting)."""
+    if metric == "params":
+        return train["params"]
+    return deployed(load_genotype(train["genotype"]), EvalSetting(**train["setting"]), metric)
 
 
 def run_dcanas_method(args: argparse.Namespace, budget: str, seed: int) -> dict[str, Any]:
     """Search under the budget, then train the found genotype."""
     folder = args.runs_dir / f"dcanas_{budget}_s{seed}"
-    search_argv = ["search", *data_argv(args), "--max-params", budget, "--cells", str(args.cells),
+    search_argv = ["search", *data_argv(args), f"--max-{args.metric}", budget, "--cells", str(args.cells),
                    "--channels", "auto", "--epochs", str(args.search_epochs), "--batch-size",
                    str(args.search_batch), "--seed", str(seed), "--device", args.device,
                    "--run-dir", str(folder / "search")]
@@ -119,7 +141,7 @@ def run_dcanas_method(args: argparse.Namespace, budget: str, seed: int) -> dict[
 
 def run_baseline(args: argparse.Namespace, setting: EvalSetting, budget: str, seed: int) -> dict[str, Any]:
     """Train DARTS_V2 at the widest width that fits the budget."""
-    channels, _ = narrowest_fit(setting, parse_count(budget))
+    channels, _ = narrowest_fit(setting, parse_count(budget), metric=args.metric)
     folder = args.runs_dir / f"darts_v2_{budget}_s{seed}"
     train = run_dcanas(["train", BASELINE, *data_argv(args), "--cells", str(args.cells), "--channels", str(channels),
                         *train_argv(args, seed), "--run-dir", str(folder / "train")], folder / "train.log")
@@ -156,7 +178,7 @@ def run_study(args: argparse.Namespace) -> None:
 
 
 
-def summary(rows: list[dict[str, Any]], budgets: list[str]) -> list[dict[str, Any]]:
+def summary(rows: list[dict[str, Any]], budgets: list[str], metric: str = "params") -> list[dict[str, Any]]:
     """One line per (budget, method): sizes, accuracy over seeds, times."""
     lines = []
     for budget in sorted(budgets, key=parse_count):
@@ -169,14 +191,16 @@ def summary(rows: list[dict[str, Any]], budgets: list[str]) -> list[dict[str, An
             lines.append({
                 "budget": budget, "method": method, "width": "/".join(sorted({str(t["setting"]["channels"]) for t in train})),
                 "params": max(t["params"] for t in train), "flops": max(t["flops"] for t in train),
-                "accs": [t["test_acc"] for t in train], "within": all(t["params"] <= parse_count(budget) for t in train),
+                "cost": [train_cost(t, metric) for t in train],
+                "accs": [t["test_acc"] for t in train],
+                "within": all(train_cost(t, metric) <= parse_count(budget) for t in train),
                 "search_s": statistics.mean(search) if search else None,
                 "train_s": statistics.mean(t["wall_seconds"] for t in train)})
     return lines
 
 
-def plot(lines: list[dict[str, Any]], path: Path, title: str) -> None:
-    """Test accuracy vs deployed params, one line per method."""
+def plot(lines: list[dict[str, Any]], path: Path, title: str, metric: str = "params") -> None:
+    """Test accuracy vs the deployed cost, one line per method."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -187,10 +211,11 @@ def plot(lines: list[dict[str, Any]], path: Path, title: str) -> None:
         own = [x for x in lines if x["method"] == method]
         means = [100 * statistics.mean(x["accs"]) for x in own]
         sds = [100 * statistics.stdev(x["accs"]) if len(x["accs"]) > 1 else 0 for x in own]
-        ax.errorbar([x["params"] / 1e6 for x in own], means, yerr=sds, marker=marker, capsize=3, label=method)
+        ax.errorbar([max(x["cost"]) / 1e6 for x in own], means, yerr=sds, marker=marker, capsize=3, label=method)
     for budget in sorted({x["budget"] for x in lines}, key=parse_count):
         ax.axvline(parse_count(budget) / 1e6, color="grey", lw=0.6, ls=":")
-    ax.set(xlabel="deployed parameters (M; dotted: budgets)", ylabel="test accuracy (%)", title=title)
+    unit = "parameters (M" if metric == "params" else "peak activation memory (MB, fp32"
+    ax.set(xlabel=f"deployed {unit}; dotted: budgets)", ylabel="test accuracy (%)", title=title)
     ax.legend()
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -200,9 +225,10 @@ def plot(lines: list[dict[str, Any]], path: Path, title: str) -> None:
 
 def write_report(args: argparse.Namespace, rows: list[dict[str, Any]], command: str) -> None:
     """Markdown: summary table, every run, the command, the machine and what was cut."""
-    lines = summary(rows, sorted({r["budget"] for r in rows}, key=parse_count))
-    plot(lines, args.plot, f"{args.dataset}: DCA-NAS vs {BASELINE} narrowed")
-    out = [f"# End to end on {args.dataset}: DCA-NAS vs {BASELINE} narrowed to the same parameter budget", "",
+    lines = summary(rows, sorted({r["budget"] for r in rows}, key=parse_count), args.metric)
+    plot(lines, args.plot, f"{args.dataset}: DCA-NAS vs {BASELINE} narrowed", args.metric)
+    what = "parameter budget" if args.metric == "params" else "peak activation memory budget (bytes, fp32, batch 1)"
+    out = [f"# End to end on {args.dataset}: DCA-NAS vs {BASELINE} narrowed to the same {what}", "",
            f"Deployed networks: {args.cells} cells (CIFAR-style). Search: {args.search_epochs} epochs"
            + (f", stopped after {args.search_steps} steps" if args.search_steps else "")
            + f", batch {args.search_batch}" + (f", alpha lr {args.arch_lr}" if args.arch_lr else "")
@@ -215,10 +241,12 @@ def write_report(args: argparse.Namespace, rows: list[dict[str, Any]], command: 
            "test accuracy on the full test set, last epoch.", ""]
     if args.note:
         out += [f"**What was cut:** {args.note}", ""]
-    out += ["| budget | method | width | params | FLOPs (MACs) | within | test % mean ± sd (n) | search s | train s |",
-            "|---|---|---|---|---|---|---|---|---|"]
+    cost_head = "" if args.metric == "params" else " peak bytes (min..max) |"
+    out += [f"| budget | method | width | params |{cost_head} FLOPs (MACs) | within | test % mean ± sd (n) | search s | "
+            "train s |", "|---|---|---|---|---|---|---|---|---|" + ("---|" if cost_head else "")]
     for x in lines:
-        out.append(f"| {x['budget']} | {x['method']} | {x['width']} | {x['params']:,} | {x['flops'] / 1e6:.1f}M | "
+        cost = "" if args.metric == "params" else f" {min(x['cost']):,}..{max(x['cost']):,} |"
+        out.append(f"| {x['budget']} | {x['method']} | {x['width']} | {x['params']:,} |{cost} {x['flops'] / 1e6:.1f}M | "
                    f"{'yes' if x['within'] else 'NO'} | {mean_sd(x['accs'], scale=100, count=True)} | "
                    f"{'-' if x['search_s'] is None else round(x['search_s'])} | {x['train_s']:.0f} |")
     out += ["", f"![accuracy vs params]({os.path.relpath(args.plot, args.out.parent)})", "", "## Every run", "",

@@ -10,6 +10,7 @@ from dcanas.cost import count_flops, count_params
 from dcanas.spaces.darts.cost import build_cost_table, network_cost, op_cost
 from dcanas.spaces.darts.genotype import GENOTYPES, random_genotype
 from dcanas.spaces.darts.network import EvalNetwork, EvalSetting, eval_setting_for
+from dcanas.spaces.darts.ops import PRIMITIVES
 
 # Parameter counts (auxiliary head excluded, as DARTS' count_parameters_in_MB does). DARTS_V2 on
 # CIFAR-10 is logged by the original code as "param size = 3.349342MB"; the others are published
@@ -132,6 +133,84 @@ def test_peak_activation_memory_matches_what_the_graph_allocates():
         assert predicted > 1 * 28 * 28 * 4
     net = EvalNetwork(GENOTYPES.get("DARTS_V2"), eval_setting_for("cifar10"))
     assert model_bytes(net) == 4 * 3_349_342 and model_bytes(net, "int8") == 3_349_342
+
+
+@pytest.mark.parametrize("dataset, overrides", [
+    ("digits", {}), ("fashion-mnist", {"cells": 7, "channels": 10, "image_size": 27}),
+    ("imagenet", {"cells": 5, "channels": 8, "image_size": 56}), ("imagenet", {"cells": 4, "channels": 6, "image_size": 37})])
+def test_composed_peak_equals_the_traced_network(dataset, overrides):
+    """The per-op composition the search uses (spaces/darts/peak.py) gives exactly the whole-network fx count,
+    in both stem styles and at odd resolutions; the cost table reports it at the deployed dtype."""
+    from dcanas.memory import peak_activation_bytes
+    from dcanas.spaces.darts.peak import genotype_peak_elements
+
+    rng = random.Random(3)
+    setting = eval_setting_for(dataset, **overrides)
+    table = build_cost_table(setting, memory_dtype="int8")
+    for genotype in [GENOTYPES.get("DARTS_V2")] + [random_genotype(rng) for _ in range(4)]:
+        traced = peak_activation_bytes(EvalNetwork(genotype, setting))
+        assert genotype_peak_elements(genotype, setting) * 4 == traced
+        assert table.genotype_cost(genotype)["memory"] == traced // 4
+
+
+def test_peak_bounds_are_the_extremes_over_every_genotype():
+    """The bounds (per-node choice given where the inputs are last used) equal a brute-force enumeration of every
+    ordered edge pattern, and random genotypes with any ops stay inside them."""
+    import itertools
+
+    from dcanas.spaces.darts.peak import network_layout, peak_bounds, ranked_ops, segment_peak
+
+    setting = eval_setting_for("digits", cells=3, channels=6)
+    stem, segments, head = network_layout(setting)
+    image = setting.image_size ** 2
+    concat = (2, 3, 4, 5)
+    orders = list(itertools.product(*[list(itertools.permutations(range(n), 2)) for n in range(2, 6)]))
+    extremes = []
+    for pick, end in ((min, 0), (max, -1)):
+        value = max(stem, head)
+        for reduction in (False, True):
+            group = [s for s in segments if s.plan.reduction == reduction]
+            ops = [ranked_ops(group[0].plan, i)[end] for i in range(5)]
+            value = max(value, pick(max(segment_peak(tuple((ops[i], i) for pair in order for i in pair), concat, s)
+                                        for s in group) for order in orders))
+        extremes.append(image + value)
+    low, high = peak_bounds(setting)
+    assert (low, high) == tuple(extremes) and low < high
+    rng = random.Random(0)
+    table = build_cost_table(setting, memory_dtype="float32")
+    assert table.bounds("memory") == (4 * low, 4 * high)
+    for _ in range(200):
+        assert 4 * low <= table.genotype_cost(random_genotype(rng))["memory"] <= 4 * high
+
+
+def test_memory_constraint_is_exact_in_value_and_pushes_the_peak_cells_towards_lighter_ops():
+    from dcanas.constraint import Budget, Constraint
+    from dcanas.spaces.darts.peak import segment_peaks
+
+    setting = eval_setting_for("digits")
+    table = build_cost_table(setting, memory_dtype="float32")
+    genotype = GENOTYPES.get("DARTS_V2")
+    constraint = Constraint(table, [Budget("memory", table.bounds("memory")[0])])
+    alphas = [torch.zeros(14, 8, requires_grad=True) for _ in range(2)]
+    (cost,) = constraint.expected_costs(alphas, genotype)
+    assert float(cost.detach()) == table.genotype_cost(genotype)["memory"]
+    cost.backward()
+    skip, sep = PRIMITIVES.index("skip_connect"), PRIMITIVES.index("sep_conv_3x3")
+    kept = torch.as_tensor(table.kept_edges(genotype)[0].astype(bool))
+    grad = alphas[0].grad[kept]
+    # more weight on a convolution of a kept normal edge raises the estimate; a skip (a view) allocates nothing
+    assert (grad[:, sep] > 0).all() and (grad[:, skip] < 0).all()
+    assert (alphas[0].grad[~kept] == 0).all()
+    # the smooth maximum: a cell type whose cells all sit far below the peak pulls on nothing
+    original = table.entries["memory"].copy()
+    peaks = segment_peaks(genotype, setting)
+    low_cells = [k for k, p in enumerate(peaks) if p < 0.6 * max(peaks)]
+    weights = table.peak_alpha_costs(genotype)
+    assert low_cells and all(float((w >= 0).all()) for w in weights)
+    table.entries["memory"][low_cells] *= 1000  # make only the low cells' ops expensive: the pull stays the same
+    again = table.peak_alpha_costs(genotype)
+    assert all(abs(a - b).max() < 1e-3 * b.max() for a, b in zip(again, weights))
+    table.entries["memory"] = original
 
 
 def test_count_reports_memory_and_refuses_unknown_dtypes(capsys):

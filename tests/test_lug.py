@@ -209,3 +209,21 @@ def test_negative_gpus_per_search_is_refused(tmp_path, capsys):
 
     assert cli(["lug", "build", "--gpus-per-search", "-1", "--run-dir", str(tmp_path / "g")]) == 2
     assert "--gpus-per-search" in capsys.readouterr().err and not (tmp_path / "g").exists()
+
+
+def test_memory_lug_maps_peak_budgets(tmp_path):
+    """A look-up graph on peak activation memory: points are derived peaks (exact, at the deployed dtype) inside
+    the deployable range, and the graph refuses other spaces."""
+    run_dir = tmp_path / "mem"
+    out = _cli("lug", "build", "--metric", "memory", "--deploy-dtype", "int8", "--dataset", "digits",
+               "--search-budgets", "13K,60K", "--epochs", "1", "--max-steps", "2", "--batch-size", "32",
+               "--workers", "1", "--threads", "1", "--quiet", "--json", "--run-dir", str(run_dir))
+    assert out.returncode == 0, out.stderr
+    lug = load_lug(run_dir / "lug.json")
+    assert lug.metric == "memory" and lug.bounds == (12352.0, 14688.0)  # int8: a quarter of the fp32 bytes
+    for p in lug.points:
+        assert lug.bounds[0] <= p.derived <= lug.bounds[1]
+        run = json.loads((run_dir / "points" / f"memory-{p.search_budget:.0f}-s0" / "result.json").read_text())
+        assert run["config"]["deploy_dtype"] == "int8" and run["budgets"]["memory"]["value"] == p.derived
+    out = _cli("lug", "build", "--metric", "memory", "--space", "nb201", "--run-dir", str(tmp_path / "nb"))
+    assert out.returncode == 2 and "implemented for --space darts" in out.stderr and not (tmp_path / "nb").exists()

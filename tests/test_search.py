@@ -408,3 +408,61 @@ def test_max_model_bytes_is_a_params_budget_at_the_deployed_dtype(tmp_path):
                           str(tmp_path / "r2")], capture_output=True, text=True)
     assert out.returncode == 2 and "--max-model-bytes 100 (float32: 25 parameters) is below" in out.stderr
     assert not (tmp_path / "r2").exists()
+
+
+def test_max_memory_search_holds_its_peak_budget(tmp_path):
+    """--max-memory: the derived network's peak activation memory (counted on the built network) is within the
+    budget; the search log and result carry it at the deployed dtype."""
+    from dcanas.memory import peak_activation_bytes
+    from dcanas.spaces.darts.network import EvalNetwork, EvalSetting
+
+    table = build_cost_table(eval_setting_for("digits"), memory_dtype="float16")
+    low, high = table.bounds("memory")
+    limit = low + 0.1 * (high - low)  # tight: most genotypes break it
+    config = SearchConfig(**FAST, max_memory=limit, deploy_dtype="float16")
+    assert [(b.metric, b.limit) for b in config.budgets()] == [("memory", limit)]
+    result = run_search(config, tmp_path / "run", progress=False, log=lambda message: None)
+    net = EvalNetwork(result.genotype, EvalSetting(**result.setting.to_dict()))
+    value = peak_activation_bytes(net, dtype="float16")
+    assert result.budgets["memory"] == {"limit": limit, "value": value, "ok": True} and value <= limit
+    rows = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
+    assert "derived_memory" in rows[0] and "lambda_memory" in rows[0]
+
+
+def test_max_memory_refusals_and_auto_width(tmp_path, capsys):
+    from dcanas.cli import main
+
+    # below the smallest network: the limits and the widths that reach it, nothing written
+    assert main(["search", "--max-memory", "40K", "--run-dir", str(tmp_path / "low")]) == 2
+    err = capsys.readouterr().err
+    assert "--max-memory 40,000 (float32) is below the smallest network" in err and "49,408 .. 58,752 bytes" in err
+    assert "reachable with --cells 8 --channels 12" in err and not (tmp_path / "low").exists()
+    for extra, message in ((["--space", "nb201"], "implemented for --space darts"),
+                           (["--budget-scope", "parametric"], "drop it with --max-memory")):
+        assert main(["search", "--max-memory", "50K", *extra, "--run-dir", str(tmp_path / "bad")]) == 2
+        assert message in capsys.readouterr().err and not (tmp_path / "bad").exists()
+    # --channels auto: the widest width that puts the budget 30% up its range
+    config = SearchConfig(dataset="digits", max_memory=200_000, eval_channels="auto")
+    setting = DartsSpace().eval_setting(config, 1, 10, 8)
+    low, high = build_cost_table(setting, memory_dtype="float32").bounds("memory")
+    assert low + 0.3 * (high - low) <= 200_000
+    low, high = build_cost_table(setting.replace(channels=setting.channels + 2), memory_dtype="float32").bounds("memory")
+    assert low + 0.3 * (high - low) > 200_000
+
+
+def test_repair_brings_a_peak_over_budget_within_it():
+    import random
+
+    from dcanas.landing import repair
+    from dcanas.spaces.darts.genotype import random_genotype
+
+    setting = eval_setting_for("digits")
+    table = build_cost_table(setting, memory_dtype="float32")
+    low, high = table.bounds("memory")
+    rng = random.Random(0)
+    heavy = max((random_genotype(rng) for _ in range(40)), key=lambda g: table.genotype_cost(g)["memory"])
+    budget = Budget("memory", low)
+    assert table.genotype_cost(heavy)["memory"] > low + 0.5 * (high - low)
+    alphas = [torch.zeros(14, 8), torch.zeros(14, 8)]
+    fixed, changes = repair(heavy, DartsSpace().op_changes(alphas), table, [budget])
+    assert changes and table.genotype_cost(fixed)["memory"] <= low

@@ -38,7 +38,7 @@ def _count_value(name: str, value: Any) -> float | None:
 def search(dataset: str = "digits", *, run_dir: str | Path | None = None, unconstrained: bool = False,
            progress: bool = True, **options: Any) -> SearchResult:
     """Run a DCA-NAS search (the options of `dcanas search`, e.g. `max_params="200K"`, `epochs=5`)."""
-    for name in ("max_params", "max_flops", "max_model_bytes"):  # latency is in milliseconds: a plain number
+    for name in ("max_params", "max_flops", "max_model_bytes", "max_memory"):  # latency is in ms: a plain number
         if name in options:
             options[name] = _count_value(name, options[name])
     config = make_search_config(dataset, unconstrained=unconstrained, **options)

@@ -9,6 +9,12 @@ Two estimates of the deployed cost are offered:
   of the edges that genotype keeps (non-`none` ops renormalised). The multiplier then reacts to the
   true violation of the network that will be deployed, so a search lands near its budget without a
   look-up graph.
+
+Peak activation memory (`--max-memory`) is a maximum over the network's cells, not a sum. In ``derived``
+mode its value is the exact peak of the derived network, and its gradient is that of a smooth maximum: each
+cell's kept edges pull with the memory their ops allocate, weighted by a softmax over the cells' peaks
+(`CostTable.peak_alpha_costs`), so only the cells at or near the peak are pushed. The ``paper`` estimate
+(for the look-up graph) starts from the smallest peak and adds the expected op memory of the heaviest cell.
 """
 from __future__ import annotations
 
@@ -24,7 +30,8 @@ from .units import readable
 
 CONSTRAINT_MODES = ("derived", "paper")
 BUDGET_SCOPES = ("all", "parametric")
-UNITS = {"params": "parameters", "flops": "MACs", "latency": "ms"}
+UNITS = {"params": "parameters", "flops": "MACs", "latency": "ms", "memory": "bytes"}
+PEAK_METRICS = ("memory",)  # a maximum over the network, not a sum: the table gives its gradient per genotype
 
 
 @dataclass(frozen=True)
@@ -135,6 +142,12 @@ class Constraint:
         exact = self.table.genotype_cost(genotype)
         result = []
         for b, f, costs in zip(self.budgets, self._fixed, self._costs):
+            if b.metric in PEAK_METRICS:  # value exact, gradient from the smooth maximum over the cells
+                costs = [torch.tensor(c, dtype=torch.float32, device=alphas[0].device)
+                         for c in self.table.peak_alpha_costs(genotype)]
+                soft = sum((m * p * c).sum() for m, p, c in zip(kept, probs, costs))
+                result.append(soft + (exact[b.metric] - soft).detach())
+                continue
             weights = probs
             if self.scope == "parametric" and not self._needs_parameter_free(f, kept, costs, b.limit):
                 weights = [_parametric_only(a, p, m) for a, p, m in zip(alphas, probs, self._parametric)]

@@ -31,7 +31,7 @@ from .threads import available_cores
 
 LUG_FORMAT = "dcanas-lug"
 LUG_VERSION = 1
-LUG_METRICS = ("params", "flops")
+LUG_METRICS = ("params", "flops", "memory")
 LUG_FILE = "lug.json"
 LUG_PLOT = "lug.png"
 BUILD_FILE = "build.json"
@@ -307,7 +307,9 @@ def _lug_point(done: dict[str, Any]) -> LugPoint:
         raise LugError(f"{task['run_dir']} was repaired; LUG points need the unrepaired derived network")
     # repair is off, so the deployed count in result.json is the exact size of the raw derived network
     search_size = done["metrics"].get(f"search_{task['metric']}")
-    return LugPoint(float(task["search_budget"]), int(task["seed"]), float(result[task["metric"]]),
+    metric = task["metric"]  # params and FLOPs are always in result.json; memory with its (loose) device budget
+    derived = result[metric] if metric in result else result["budgets"][metric]["value"]
+    return LugPoint(float(task["search_budget"]), int(task["seed"]), float(derived),
                     result["raw_genotype"], done["val_acc"], None if search_size is None else float(search_size),
                     int(result["steps"]), float(result["search_seconds"]), str(task["run_dir"]))
 
@@ -445,7 +447,7 @@ def default_search_budgets(low: float, top: float, points: int) -> list[float]:
 
 def point_config(base: Any, metric: str, search_budget: float, seed: int, upper: float) -> Any:
     """One LUG search: the paper's k_s at K_d', device budget at the upper bound so nothing masks K_d, no repair."""
-    budgets = {"max_params": None, "max_flops": None, "max_latency": None, f"max_{metric}": upper}
+    budgets = {"max_params": None, "max_flops": None, "max_latency": None, "max_memory": None, f"max_{metric}": upper}
     return replace(base, constraint="paper", search_budgets={metric: float(search_budget)}, repair=False,
                    fill_budget=False, seed=int(seed), **budgets)
 
@@ -480,8 +482,12 @@ def build_lug(base: Any, metric: str = "params", search_budgets: Sequence[float]
     seeds = sorted({int(s) for s in seeds})
     if not seeds:
         raise LugError("--seeds needs at least one seed")
-    base = replace(base, max_params=None, max_flops=None, max_latency=None, search_budgets={})
-    _, setting, table, _ = prepare_search(base)  # refuses a bad dataset or network before any folder is made
+    base = replace(base, max_params=None, max_flops=None, max_latency=None, max_model_bytes=None,
+                   max_memory=None, search_budgets={})
+    if metric == "memory" and base.space != "darts":
+        raise LugError(f"--metric memory is implemented for --space darts, not {base.space}")
+    # refuses a bad dataset or network before any folder is made (a memory table is built only when asked for)
+    _, setting, table, _ = prepare_search(replace(base, search_budgets={metric: 0.0}) if metric == "memory" else base)
     low, high = table.bounds(metric)
     if search_budgets is None:
         search_budgets = default_search_budgets(low, max(uniform_search_size(table, metric), low * 1.01), points)
@@ -527,7 +533,8 @@ def build_lug(base: Any, metric: str = "params", search_budgets: Sequence[float]
     finally:
         bar.close()
         _terminate_as_interrupt(restore=True)
-    point_fields = ("constraint", "repair", "seed", "search_budgets", "max_params", "max_flops", "max_latency")
+    point_fields = ("constraint", "repair", "seed", "search_budgets", "max_params", "max_flops", "max_latency",
+                    "max_memory")
     search_config = {k: v for k, v in base.to_dict().items() if k not in point_fields}
     lug = Lug(base.dataset, metric, setting.to_dict(), search_config, found, (low, high), "paper",
               time.strftime("%Y-%m-%dT%H:%M:%S"))

@@ -1,18 +1,22 @@
 """Memory of one inference: peak activation bytes (predicted from the execution order, and measured) and the
 bytes of the weights, at a deployed dtype.
 
-Peak activation memory is a maximum over time, not a sum: `peak_activation_bytes` traces the inference
-network with torch.fx (the order PyTorch and an exported graph execute it), gives every op's output its
-size, frees a tensor after its last use, and reports the largest total alive at once, the input image
-(the caller's buffer, alive throughout) included. Views (slices, flatten, identity) share their base's memory and keep it alive. It assumes one
-op at a time and no in-place reuse, as onnxruntime's sequential executor and most microcontroller
-runtimes plan; `measured_peak_bytes` checks it against what eager PyTorch actually allocates.
+Peak activation memory is a maximum over time, not a sum. An inference is a program (`Value`s in execution
+order, `fx_program` traces one with torch.fx, the order PyTorch and an exported graph run it); `program_peak`
+gives every op's output its size, frees a tensor after its last use, and reports the largest total alive at
+once, the input image (the caller's buffer, alive throughout) included. Views (slices, flatten, identity)
+share their base's memory and keep it alive; a BatchNorm right after a convolution is folded into it, as
+every export does. It assumes one op at a time and no in-place reuse, as onnxruntime's sequential executor
+and most microcontroller runtimes plan; `measured_peak_bytes` checks it against what PyTorch actually
+allocates. The DARTS space composes the same programs per op instead of tracing whole networks
+(`spaces/darts/peak.py`), fast enough for a search's constraint and repair.
 """
 from __future__ import annotations
 
 import operator
 import weakref
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
 
 import torch
 from torch import nn
@@ -35,58 +39,97 @@ def dtype_bytes(dtype: str) -> int:
     return DTYPE_BYTES[dtype]
 
 
+@dataclass(frozen=True)
+class Value:
+    """One step of an inference program: a new tensor of `size` elements, or a view of `view_of` (size 0),
+    computed from the values at `inputs` (indices of earlier steps)."""
+
+    size: int
+    inputs: tuple[int, ...] = ()
+    view_of: int | None = None
+
+
+def program_peak(values: Sequence[Value], start_alive: Iterable[int] = (), keep: Iterable[int] = ()) -> int:
+    """Largest number of elements alive at once while `values` run in order: a value is allocated while its
+    inputs are still held and freed after its last use; `start_alive` values exist before the first step
+    (inputs from outside), `keep` values are never freed (the caller still needs them)."""
+    base = {i: v.view_of for i, v in enumerate(values) if v.view_of is not None}
+
+    def root(i: int) -> int:
+        while i in base:
+            i = base[i]
+        return i
+
+    last_use: dict[int, int] = {}
+    for i, v in enumerate(values):
+        for used in v.inputs:
+            last_use[root(used)] = i
+    kept = {root(k) for k in keep}
+    alive = {root(i) for i in start_alive}
+    live = peak = sum(values[i].size for i in alive)
+    for i, v in enumerate(values):
+        if v.size and i not in alive:  # the output exists while the op's inputs are still held
+            alive.add(i)
+            live += v.size
+            peak = max(peak, live)
+        for done in {root(u) for u in v.inputs} | ({i} if i not in last_use else set()):
+            if done in alive and done not in kept and last_use.get(done, i) <= i:
+                alive.discard(done)
+                live -= values[done].size
+    return peak
+
+
 def _is_view(node: torch.fx.Node, modules: dict[str, nn.Module]) -> bool:
     if node.op == "call_module":
-        return isinstance(modules[node.target], nn.Identity)
+        module = modules[node.target]
+        if isinstance(module, nn.BatchNorm2d):  # folded into the convolution before it, as export does
+            before = node.all_input_nodes[0]
+            return (before.op == "call_module" and isinstance(modules[before.target], nn.Conv2d)
+                    and len(before.users) == 1)
+        # an in-place activation writes into its input's storage (the ImageNet stem's ReLUs)
+        return isinstance(module, nn.Identity) or getattr(module, "inplace", False) is True
     if node.op == "call_method":
         return node.target in _VIEW_METHODS
     return node.op == "call_function" and node.target in _VIEW_FUNCTIONS
 
 
+def fx_program(module: nn.Module, *example: torch.Tensor) -> tuple[list[Value], list[int], list[int]]:
+    """`module` as an inference program (fx trace, sizes from running `example`): the values, the indices
+    of its inputs, and of what it returns."""
+    from torch.fx.passes.shape_prop import ShapeProp
+
+    traced = torch.fx.symbolic_trace(module)
+    ShapeProp(traced).propagate(*example)
+    modules = dict(traced.named_modules())
+    index: dict[torch.fx.Node, int] = {}
+    values: list[Value] = []
+    inputs: list[int] = []
+    returned: list[int] = []
+    for node in traced.graph.nodes:
+        used = tuple(index[n] for n in node.all_input_nodes if n in index)
+        if node.op == "output":
+            returned = list(used)
+            continue
+        index[node] = len(values)
+        if node.op == "placeholder":
+            inputs.append(len(values))
+        if node.op != "placeholder" and _is_view(node, modules):
+            values.append(Value(0, used, used[0]))
+        else:
+            meta = node.meta.get("tensor_meta")
+            values.append(Value(meta.shape.numel() if hasattr(meta, "shape") else 0, used))
+    return values, inputs, returned
+
+
 def peak_activation_bytes(net: nn.Module, image_size: int | None = None, batch_size: int = 1,
                           dtype: str = "float32") -> int:
     """Largest total of activation bytes alive at once in one inference of `net` (execution order, fx trace)."""
-    from torch.fx.passes.shape_prop import ShapeProp
-
-    module = inference_copy(net)
     setting = net.setting
     size = image_size or setting.image_size
-    traced = torch.fx.symbolic_trace(module)
-    ShapeProp(traced).propagate(torch.zeros(batch_size, setting.in_channels, size, size))
-    modules = dict(traced.named_modules())
-    per_value = dtype_bytes(dtype)
-    nodes = list(traced.graph.nodes)
-    base: dict[torch.fx.Node, torch.fx.Node] = {}
-
-    def root(node: torch.fx.Node) -> torch.fx.Node:
-        while node in base:
-            node = base[node]
-        return node
-
-    nbytes: dict[torch.fx.Node, int] = {}
-    for node in nodes:
-        if node.op in ("call_module", "call_method", "call_function") and _is_view(node, modules):
-            base[node] = node.all_input_nodes[0]
-        elif node.op != "output":
-            meta = node.meta.get("tensor_meta")
-            nbytes[node] = meta.shape.numel() * per_value if hasattr(meta, "shape") else 0
-    last_use: dict[torch.fx.Node, int] = {}
-    for i, node in enumerate(nodes):
-        for used in node.all_input_nodes:
-            last_use[root(used)] = i
-    live = peak = 0
-    alive: set[torch.fx.Node] = set()
-    for i, node in enumerate(nodes):
-        if nbytes.get(node):  # the output exists while the op's inputs are still held
-            alive.add(node)
-            live += nbytes[node]
-            peak = max(peak, live)
-        for done in {root(u) for u in node.all_input_nodes} | ({node} if node not in last_use else set()):
-            # the input image is the caller's buffer: alive for the whole inference, as runtimes hold it
-            if done in alive and last_use.get(done, i) <= i and done.op != "placeholder":
-                alive.discard(done)
-                live -= nbytes[done]
-    return peak
+    values, inputs, returned = fx_program(inference_copy(net), torch.zeros(batch_size, setting.in_channels,
+                                                                           size, size))
+    # the input image is the caller's buffer: alive for the whole inference, as runtimes hold it
+    return program_peak(values, inputs, inputs + returned) * dtype_bytes(dtype)
 
 
 class _LiveBytes(TorchDispatchMode):
@@ -126,8 +169,10 @@ def measured_peak_bytes(net: nn.Module, image_size: int | None = None, batch_siz
     run as the fx graph (which drops each value after its last use, as a graph runtime does), or, with
     `graph_order=False`, as the eager module (whose Python locals keep some tensors alive longer)."""
     module = inference_copy(net)
-    if graph_order:
-        module = torch.fx.symbolic_trace(module)
+    if graph_order:  # BatchNorm folded into the convolution before it, as export and the prediction do
+        from torch.fx.experimental.optimization import fuse
+
+        module = torch.fx.symbolic_trace(fuse(module))
     setting = net.setting
     size = image_size or setting.image_size
     counter = _LiveBytes()

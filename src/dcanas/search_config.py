@@ -30,7 +30,8 @@ class SearchConfig:
     max_flops: float | None = None
     max_latency: float | None = None
     max_model_bytes: float | None = None  # the deployed weights' bytes at deploy_dtype: a params budget
-    deploy_dtype: str = "float32"  # what --max-model-bytes counts in (float32, float16, bfloat16, int8)
+    max_memory: float | None = None  # peak activation bytes of one inference at batch 1, at deploy_dtype
+    deploy_dtype: str = "float32"  # what --max-model-bytes and --max-memory count in (float32, ..., int8)
     latency_table: str | None = None  # DARTS: a per-op table from `dcanas profile --ops`
     latency_device: str | None = None  # NB201: a device of the benchmark's latency tables (pixel3, raspi4, ...)
     bench_table: str | None = None  # NB201: the benchmark table (default: $DCANAS_NB201_TABLE or ../shared/data)
@@ -134,8 +135,13 @@ class SearchConfig:
             (self.image_size is None or int_in(self.image_size, 4, MAX_IMAGE_SIZE),
              f"--image-size must be in 4..{MAX_IMAGE_SIZE} pixels, got {self.image_size}"),
             (all(v is None or positive(v) for v in (self.max_params, self.max_flops, self.max_latency,
-                                                    self.max_model_bytes)),
-             "budgets (--max-params, --max-flops, --max-latency, --max-model-bytes) must be finite numbers > 0"),
+                                                    self.max_model_bytes, self.max_memory)),
+             "budgets (--max-params, --max-flops, --max-latency, --max-model-bytes, --max-memory) must be finite "
+             "numbers > 0"),
+            (self.max_memory is None or self.space == "darts",
+             f"--max-memory (peak activation memory) is implemented for --space darts, not {self.space}"),
+            (self.max_memory is None or self.budget_scope == "all",
+             "--budget-scope parametric applies to additive budgets; drop it with --max-memory (a peak)"),
             (self.deploy_dtype in DTYPE_BYTES,
              f"--deploy-dtype must be one of {', '.join(DTYPE_BYTES)}, not {self.deploy_dtype!r}"),
             (self.constraint in ("derived", "paper"), f"--constraint must be derived or paper, not "
@@ -165,10 +171,18 @@ class SearchConfig:
         ])
         check_device(self.device)
 
+    def memory_dtype(self) -> str | None:
+        """The dtype peak memory is counted in, when a device or search budget is on it (cost tables build
+        memory only then: it costs a trace per op shape)."""
+        return self.deploy_dtype if self.max_memory is not None or "memory" in self.search_budgets else None
+
     def budgets(self) -> list[Budget]:
         """The device budgets asked for."""
         budgets = [Budget(m, float(v)) for m, v in (("params", self.max_params), ("flops", self.max_flops),
                                                      ("latency", self.max_latency)) if v is not None]
+        if self.max_memory is not None:
+            budgets.append(Budget("memory", float(self.max_memory),
+                                  f"--max-memory {readable(self.max_memory)} ({self.deploy_dtype})"))
         if self.max_model_bytes is not None:  # model bytes = params x bytes per value, exactly (memory.py)
             limit = float(self.max_model_bytes // DTYPE_BYTES[self.deploy_dtype])
             if self.max_params is None or limit < self.max_params:
@@ -178,7 +192,7 @@ class SearchConfig:
         return budgets
 
 
-BUDGET_FIELDS = ("max_params", "max_flops", "max_latency", "max_model_bytes")
+BUDGET_FIELDS = ("max_params", "max_flops", "max_latency", "max_model_bytes", "max_memory")
 
 
 def make_search_config(dataset: str = SearchConfig.dataset, *, unconstrained: bool = False,

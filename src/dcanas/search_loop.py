@@ -429,8 +429,9 @@ def _epoch_record(space: SearchSpace, epoch: int, running: _Running, model: torc
         "lr": w_opt.param_groups[0]["lr"], "seconds": round(seconds, 3),
         "derived_params": derived["params"], "derived_flops": derived["flops"],
     }
-    if "latency" in derived:
-        row["derived_latency"] = derived["latency"]
+    for metric in ("latency", "memory"):  # in the table only when a budget asks for them
+        if metric in derived:
+            row[f"derived_{metric}"] = derived[metric]
     if constraint is not None:
         costs = constraint.expected_costs([a.detach() for a in model.arch_parameters()], genotype)
         for b, c, lam in zip(constraint.budgets, costs, constraint.lambdas.tolist()):

@@ -84,7 +84,8 @@ def register(command) -> None:
     b.set_defaults(unconstrained=True, no_bottleneck=False)  # what search_config_from_args reads
     add_search_options(b, for_lug=True)  # every option of one search, as `dcanas search` has them
     g = b.add_argument_group("the look-up graph")
-    g.add_argument("--metric", choices=("params", "flops"), default="params", help="budget metric (default params)")
+    g.add_argument("--metric", choices=("params", "flops", "memory"), default="params",
+                   help="budget metric (default params; memory = peak activation bytes at --deploy-dtype)")
     g.add_argument("--points", type=int, default=5,
                    help="search budgets spread over the deployable range (default 5)")
     g.add_argument("--search-budgets", type=count_list, metavar="LIST", dest="lug_budgets",

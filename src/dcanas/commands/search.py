@@ -132,6 +132,9 @@ def add_search_options(p: argparse.ArgumentParser, *, for_lug: bool = False) -> 
     g.add_argument("--cells", type=int, dest="eval_cells", help="cells of the deployed network")
     g.add_argument("--channels", type=channels_arg, dest="eval_channels",
                    help="initial channels of the deployed network, or 'auto' (widest that fits the budget well)")
+    g.add_argument("--deploy-dtype", choices=tuple(DTYPE_BYTES),
+                   help="dtype the deployed network runs in: what --max-model-bytes and --max-memory count in "
+                        "(default float32)")
     g = p.add_argument_group("supernet and search-time savings")
     g.add_argument("--search-cells", type=int, dest="cells", help="supernet cells (default 8)")
     g.add_argument("--search-channels", type=int, dest="channels", help="supernet channels (default 16)")
@@ -177,8 +180,9 @@ def register(command) -> None:
     g.add_argument("--max-params", type=parse_count, help="parameters, auxiliary head excluded")
     g.add_argument("--max-model-bytes", type=parse_count,
                    help="bytes of the deployed weights at --deploy-dtype (a params budget: bytes / bytes per value)")
-    g.add_argument("--deploy-dtype", choices=tuple(DTYPE_BYTES),
-                   help="dtype --max-model-bytes counts in (default float32)")
+    g.add_argument("--max-memory", type=parse_count,
+                   help="peak activation bytes of one inference at batch 1 at --deploy-dtype, input image included "
+                        "(darts space; `dcanas count --json` shows a network's)")
     g.add_argument("--max-flops", type=parse_count, help="multiply-accumulates at batch 1")
     g.add_argument("--max-latency", type=float, help="milliseconds, from --latency-table")
     g.add_argument("--latency-table", help="DARTS: per-op latency table from `dcanas profile --ops`")

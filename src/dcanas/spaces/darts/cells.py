@@ -83,12 +83,12 @@ class Cell(nn.Module):
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float = 0.0) -> torch.Tensor:
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         for step in range(self.steps):
-            node = 0
+            pair = []
             for k in (2 * step, 2 * step + 1):
                 op = self.ops[k]
                 h = op(states[self.indices[k]])
                 if self.training and drop_prob > 0 and not isinstance(op, Identity):
                     h = drop_path(h, drop_prob)
-                node = node + h
-            states.append(node)
+                pair.append(h)
+            states.append(pair[0] + pair[1])  # one add (starting from 0 would copy the first op's output)
         return torch.cat([states[i] for i in self.concat], dim=1)

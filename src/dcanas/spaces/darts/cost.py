@@ -9,9 +9,12 @@ import torch
 
 from ...cost import count_flops, count_params
 from ...errors import GenotypeError
+from ...memory import dtype_bytes
+from ...units import DTYPE_BYTES
 from .genotype import Genotype, make_genotype
 from .network import EvalNetwork, EvalSetting
 from .ops import PRIMITIVES, make_op
+from .peak import genotype_peak_elements, network_layout, op_extra_elements, peak_bounds, segment_peaks
 
 METRICS = ("params", "flops")
 
@@ -67,6 +70,9 @@ class CostTable:
     entries: dict[str, np.ndarray]
     fixed: dict[str, float]
     reduction: np.ndarray = field(repr=False)  # bool per cell
+    # peak activation memory (bytes at this dtype) is a maximum, not a sum: `entries["memory"]` holds what each
+    # op allocates above its input (its pull on a cell's peak), while costs and bounds come from spaces/darts/peak.py
+    memory_dtype: str | None = None
 
     def genotype_cost(self, genotype: Genotype) -> dict[str, float]:
         """Cost of `genotype` from the table: fixed parts plus the selected ops."""
@@ -77,6 +83,9 @@ class CostTable:
                                 f"count this genotype with network_cost instead")
         totals = {}
         for metric, table in self.entries.items():
+            if metric == "memory":
+                totals[metric] = float(genotype_peak_elements(genotype, self.setting) * self._bytes)
+                continue
             total = self.fixed[metric]
             for cell, is_reduction in enumerate(self.reduction):
                 for op, index in (genotype.reduce if is_reduction else genotype.normal):
@@ -91,9 +100,31 @@ class CostTable:
 
     def alpha_costs(self, metric: str) -> list[np.ndarray]:
         """Per alpha group (normal, reduce): [edges, ops] cost of each op on each supernet edge, summed
-        over every deployed cell that group's alpha describes."""
-        sources = [i for j in range(2, 2 + self.steps) for i in range(j)]  # DARTS alpha row order
-        return [table[sources] for table in self.per_cell_type(metric)]
+        over every deployed cell that group's alpha describes (memory: the most over those cells)."""
+        if metric == "memory":
+            table = self.entries[metric]
+            return [table[self.reduction == r].max(axis=0)[self._sources] for r in (False, True)]
+        return [table[self._sources] for table in self.per_cell_type(metric)]
+
+    @property
+    def _sources(self) -> list[int]:
+        return [i for j in range(2, 2 + self.steps) for i in range(j)]  # DARTS alpha row order
+
+    @property
+    def _bytes(self) -> int:
+        return DTYPE_BYTES[self.memory_dtype or "float32"]
+
+    def peak_alpha_costs(self, genotype: Genotype, sharpness: float = 0.02) -> list[np.ndarray]:
+        """The gradient side of the derived memory estimate: per alpha group, each op's memory on each edge,
+        summed over the group's cells with the weights of a smooth maximum (softmax over every cell's peak and
+        the stem's and classifier's, temperature `sharpness` x the largest). A cell far below the peak pulls
+        on nothing, and when the stem holds the peak no op can lower it."""
+        stem, _, head = network_layout(self.setting, self.steps)
+        peaks = np.array([stem, head, *segment_peaks(genotype, self.setting)], dtype=np.float64)
+        weights = np.exp((peaks - peaks.max()) / (sharpness * peaks.max()))
+        weights = (weights / weights.sum())[2:]
+        table = self.entries["memory"]
+        return [np.tensordot(weights * (self.reduction == r), table, axes=1)[self._sources] for r in (False, True)]
 
     def kept_edges(self, genotype: Genotype) -> list[np.ndarray]:
         """Per alpha group: 1 for the supernet edges the genotype keeps, 0 for the dropped ones."""
@@ -108,6 +139,9 @@ class CostTable:
 
     def bounds(self, metric: str) -> tuple[float, float]:
         """Smallest and largest whole-network cost any genotype (no `none`, 2 distinct inputs per node) can have."""
+        if metric == "memory":
+            low, high = peak_bounds(self.setting, self.steps)
+            return float(low * self._bytes), float(high * self._bytes)
         normal, reduce = self.per_cell_type(metric)
         allowed = [k for k, op in enumerate(self.ops) if op != "none"]
         low = high = self.fixed[metric]
@@ -133,8 +167,9 @@ def all_none_genotype(steps: int = 4) -> Genotype:
     return make_genotype(edges, edges, allow_none=True)
 
 
-def build_cost_table(setting: EvalSetting, steps: int = 4) -> CostTable:
-    """Measure b(o) for every cell, input node and candidate op of the evaluation network `setting`."""
+def build_cost_table(setting: EvalSetting, steps: int = 4, memory_dtype: str | None = None) -> CostTable:
+    """Measure b(o) for every cell, input node and candidate op of the evaluation network `setting` (and
+    peak activation memory at `memory_dtype`, when given)."""
     plans = setting.plan(steps)
     shape = (len(plans), steps + 1, len(PRIMITIVES))
     params = np.zeros(shape, dtype=np.int64)
@@ -146,6 +181,13 @@ def build_cost_table(setting: EvalSetting, steps: int = 4) -> CostTable:
                     op, plan.channels, plan.stride(i), plan.edge_input_size(i))
     fixed_net = EvalNetwork(all_none_genotype(steps), setting, allow_none=True)
     fixed = measure_network(fixed_net)
-    return CostTable(setting, steps, PRIMITIVES, {"params": params, "flops": flops},
-                     {"params": fixed.params, "flops": fixed.flops},
-                     np.array([p.reduction for p in plans], dtype=bool))
+    table = CostTable(setting, steps, PRIMITIVES, {"params": params, "flops": flops},
+                      {"params": fixed.params, "flops": fixed.flops},
+                      np.array([p.reduction for p in plans], dtype=bool))
+    if memory_dtype is not None:
+        per_value = dtype_bytes(memory_dtype)
+        table.memory_dtype = memory_dtype
+        table.entries["memory"] = np.array([[[op_extra_elements(plan, i, op) * per_value for op in PRIMITIVES]
+                                             for i in range(steps + 1)] for plan in plans], dtype=np.int64)
+        table.fixed["memory"] = table.bounds("memory")[0]  # the floor the paper-style estimate starts from
+    return table

@@ -90,6 +90,21 @@ def eval_setting_for(dataset: str, **overrides: Any) -> EvalSetting:
     return base.replace(**overrides)
 
 
+def build_stems(setting: EvalSetting) -> tuple[nn.Module, nn.Module]:
+    """The stem's two stages: s0 = stem0(x) and s1 = stem1(s0), the first cell's inputs."""
+    c = setting.channels
+    if setting.style == "cifar":
+        c_stem = STEM_MULTIPLIER * c
+        # s0 = s1 = stem(x), as in DARTS
+        return (nn.Sequential(nn.Conv2d(setting.in_channels, c_stem, 3, padding=1, bias=False), nn.BatchNorm2d(c_stem)),
+                nn.Identity())
+    return (nn.Sequential(nn.Conv2d(setting.in_channels, c // 2, 3, stride=2, padding=1, bias=False),
+                          nn.BatchNorm2d(c // 2), nn.ReLU(inplace=True),
+                          nn.Conv2d(c // 2, c, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c)),
+            nn.Sequential(nn.ReLU(inplace=True), nn.Conv2d(c, c, 3, stride=2, padding=1, bias=False),
+                          nn.BatchNorm2d(c)))
+
+
 class AuxiliaryHead(nn.Module):
     """DARTS auxiliary classifier on the output of the second reduction cell (training only)."""
 
@@ -126,20 +141,7 @@ class EvalNetwork(nn.Module):
         self.setting = setting
         self.genotype = genotype
         self.drop_path_prob = 0.0
-        c = setting.channels
-        if setting.style == "cifar":
-            c_stem = STEM_MULTIPLIER * c
-            # s0 = s1 = stem(x), as in DARTS
-            self.stem0 = nn.Sequential(nn.Conv2d(setting.in_channels, c_stem, 3, padding=1, bias=False),
-                                       nn.BatchNorm2d(c_stem))
-            self.stem1 = nn.Identity()
-        else:
-            self.stem0 = nn.Sequential(
-                nn.Conv2d(setting.in_channels, c // 2, 3, stride=2, padding=1, bias=False),
-                nn.BatchNorm2d(c // 2), nn.ReLU(inplace=True),
-                nn.Conv2d(c // 2, c, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c))
-            self.stem1 = nn.Sequential(nn.ReLU(inplace=True),
-                                       nn.Conv2d(c, c, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c))
+        self.stem0, self.stem1 = build_stems(setting)
         steps = len(genotype.normal) // 2
         plans = setting.plan(steps)
         self.cells = nn.ModuleList()

@@ -39,7 +39,7 @@ class DartsSpace(SearchSpace):
     def cost_table(self, setting: Any, config: "SearchConfig") -> Any:
         from .cost import build_cost_table
 
-        table = build_cost_table(setting)
+        table = build_cost_table(setting, memory_dtype=config.memory_dtype())
         if config.latency_table:
             from .latency import attach_latency_table
 
@@ -97,13 +97,17 @@ class DartsSpace(SearchSpace):
         from .cost import build_cost_table
 
         s = table.setting
-        if budget.metric not in build_cost_table(s).entries:
+
+        def build(setting: Any) -> Any:
+            return build_cost_table(setting, memory_dtype=table.memory_dtype)
+
+        if budget.metric not in build(s).entries:
             return "try another evaluation setting"
         fits: list[str] = []
         for cells in [s.cells] + [c for c in (20, 14, 8, 5) if c != s.cells]:
             widths = [c for c in (4, 8, 12, 16, 20, 24, 28, 32, 36, 48, 64, 96) if cells == s.cells or c <= s.channels]
             fits = settings_reaching(((f"--cells {cells} --channels {c}",
-                                       lambda cells=cells, c=c: build_cost_table(s.replace(cells=cells, channels=c)))
+                                       lambda cells=cells, c=c: build(s.replace(cells=cells, channels=c)))
                                       for c in widths), budget)
             if fits:
                 break
