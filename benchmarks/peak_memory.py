@@ -4,7 +4,8 @@
 
 For DARTS_V2 and random genotypes in three deployed settings, one fp32 inference at batch 1:
 "predicted" is `memory.peak_activation_bytes` (fx trace, sizes from shapes, each value freed after its last
-use, the input held throughout); "graph" is the largest total of tensor storages alive while the traced
+use, BatchNorm folded, the input held throughout); "composed" is the per-op composition a search uses
+(`spaces/darts/peak.py`), and "bounds" the exact smallest and largest peak any genotype has there; "graph" is the largest total of tensor storages alive while the traced
 graph really runs (a dispatch-mode counter); "eager" is the same counter on the eager module, whose Python
 locals keep some tensors alive longer (what `model(x)` costs in PyTorch itself). Each ratio is predicted
 over a measurement of the same network in the same run.
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
+import sys
 
 from common import machine, study_command
 
@@ -29,27 +31,32 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from dcanas.memory import measured_peak_bytes, peak_activation_bytes
+    from dcanas.spaces.darts.peak import genotype_peak_elements, peak_bounds
     from dcanas.spaces.darts.genotype import GENOTYPES, random_genotype
     from dcanas.spaces.darts.network import EvalNetwork, eval_setting_for
 
-    print(f"```\n{study_command('peak_memory.py', argv or [])}\n```\n\nMachine: {machine()}.\n")
-    print("| setting | genotypes | predicted KB (min..max) | predicted / graph (min..max) | "
-          "exact matches | predicted / eager (mean) |")
-    print("|---|---|---|---|---|---|")
+    command = study_command("benchmarks/peak_memory.py", sys.argv[1:] if argv is None else argv)
+    print(f"```\n{command}\n```\n\nMachine: {machine()}.\n")
+    print("| setting | genotypes | bounds KB | predicted KB (min..max) | composed = predicted | "
+          "predicted / graph (min..max) | exact matches | predicted / eager (mean) |")
+    print("|---|---|---|---|---|---|---|---|")
     rng = random.Random(args.seed)
     for dataset, overrides in SETTINGS:
         setting = eval_setting_for(dataset, **overrides)
         genotypes = [GENOTYPES.get("DARTS_V2")] + [random_genotype(rng, 4) for _ in range(args.genotypes)]
-        predicted, to_graph, to_eager = [], [], []
+        predicted, to_graph, to_eager, composed = [], [], [], 0
         for genotype in genotypes:
             net = EvalNetwork(genotype, setting)
             value = peak_activation_bytes(net)
+            composed += 4 * genotype_peak_elements(genotype, setting) == value
             predicted.append(value)
             to_graph.append(value / measured_peak_bytes(net))
             to_eager.append(value / measured_peak_bytes(net, graph_order=False))
         exact = sum(r == 1.0 for r in to_graph)
+        low, high = peak_bounds(setting)
         print(f"| {dataset} {setting.cells}x{setting.channels}, {setting.image_size} px | {len(genotypes)} | "
-              f"{min(predicted) / 1e3:.0f}..{max(predicted) / 1e3:.0f} | {min(to_graph):.4f}..{max(to_graph):.4f} | "
+              f"{4 * low / 1e3:.1f}..{4 * high / 1e3:.1f} | {min(predicted) / 1e3:.1f}..{max(predicted) / 1e3:.1f} | "
+              f"{composed}/{len(genotypes)} | {min(to_graph):.4f}..{max(to_graph):.4f} | "
               f"{exact}/{len(genotypes)} | {statistics.mean(to_eager):.2f} |")
     return 0
 
