@@ -249,7 +249,7 @@ def write_report(args: argparse.Namespace, rows: list[dict[str, Any]], command: 
         out.append(f"| {x['budget']} | {x['method']} | {x['width']} | {x['params']:,} |{cost} {x['flops'] / 1e6:.1f}M | "
                    f"{'yes' if x['within'] else 'NO'} | {mean_sd(x['accs'], scale=100, count=True)} | "
                    f"{'-' if x['search_s'] is None else round(x['search_s'])} | {x['train_s']:.0f} |")
-    out += ["", f"![accuracy vs params]({os.path.relpath(args.plot, args.out.parent)})", "", "## Every run", "",
+    out += ["", f"![accuracy vs {args.metric}]({os.path.relpath(args.plot, args.out.parent)})", "", "## Every run", "",
             "| budget | method | seed | genotype | params | test % | search s | train s | peak MiB |",
             "|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: (parse_count(r["budget"]), r["method"], r["seed"])):
