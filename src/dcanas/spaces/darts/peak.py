@@ -66,14 +66,7 @@ def _splice(values: list[Value], program: tuple[tuple[Value, ...], int], source:
 def segment_peak(edges: Edges, concat: tuple[int, ...], seg: Segment) -> int:
     """Largest number of elements alive while one cell runs, its inputs included (the image excluded)."""
     plan, c = seg.plan, seg.plan.channels
-    values = [Value(plan.c_prev_prev * seg.s0_resolution ** 2)]
-    s0 = 0
-    s1 = 0 if seg.s0_is_s1 else len(values)
-    if not seg.s0_is_s1:
-        values.append(Value(plan.c_prev * plan.input_size ** 2))
-    kind = "preprocess_reduce" if plan.reduction_prev else "preprocess"
-    pre0 = _splice(values, _program(kind, plan.c_prev_prev, c, 1, seg.s0_resolution), s0)
-    pre1 = _splice(values, _program("preprocess", plan.c_prev, c, 1, plan.input_size), s1)
+    values, s1, pre0, pre1 = _preprocessing(seg)
     states = [pre0, pre1]
     out_elems = c * plan.output_size ** 2
     for step in range(len(edges) // 2):
@@ -83,7 +76,22 @@ def segment_peak(edges: Edges, concat: tuple[int, ...], seg: Segment) -> int:
         states.append(len(values) - 1)
     values.append(Value(out_elems * len(concat), tuple(states[j] for j in concat)))
     keep = [len(values) - 1] + ([s1] if seg.s1_kept else [])
-    return program_peak(values, [s0, s1], keep)
+    return program_peak(values, [0, s1], keep)
+
+
+def _preprocessing(seg: Segment) -> tuple[list[Value], int, int, int]:
+    """A cell's program up to its preprocessed inputs: the values (s0 at index 0), and the indices of s1
+    (0 again when the stem feeds one tensor to both) and of the two preprocessed inputs."""
+    plan, c = seg.plan, seg.plan.channels
+    values = [Value(plan.c_prev_prev * seg.s0_resolution ** 2)]
+    s1 = 0
+    if not seg.s0_is_s1:
+        s1 = len(values)
+        values.append(Value(plan.c_prev * plan.input_size ** 2))
+    kind = "preprocess_reduce" if plan.reduction_prev else "preprocess"
+    pre0 = _splice(values, _program(kind, plan.c_prev_prev, c, 1, seg.s0_resolution), 0)
+    pre1 = _splice(values, _program("preprocess", plan.c_prev, c, 1, plan.input_size), s1)
+    return values, s1, pre0, pre1
 
 
 @functools.lru_cache(maxsize=256)
@@ -183,13 +191,7 @@ def _outer_phases_peak(seg: Segment, steps: int) -> int:
     """The peak of a cell's phases no edge choice changes: preprocessing both inputs (node 2 reads both) and
     concatenating the nodes."""
     plan, c = seg.plan, seg.plan.channels
-    values = [Value(plan.c_prev_prev * seg.s0_resolution ** 2)]
-    s1 = 0 if seg.s0_is_s1 else 1
-    if not seg.s0_is_s1:
-        values.append(Value(plan.c_prev * plan.input_size ** 2))
-    kind = "preprocess_reduce" if plan.reduction_prev else "preprocess"
-    pre0 = _splice(values, _program(kind, plan.c_prev_prev, c, 1, seg.s0_resolution), 0)
-    pre1 = _splice(values, _program("preprocess", plan.c_prev, c, 1, plan.input_size), s1)
+    values, s1, pre0, pre1 = _preprocessing(seg)
     outside = plan.c_prev * plan.input_size ** 2 if seg.s1_kept else 0
     preprocessing = program_peak(values, [0, s1], [pre0, pre1] + ([s1] if seg.s1_kept else []))
     return max(preprocessing, outside + 2 * steps * c * plan.output_size ** 2)
