@@ -206,7 +206,7 @@ def test_memory_constraint_is_exact_in_value_and_pushes_the_peak_cells_towards_l
     peaks = segment_peaks(genotype, setting)
     low_cells = [k for k, p in enumerate(peaks) if p < 0.6 * max(peaks)]
     weights = table.peak_alpha_costs(genotype)
-    assert low_cells and all(float((w >= 0).all()) for w in weights)
+    assert low_cells and all((w >= 0).all() for w in weights)
     table.entries["memory"][low_cells] *= 1000  # make only the low cells' ops expensive: the pull stays the same
     again = table.peak_alpha_costs(genotype)
     assert all(abs(a - b).max() < 1e-3 * b.max() for a, b in zip(again, weights))

@@ -10,7 +10,6 @@ import torch
 from ...cost import count_flops, count_params
 from ...errors import GenotypeError
 from ...memory import dtype_bytes
-from ...units import DTYPE_BYTES
 from .genotype import Genotype, make_genotype
 from .network import EvalNetwork, EvalSetting
 from .ops import PRIMITIVES, make_op
@@ -112,7 +111,7 @@ class CostTable:
 
     @property
     def _bytes(self) -> int:
-        return DTYPE_BYTES[self.memory_dtype or "float32"]
+        return dtype_bytes(self.memory_dtype or "float32")
 
     def peak_alpha_costs(self, genotype: Genotype, sharpness: float = 0.02) -> list[np.ndarray]:
         """The gradient side of the derived memory estimate: per alpha group, each op's memory on each edge,
@@ -185,9 +184,8 @@ def build_cost_table(setting: EvalSetting, steps: int = 4, memory_dtype: str | N
                       {"params": fixed.params, "flops": fixed.flops},
                       np.array([p.reduction for p in plans], dtype=bool))
     if memory_dtype is not None:
-        per_value = dtype_bytes(memory_dtype)
         table.memory_dtype = memory_dtype
-        table.entries["memory"] = np.array([[[op_extra_elements(plan, i, op) * per_value for op in PRIMITIVES]
+        table.entries["memory"] = np.array([[[op_extra_elements(plan, i, op) * table._bytes for op in PRIMITIVES]
                                              for i in range(steps + 1)] for plan in plans], dtype=np.int64)
         table.fixed["memory"] = table.bounds("memory")[0]  # the floor the paper-style estimate starts from
     return table
