@@ -169,8 +169,8 @@ with the median latency onnxruntime measures for the whole exported network (bat
 
 How the table is made (see `src/dcanas/spaces/darts/latency.py`): each distinct (op, channels, stride, input size) is timed once
 in context (1x1 conv -> op -> global pools, minus the same graph without the op), `none` and stride-1
-`skip_connect` are 0, and the fixed part is the all-`none` network with cheap unmergeable placeholders whose own
-cost is subtracted. Then {args.calibrate} random networks (seed 1000, disjoint from the test genotypes) are timed
+`skip_connect` are 0, and the fixed part is the all-`none` network with cheap unmergeable placeholders, whose
+cost is taken out as 2 x (network with them) - (network with each doubled), both timed in the same rounds. Then {args.calibrate} random networks (seed 1000, disjoint from the test genotypes) are timed
 whole and the op entries multiplied by the one least-squares factor that fits them: "calibrated" below is the
 table as saved and as the search uses it; "raw" is the same table without that factor.
 

@@ -17,8 +17,11 @@ How each number is obtained (`dcanas profile --ops`):
   `cost.all_none_genotype()`. Its `none` edges are not timed as they are: PyTorch's exporter and
   onnxruntime merge identical computations, which would fold a cell's four identical `none`-fed nodes
   (and their additions) into one. Each `none` is therefore swapped for a cheap placeholder with its
-  own constant (x * c, after the stride), which nothing merges, and the placeholders' own measured
-  latency is subtracted again.
+  own weights, which nothing merges, and the placeholders' cost is taken out by timing the same network
+  with every placeholder doubled (two in series), interleaved with it: fixed = 2 x single - double.
+  Both are whole networks timed in the same rounds, so a load that slows the machine slows both alike
+  and the difference keeps its sign (subtracting placeholders timed apart, at another moment, did not:
+  under load it could drive a small network's fixed part below zero).
 
 - Calibration (`calibrate=K`, `dcanas profile --ops --calibrate K`): ops timed apart run with their
   data hot in cache, and inside a whole network the same kernels run slower. K random networks are
@@ -130,17 +133,16 @@ class InContext(nn.Module):
         return F.adaptive_avg_pool2d(y, 1), other
 
 
-def fixed_network(setting: EvalSetting, steps: int = 4) -> tuple[EvalNetwork, list[tuple[int, int, int]]]:
-    """The all-`none` network with each `none` swapped for a distinct placeholder; and (channels, stride, size) of each."""
+def fixed_network(setting: EvalSetting, steps: int = 4, placeholders: int = 1) -> EvalNetwork:
+    """The all-`none` network with each `none` swapped for `placeholders` distinct placeholders in series."""
     net = EvalNetwork(all_none_genotype(steps), setting, allow_none=True)
-    plans = setting.plan(steps)
-    placed = []
-    for cell, plan in zip(net.cells, plans):
+    for cell, plan in zip(net.cells, setting.plan(steps)):
         for k, index in enumerate(cell.indices):
             assert isinstance(cell.ops[k], Zero)
-            cell.ops[k] = _Placeholder(plan.channels, plan.stride(index))
-            placed.append((plan.channels, plan.stride(index), plan.edge_input_size(index)))
-    return net.eval(), placed
+            chain = [_Placeholder(plan.channels, plan.stride(index))]
+            chain += [_Placeholder(plan.channels, 1) for _ in range(placeholders - 1)]
+            cell.ops[k] = chain[0] if placeholders == 1 else nn.Sequential(*chain)
+    return net.eval()
 
 
 def _is_free(op: str, stride: int) -> bool:
@@ -174,15 +176,10 @@ def measure_latency_table(setting: EvalSetting, *, steps: int = 4, batch_size: i
             for op in PRIMITIVES:
                 if not _is_free(op, stride):
                     want((op, c, stride, size))
-    net, placed = fixed_network(setting, steps)
-    for c, stride, size in placed:
-        want(("placeholder", c, stride, size))
 
     def module_for(key: tuple) -> nn.Module:
         op, c, stride, _ = key  # weights stay random: latency does not depend on their values
-        if op == "base":
-            return InContext(None, c)
-        return InContext(_Placeholder(c, stride) if op == "placeholder" else make_op(op, c, stride), c)
+        return InContext(None if op == "base" else make_op(op, c, stride), c)
 
     generator = torch.Generator().manual_seed(0)
     jobs = [(module_for(k), torch.randn(batch_size, k[1], k[3], k[3], generator=generator)) for k in keys]
@@ -204,18 +201,20 @@ def measure_latency_table(setting: EvalSetting, *, steps: int = 4, batch_size: i
                 if not _is_free(op, stride):
                     entries[plan.index, i, o] = net_cost((op, plan.channels, stride, plan.edge_input_size(i)))
 
-    # whole networks: the fixed part, and the calibration genotypes (timed together, interleaved)
+    # whole networks: the fixed part (single and doubled placeholders), and the calibration genotypes,
+    # timed together, interleaved
     rng = random.Random(calibration_seed)
     genotypes = [random_genotype(rng, steps) for _ in range(calibrate)]
-    networks = [net]
+    networks = [fixed_network(setting, steps, 1), fixed_network(setting, steps, 2)]
     for g in genotypes:
         networks.append(EvalNetwork(g, setting).eval())
     x = torch.randn(batch_size, setting.in_channels, setting.image_size, setting.image_size, generator=generator)
     whole = measure_modules([(n, x) for n in networks], threads=threads, warmup=max(2, warmup // 2),
                             runs=network_runs, rounds=rounds, exporter=exporter, progress=progress,
                             desc="profile networks", provider=provider, int8=int8)
-    placeholders = sum(net_cost(("placeholder", c, s, size)) for c, s, size in placed)
-    fixed = max(0.0, whole[0].median_ms - placeholders)
+    single, double = whole[0], whole[1]
+    placeholders = double.median_ms - single.median_ms
+    fixed = max(0.0, single.median_ms - placeholders)
 
     rows = []
     for key in keys:
@@ -224,18 +223,21 @@ def measure_latency_table(setting: EvalSetting, *, steps: int = 4, batch_size: i
         rows.append({"op": op, "channels": c, "stride": stride, "input_size": size, "median_ms": st.median_ms,
                      "p10_ms": st.p10_ms, "p90_ms": st.p90_ms, "iqr_ms": st.iqr_ms,
                      "latency_ms": None if op == "base" else net_cost(key)})
-    rows.append({"op": "fixed_network (all-none, placeholders)", "median_ms": whole[0].median_ms,
-                 "p10_ms": whole[0].p10_ms, "p90_ms": whole[0].p90_ms, "iqr_ms": whole[0].iqr_ms,
-                 "placeholders_ms": placeholders, "latency_ms": fixed})
+    for name, st in (("fixed_network (all-none, placeholders)", single),
+                     ("fixed_network (all-none, placeholders doubled)", double)):
+        rows.append({"op": name, "median_ms": st.median_ms, "p10_ms": st.p10_ms, "p90_ms": st.p90_ms,
+                     "iqr_ms": st.iqr_ms})
+    rows[-2].update(placeholders_ms=placeholders, latency_ms=fixed)
     method: dict[str, Any] = {
         "statistic": "median", "warmup": warmup, "runs": runs, "network_runs": network_runs, "rounds": rounds,
         "batch_size": batch_size, "exporter": exporter,
         "context": "1x1 conv -> op -> global pools, minus the same without the op",
+        "fixed": "2 x all-none network with placeholders - the same with placeholders doubled",
         "zero_by_construction": ["none", "skip_connect at stride 1"], "op_scale": 1.0}
     device = device_info(threads, provider, "int8" if int8 else "float32")
     table = LatencyTable(setting, steps, tuple(PRIMITIVES), entries, fixed, batch_size, device, method, rows)
     if genotypes:
-        measured_ms = [w.median_ms for w in whole[1:]]
+        measured_ms = [w.median_ms for w in whole[2:]]
         scale = calibration_scale(table, genotypes, measured_ms)
         table.entries = entries * scale
         method["op_scale"] = scale
