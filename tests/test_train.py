@@ -52,7 +52,7 @@ def test_training_beats_the_untrained_network(uninterrupted):
     setting = eval_setting_for("digits", cells=3, channels=8)
     assert net.setting == setting and result["setting"] == setting.to_dict()
     data = load_dataset("digits")
-    test = eval_loader(data.test_x, data.test_y, data, 500, torch.device("cpu"), 0, 1)
+    test = eval_loader(data, "test", None, 500, torch.device("cpu"), 0, 1)
     torch.manual_seed(1)
     _, untrained = evaluate(EvalNetwork(GENOTYPES.get("DARTS_V2"), setting), test)
     _, trained = evaluate(net, test)

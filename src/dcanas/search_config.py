@@ -25,6 +25,9 @@ class SearchConfig:
     data_dir: str | None = None
     download: bool = False
     image_size: int | None = None
+    data_mode: str = "auto"  # "memory", "stream" (decode batches in workers), or "auto" (stream when too big)
+    strict_images: bool = False  # a streamed set: refuse an unreadable image instead of skipping it
+    data_workers: int | None = None  # a streamed set: decoding processes (None: one per spare core, at most 8)
     # budgets on the deployed network (None = unconstrained)
     max_params: float | None = None
     max_flops: float | None = None
@@ -54,6 +57,7 @@ class SearchConfig:
     # search-time cuts for quick searches (the budgets stay about the deployed network at full resolution)
     train_subset: int | None = None  # search on this many training images (class-balanced), split in two halves
     search_image_size: int | None = None  # the supernet sees images resized to this (None: as loaded)
+    search_stem: str | None = None  # DARTS: "cifar" or "imagenet" (stride 8 before the cells); None: as deployed
     score_derived: bool = False  # after the search, the derived network's one-shot accuracy on the alpha half
     # optimisation (paper appendix defaults, batch scaled for a CPU)
     epochs: int = 50
@@ -92,6 +96,8 @@ class SearchConfig:
         values = {k: v for k, v in data.items() if k in known}
         if "arch_betas" in values:
             values["arch_betas"] = tuple(values["arch_betas"])
+        if "search_stem" not in values and "seed" in values:  # saved before the ImageNet supernet stem existed
+            values["search_stem"] = "cifar"
         if "remedy" not in values and "seed" in values:  # a run saved before these options: as it ran then
             values.update(remedy="none", penalty_step="adam", fill_budget=False)
         return cls(**values)
@@ -166,6 +172,11 @@ class SearchConfig:
              f"--train-subset must be at least 2 images (one per half), got {self.train_subset}"),
             (self.search_image_size is None or int_in(self.search_image_size, 4, MAX_IMAGE_SIZE),
              f"--search-image-size must be between 4 and {MAX_IMAGE_SIZE} pixels, got {self.search_image_size}"),
+            (self.search_stem in (None, "cifar", "imagenet"),
+             f"--search-stem must be cifar or imagenet, not {self.search_stem!r}"),
+            (self.search_stem != "imagenet" or self.search_image_size is None or self.search_image_size >= 32,
+             f"--search-stem imagenet divides the input by 8 before the cells: --search-image-size "
+             f"{self.search_image_size} leaves too little (use 32 or more)"),
             (positive(self.warmup_epochs, allow_zero=True) and self.warmup_epochs < self.epochs,
              f"--warmup-epochs must be in [0, --epochs={self.epochs}), got {self.warmup_epochs}"),
         ])
@@ -193,12 +204,28 @@ class SearchConfig:
 
 
 BUDGET_FIELDS = ("max_params", "max_flops", "max_latency", "max_model_bytes", "max_memory")
+PAPER_IMAGENET_BATCH = 1024
+
+
+def imagenet_search_preset(batch_size: int = PAPER_IMAGENET_BATCH) -> dict[str, Any]:
+    """The paper's ImageNet search settings (appendix: batch 1024, lr 0.5, alpha lr 6e-3, 50 epochs, 8 cells x 16
+    channels, three stride-2 convolutions taking 224 px to 28) at `batch_size`: SGD's rate scaled linearly with
+    the batch (Goyal et al. 2017), Adam's alpha rate by its square root (the rule for adaptive steps, Malladi et
+    al. 2022); the deployed network is the paper's 14 cells x 48 channels."""
+    scale = batch_size / PAPER_IMAGENET_BATCH
+    return {"search_stem": "imagenet", "batch_size": batch_size, "lr": 0.5 * scale, "arch_lr": 6e-3 * scale ** 0.5,
+            "epochs": 50, "cells": 8, "channels": 16, "eval_cells": 14, "eval_channels": 48}
+
+
+SEARCH_PRESETS = {"imagenet": imagenet_search_preset}
 
 
 def make_search_config(dataset: str = SearchConfig.dataset, *, unconstrained: bool = False,
-                       base: dict[str, Any] | None = None, **given: Any) -> SearchConfig:
+                       base: dict[str, Any] | None = None, preset: str | None = None, **given: Any) -> SearchConfig:
     """SearchConfig from the defaults, the dataset's preset and default budget (or a saved config, `base`),
-    then `given` (None = not given)."""
+    a named `preset` (SEARCH_PRESETS, scaled to the given batch size), then `given` (None = not given)."""
+    if preset is not None and preset not in SEARCH_PRESETS:
+        raise ConfigError(f"--preset must be one of {', '.join(SEARCH_PRESETS)}, not {preset!r}")
     values = SearchConfig(dataset=dataset).to_dict()
     unknown = sorted(set(given) - set(values))
     if unknown:
@@ -210,6 +237,8 @@ def make_search_config(dataset: str = SearchConfig.dataset, *, unconstrained: bo
         values.update(dataset_info(dataset).search_preset)
         if not unconstrained and not any(k in given for k in BUDGET_FIELDS):
             values.update(dataset_info(dataset).default_budget)
+    if preset is not None:
+        values.update(SEARCH_PRESETS[preset](**({"batch_size": given["batch_size"]} if "batch_size" in given else {})))
     values.update(given)
     if unconstrained:
         values.update(dict.fromkeys(BUDGET_FIELDS))

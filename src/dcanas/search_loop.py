@@ -8,7 +8,7 @@ batch_size / (processes x accum_steps), not on how many processes share the work
 """
 from __future__ import annotations
 
-from dataclasses import asdict, astuple, dataclass, field, replace
+from dataclasses import asdict, astuple, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from . import distributed as dist_utils
 from .constraint import Budget, Constraint, check_budgets, cost_summary
 from .search_config import SearchConfig
-from .data import BatchLoader, balanced_subset, default_augment, load_dataset, split_train_val
+from .data import BatchPlan, balanced_indices, default_augment, load_dataset, split_indices
+from .data.stream import StreamedDataset, make_loader
 from .errors import ConfigError, RunDirError
 from .run_loop import Run
 from .runs import CHECKPOINT, load_checkpoint, prepare_run_dir, record_run_info, write_json
@@ -32,8 +33,13 @@ def prepare_search(config: SearchConfig):
     """Load the data, resolve the deployed setting, build its cost table, and refuse unreachable budgets."""
     config.validate()
     space = SPACES.get(config.space)
-    data = load_dataset(config.dataset, config.data_dir, download=config.download, image_size=config.image_size)
+    data = load_dataset(config.dataset, config.data_dir, download=config.download, image_size=config.image_size,
+                        data_mode=config.data_mode, strict=config.strict_images)
+    # resolved once and recorded: "auto" decides by the machine's memory, and a resume must read alike
+    config.data_mode = "stream" if isinstance(data, StreamedDataset) else "memory"
     setting = space.eval_setting(config, data.in_channels, data.num_classes, data.image_size)
+    if config.space == "darts" and config.search_stem is None:  # resolved and recorded: as the deployed network's
+        config.search_stem = setting.style
     table = space.cost_table(setting, config)
     budgets = config.budgets()
     check_budgets(table, budgets, space.suggest)
@@ -48,7 +54,8 @@ def dry_run(config: SearchConfig) -> dict[str, Any]:
     return {"supernet_weights": sum(p.numel() for p in model.weight_parameters()),
             "deployable": bounds, "setting": setting.to_dict(), "budgets": [b.to_dict() for b in budgets],
             "dataset": {"name": data.name, "train": len(data.train_y), "test": len(data.test_y),
-                        "shape": list(data.train_x.shape[1:]), "classes": data.num_classes}}
+                        "shape": [data.in_channels, data.image_size, data.image_size], "classes": data.num_classes,
+                        "data_mode": config.data_mode}}
 
 
 def build_supernet(config: SearchConfig, in_channels: int, num_classes: int) -> torch.nn.Module:
@@ -151,7 +158,7 @@ SCORE_IMAGES = 10_000  # validation images the one-shot score of a derived netwo
 
 
 @torch.no_grad()
-def derived_accuracy(model: torch.nn.Module, genotype: Any, val: BatchLoader,
+def derived_accuracy(model: torch.nn.Module, genotype: Any, val: BatchPlan,
                      resize: Callable[[torch.Tensor], torch.Tensor] = lambda x: x) -> float:
     """Accuracy on the alpha half of the supernet run as the derived network in every cell (shared weights).
 
@@ -265,25 +272,28 @@ def _search(config: SearchConfig, run_dir: str | Path | None, checkpoint: dict |
         dist_utils.on_main(lambda: load_dataset(config.dataset, config.data_dir, download=True).name)
     data, setting, table, budgets = prepare_search(config)
     # fixed for the run and recorded in its config: the thread count changes the numerics (threads.py)
-    config.threads = choose_threads(data.train_x[0].numel(), device, config.threads)
+    config.threads = choose_threads(data.image_numel, device, config.threads)
     use_threads(config.threads)
+    for name in getattr(data, "skipped", []):
+        log(f"skipped an empty image file: {name}")
+    images = None  # all training images; or a class-balanced subset of them
     if config.train_subset is not None:
         if config.train_subset > len(data.train_y):
             raise ConfigError(f"--train-subset {config.train_subset} exceeds the {len(data.train_y)} training images")
-        data = replace(data, **dict(zip(("train_x", "train_y"), balanced_subset(
-            data.train_x, data.train_y, config.train_subset, seed=config.seed))))
-    (train_x, train_y), (val_x, val_y) = split_train_val(data, 0.5, seed=config.seed)
+        images = balanced_indices(data.train_y, config.train_subset, seed=config.seed)
+    halves = split_indices(len(data.train_y) if images is None else len(images), 0.5, seed=config.seed)
+    train_ids, val_ids = halves if images is None else (images[halves[0]], images[halves[1]])
     resize = _resizer(config.search_image_size, data.image_size)
     augment = default_augment(config.dataset, data.image_size)
     if config.accum_steps < 1 or config.batch_size % (world_size * config.accum_steps):
         raise ConfigError(f"--batch-size {config.batch_size} (the global batch) must be a positive multiple of "
                           f"processes x --accum-steps = {world_size} x {config.accum_steps}")
-    loader_args = dict(mean=data.mean, std=data.std, drop_last=True, device=device, rank=rank,
-                       world_size=world_size)
-    train = BatchLoader(train_x, train_y, config.batch_size, augment=augment, seed=config.seed, **loader_args)
-    val = BatchLoader(val_x, val_y, config.batch_size, augment=augment, seed=config.seed + 1, **loader_args)
+    loader_args = dict(augment=augment, drop_last=True, device=device, rank=rank, world_size=world_size,
+                       workers=config.data_workers, strict=config.strict_images, report=log)
+    train = make_loader(data, "train", train_ids, config.batch_size, seed=config.seed, **loader_args)
+    val = make_loader(data, "train", val_ids, config.batch_size, seed=config.seed + 1, **loader_args)
     if len(train) == 0:
-        raise ConfigError(f"--batch-size {config.batch_size} exceeds the {len(train_y)} training images of one half")
+        raise ConfigError(f"--batch-size {config.batch_size} exceeds the {len(train_ids)} training images of one half")
     search_budgets = [Budget(b.metric, config.search_budgets.get(b.metric, b.limit)) for b in budgets]
 
     # -- the supernet, its optimisers and the constraint

@@ -4,9 +4,9 @@ Defaults are the paper's evaluation recipe (appendix D, as in DARTS): SGD 0.025 
 0.9, weight decay 3e-4, gradient clipping 5, cutout 16, drop-path 0.2 ramped linearly over the epochs,
 auxiliary head weight 0.4, batch 96, 600 epochs; imagenet-style networks get the ImageNet recipe.
 
-Determinism. Data order and augmentation are functions of (seed, epoch, batch) (`BatchLoader`); the
-only other randomness, drop-path, is reseeded before every micro-batch from (seed, epoch, step,
-micro-batch index over all processes). Hence a resumed run repeats an uninterrupted one bit for bit,
+Determinism. Data order and augmentation are functions of (seed, epoch, batch) (`BatchLoader`; for a
+streamed set, of (seed, epoch, image): `data/stream.py`); the only other randomness, drop-path, is
+reseeded before every micro-batch from (seed, epoch, step, micro-batch index over all processes). Hence a resumed run repeats an uninterrupted one bit for bit,
 and a run's updates depend on the global batch and its micro-batch size
 (batch_size / (world_size x accum_steps), which is also what BatchNorm normalises over) — not on how
 many processes share the work: 2 processes x 1 micro-batch == 1 process x 2 micro-batches.
@@ -27,8 +27,9 @@ from torch import nn
 from . import distributed as dist_utils
 from .cost import FLOPS_CONVENTION
 from .spaces.darts.cost import measure_network
-from .data import (BatchLoader, ImageDataset, balanced_subset, dataset_info, default_augment, load_dataset,
-                   split_train_val)
+from .data import (BatchPlan, ImageDataset, balanced_indices, dataset_info, default_augment, load_dataset,
+                   split_indices)
+from .data.stream import EVAL_CROP_FRACTION, StreamedDataset, make_loader
 from .data.loader import stateless_generator
 from .errors import ConfigError, RunDirError
 from .model_io import MODEL_FILE, save_model
@@ -56,6 +57,9 @@ class TrainConfig:
     dataset: str = "digits"
     data_dir: str | None = None
     image_size: int | None = None
+    data_mode: str = "auto"  # "memory", "stream" (decode batches in workers), or "auto" (stream when too big)
+    strict_images: bool = False  # a streamed set: refuse an unreadable image instead of skipping it
+    data_workers: int | None = None  # a streamed set: decoding processes (None: one per spare core, at most 8)
     # the network (None: the search run's recorded setting, else the dataset's published one)
     cells: int | None = None
     channels: int | None = None
@@ -106,7 +110,7 @@ class TrainConfig:
 
 
 # Fields that may differ between a run and its --resume without changing the computation.
-EXECUTION_FIELDS = ("accum_steps", "eval_batch_size", "max_steps", "device", "channels_last")
+EXECUTION_FIELDS = ("accum_steps", "eval_batch_size", "max_steps", "device", "channels_last", "data_workers")
 
 # The ImageNet evaluation recipe (paper appendix D: 250 epochs, batch 1024, lr 0.5, weight decay 3e-5,
 # label smoothing 0.1, auxiliary head). Warm-up and no cutout/drop-path follow PC-DARTS' ImageNet code.
@@ -188,7 +192,7 @@ def make_config(genotype: str, **given: Any) -> TrainConfig:
     return TrainConfig.from_dict(values)
 
 
-def resolve_setting(config: TrainConfig, data: ImageDataset, recorded: EvalSetting | None) -> EvalSetting:
+def resolve_setting(config: TrainConfig, data: ImageDataset | StreamedDataset, recorded: EvalSetting | None) -> EvalSetting:
     """The network to train: the search's recorded setting (or the dataset's published one) with overrides."""
     overrides = {k: v for k, v in (("cells", config.cells), ("channels", config.channels), ("style", config.style),
                                    ("image_size", config.image_size)) if v is not None}
@@ -301,7 +305,7 @@ def _micro_batch_seed(seed: int, epoch: int, step: int, micro_batch: int) -> int
 
 
 @torch.no_grad()
-def evaluate(net: EvalNetwork, loader: BatchLoader, *, amp: bool = False,
+def evaluate(net: EvalNetwork, loader: BatchPlan, *, amp: bool = False,
              channels_last: bool = False) -> tuple[float, float]:
     """(mean cross-entropy, accuracy) of `net` over all of `loader`, summed over every process's shard."""
     was_training = net.training
@@ -322,12 +326,12 @@ def evaluate(net: EvalNetwork, loader: BatchLoader, *, amp: bool = False,
     return loss / max(seen, 1), correct / max(seen, 1)
 
 
-def eval_loader(x: torch.Tensor, y: torch.Tensor, data: ImageDataset, batch_size: int, device: torch.device,
-                rank: int, world_size: int) -> BatchLoader:
-    """Unshuffled, unaugmented batches of (x, y), each process taking its rows of every batch."""
-    batch_size = -(-batch_size // world_size) * world_size  # a multiple of the world size, as BatchLoader needs
-    return BatchLoader(x, y, batch_size, mean=data.mean, std=data.std, shuffle=False, device=device, rank=rank,
-                       world_size=world_size)
+def eval_loader(data: ImageDataset | StreamedDataset, split: str, indices: torch.Tensor | None, batch_size: int,
+                device: torch.device, rank: int, world_size: int, **streamed: Any) -> BatchPlan:
+    """Unshuffled, unaugmented batches of `split`'s images `indices` (None: all), each process taking its rows."""
+    batch_size = -(-batch_size // world_size) * world_size  # a multiple of the world size, as BatchPlan needs
+    return make_loader(data, split, indices, batch_size, augment=None, seed=0, shuffle=False, device=device,
+                       rank=rank, world_size=world_size, **streamed)
 
 
 # -- the run -------------------------------------------------------------------------------------------------
@@ -473,9 +477,9 @@ class _TrainingData:
     """What a training run reads: the network's setting, the train / validation / test batches, and the
     input preprocessing a deployment must repeat (recorded in model.pt, carried into exported files)."""
     setting: EvalSetting
-    train: BatchLoader
-    val: BatchLoader | None
-    test: BatchLoader
+    train: BatchPlan
+    val: BatchPlan | None
+    test: BatchPlan
     preprocessing: dict[str, Any]
 
 
@@ -488,7 +492,7 @@ def _training_source(config: TrainConfig, checkpoint: dict | None) -> GenotypeSo
 
 
 def _training_data(config: TrainConfig, source: GenotypeSource, checkpoint: dict | None, rank: int,
-                   world_size: int, device: torch.device) -> _TrainingData:
+                   world_size: int, device: torch.device, log: Callable[[str], None]) -> _TrainingData:
     """Load the data, fix the thread count and the network's setting, and build this process's loaders."""
     resume = checkpoint is not None
     if (not resume and source.setting is not None and source.dataset and config.image_size is None
@@ -498,30 +502,39 @@ def _training_data(config: TrainConfig, source: GenotypeSource, checkpoint: dict
                           f"it on {config.dataset} would resize every image to {size}x{size}. Search on "
                           f"{config.dataset}, or pass --image-size {size} to do exactly that")
     image_size = config.image_size or (source.setting.image_size if source.setting else None)
-    data = load_dataset(config.dataset, config.data_dir, image_size=image_size)
+    data = load_dataset(config.dataset, config.data_dir, image_size=image_size, data_mode=config.data_mode,
+                        strict=config.strict_images)
+    # resolved once and recorded: "auto" decides by the machine's memory, and a resume must read alike
+    config.data_mode = "stream" if isinstance(data, StreamedDataset) else "memory"
     # fixed for the run and recorded in its config: the thread count changes the numerics (threads.py)
-    config.threads = choose_threads(data.train_x[0].numel(), device, config.threads)
+    config.threads = choose_threads(data.image_numel, device, config.threads)
     use_threads(config.threads)
+    for name in getattr(data, "skipped", []):
+        log(f"skipped an empty image file: {name}")
     setting = EvalSetting(**checkpoint["setting"]) if resume else resolve_setting(config, data, source.setting)
     validate_config(config, world_size, config.train_subset or round(len(data.train_y) * (1.0 - config.val_fraction)))
-    train_x, train_y = data.train_x, data.train_y
-    val_x = val_y = None
+    train_ids = val_ids = None
     if config.val_fraction > 0:
-        (train_x, train_y), (val_x, val_y) = split_train_val(data, 1.0 - config.val_fraction, seed=config.seed)
+        train_ids, val_ids = split_indices(len(data.train_y), 1.0 - config.val_fraction, seed=config.seed)
     if config.train_subset is not None:  # after the split, so the validation images stay the same
-        train_x, train_y = balanced_subset(train_x, train_y, config.train_subset, seed=config.seed)
+        pool = train_ids if train_ids is not None else torch.arange(len(data.train_y))
+        train_ids = pool[balanced_indices(data.train_y[pool], config.train_subset, seed=config.seed)]
     if config.sync_bn and world_size > 1 and device.type != "cuda":
         raise ConfigError("--sync-bn needs CUDA (PyTorch's SyncBatchNorm has no CPU kernels); without it each "
                           "process normalises over its own micro-batch")
+    streamed = dict(workers=config.data_workers, strict=config.strict_images, report=log)
     augment = default_augment(config.dataset, data.image_size, cutout=config.cutout)
-    train = BatchLoader(train_x, train_y, config.batch_size, mean=data.mean, std=data.std, augment=augment,
-                        drop_last=True, seed=config.seed, device=device, rank=rank, world_size=world_size)
-    val = (eval_loader(val_x, val_y, data, config.eval_batch_size, device, rank, world_size)
-           if val_x is not None else None)
-    test = eval_loader(data.test_x, data.test_y, data, config.eval_batch_size, device, rank, world_size)
+    train = make_loader(data, "train", train_ids, config.batch_size, augment=augment, drop_last=True,
+                        seed=config.seed, device=device, rank=rank, world_size=world_size, **streamed)
+    val = (eval_loader(data, "train", val_ids, config.eval_batch_size, device, rank, world_size, **streamed)
+           if val_ids is not None else None)
+    test = eval_loader(data, "test", None, config.eval_batch_size, device, rank, world_size, **streamed)
     preprocessing = {"dataset": config.dataset, "image_size": data.image_size, "layout": "NCHW float32",
                      "normalise": "(pixel / 255 - mean) / std, per channel", "mean": list(data.mean),
                      "std": list(data.std), "classes": list(data.classes)}
+    if isinstance(data, StreamedDataset):
+        preprocessing["resize"] = (f"shorter side to image_size / {EVAL_CROP_FRACTION}, centre crop "
+                                   "image_size x image_size (bilinear)")
     return _TrainingData(setting, train, val, test, preprocessing)
 
 
@@ -543,7 +556,7 @@ def _train(config: TrainConfig, run_dir: str | Path | None, checkpoint: dict | N
     main, resume = rank == 0, checkpoint is not None
     source = _training_source(config, checkpoint)
     genotype = source.genotype
-    data = _training_data(config, source, checkpoint, rank, world_size, device)
+    data = _training_data(config, source, checkpoint, rank, world_size, device, log)
     setting = data.setting
     net, channels_last = _build_network(genotype, setting, config, device, world_size)
     stepper = TrainStep(net, config, genotype, device, rank, world_size, channels_last)

@@ -87,6 +87,19 @@ def channels_arg(value: str) -> int | str:
         raise argparse.ArgumentTypeError(f"{value!r} must be an integer or 'auto'") from None
 
 
+def add_data_mode_options(p: argparse.ArgumentParser) -> None:
+    """--data-mode, --strict and --data-workers: how image files reach the batches (search and train alike)."""
+    g = p.add_argument_group("reading images (imagefolder)")
+    g.add_argument("--data-mode", choices=("auto", "memory", "stream"),
+                   help="memory: decode every image at start; stream: decode each batch in worker processes "
+                        "(ImageNet augmentation, centre-crop evaluation); auto (default): stream when the decoded "
+                        "set would not fit in a quarter of RAM (at most 4 GiB)")
+    g.add_argument("--strict", dest="strict_images", action="store_const", const=True,
+                   help="streamed: refuse a corrupt, empty or truncated image instead of skipping it")
+    g.add_argument("--data-workers", type=int, help="streamed: decoding processes (default: one per spare core, "
+                                                    "at most 8)")
+
+
 def add_threads_option(group) -> None:
     """--threads, shared by the commands that train networks."""
     group.add_argument("--threads", type=int,

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from .common import (add_threads_option, amount, channels_arg, emit, human, load_config_file, parse_count,
+from .common import (add_data_mode_options, add_threads_option, amount, channels_arg, emit, human, load_config_file, parse_count,
                      stderr_log)
 from ..units import DTYPE_BYTES, readable
 
@@ -25,7 +25,8 @@ def search_config_from_args(args: argparse.Namespace):
         if args.unconstrained:
             given.update(dict.fromkeys(BUDGET_FIELDS))
     dataset = args.dataset or (base or {}).get("dataset") or "digits"
-    return make_search_config(dataset, unconstrained=args.unconstrained, base=base, **given)
+    return make_search_config(dataset, unconstrained=args.unconstrained, base=base, preset=getattr(args, "preset", None),
+                              **given)
 
 
 def options_given(args: argparse.Namespace) -> list[str]:
@@ -34,7 +35,7 @@ def options_given(args: argparse.Namespace) -> list[str]:
 
     known = set(SearchConfig().to_dict())
     names = [k for k, v in vars(args).items() if k in known and v is not None]
-    names += [k for k in ("unconstrained", "no_bottleneck", "lug") if getattr(args, k, None)]
+    names += [k for k in ("unconstrained", "no_bottleneck", "lug", "preset") if getattr(args, k, None)]
     return sorted(names)
 
 
@@ -124,10 +125,14 @@ def add_search_options(p: argparse.ArgumentParser, *, for_lug: bool = False) -> 
     """The options of one search, declared once: `dcanas search` and each search of `dcanas lug build`."""
     p.add_argument("--space", choices=("darts", "nb201"), help="search space (default: darts)")
     p.add_argument("--dataset", help="registered dataset (default: the built-in digits)")
+    p.add_argument("--preset", choices=("imagenet",),
+                   help="imagenet: the paper's ImageNet search (stride-8 supernet stem, 14x48 deployed network, lr "
+                        "0.5 and alpha lr 6e-3 at batch 1024, scaled to --batch-size); options typed override it")
     p.add_argument("--data-dir", help="where the dataset lives")
     p.add_argument("--download", action="store_const", const=True,
                    help="fetch cifar10/cifar100/mnist/fashion-mnist into --data-dir (checksummed)")
     p.add_argument("--image-size", type=int, dest="image_size", help="resize images (imagefolder)")
+    add_data_mode_options(p)
     g = p.add_argument_group("deployed evaluation network (defaults: the dataset's published setting)")
     g.add_argument("--cells", type=int, dest="eval_cells", help="cells of the deployed network")
     g.add_argument("--channels", type=channels_arg, dest="eval_channels",
@@ -153,6 +158,9 @@ def add_search_options(p: argparse.ArgumentParser, *, for_lug: bool = False) -> 
                                     "dirichlet (DrNAS) or none (plain softmax, as the paper); see docs/design.md")
     g.add_argument("--beta-weight", type=float, help="beta-decay: final regulariser weight, ramped from 0 (default 5)")
     g.add_argument("--train-subset", type=int, help="search on this many training images (class-balanced)")
+    g.add_argument("--search-stem", choices=("cifar", "imagenet"),
+                   help="the supernet's stem: imagenet = three stride-2 convolutions before the cells (224 px -> 28), "
+                        "as the paper's ImageNet search (default: the deployed network's style)")
     g.add_argument("--search-image-size", type=int,
                    help="the supernet sees images resized to this many pixels (budgets stay about the full size)")
     g = p.add_argument_group("optimisation")

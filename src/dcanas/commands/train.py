@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from .common import add_threads_option, amount, emit, human, load_config_file, stderr_log
+from .common import add_data_mode_options, add_threads_option, amount, emit, human, load_config_file, stderr_log
 
 ORDER = 40
 
@@ -67,6 +67,7 @@ def register(command) -> None:
     g.add_argument("--channels", type=int, help="initial channels (CIFAR: 36, ImageNet: 48)")
     g.add_argument("--image-size", type=int, help="resize the images (and the network input)")
     g.add_argument("--style", choices=("cifar", "imagenet"), help="stem style")
+    add_data_mode_options(p)
     g.add_argument("--no-auxiliary", dest="auxiliary", action="store_const", const=False,
                    help="train without the auxiliary head")
     g = p.add_argument_group("recipe (defaults: the paper's; imagenet-style networks use its ImageNet recipe; "

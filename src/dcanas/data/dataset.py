@@ -64,6 +64,11 @@ class ImageDataset:
         return int(self.train_x.shape[2])
 
     @property
+    def image_numel(self) -> int:
+        """Values per image (C x H x W)."""
+        return int(self.train_x[0].numel())
+
+    @property
     def num_classes(self) -> int:
         """Number of classes."""
         return len(self.classes)
@@ -152,19 +157,36 @@ def register_dataset(info: DatasetInfo) -> Callable[[Loader], Loader]:
     return add
 
 
+DATA_MODES = ("auto", "memory", "stream")
+
+
 def load_dataset(
     name: str,
     data_dir: str | Path | None = None,
     *,
     download: bool = False,
     image_size: int | None = None,
+    data_mode: str = "memory",
+    strict: bool = False,
     **options: object,
-) -> ImageDataset:
-    """Load a registered dataset by name; `image_size` resizes to image_size×image_size."""
+) -> Any:
+    """Load a registered dataset by name; `image_size` resizes to image_size×image_size.
+
+    Returns an ImageDataset, or with `data_mode` "stream" (or "auto", for a set too big to decode into
+    memory) a `stream.StreamedDataset` where the dataset's loader can stream (imagefolder).
+    """
     loader = DATASETS.get(name)
     accepted = [
         p.name for p in inspect.signature(loader).parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY
     ]
+    if data_mode not in DATA_MODES:
+        raise ConfigError(f"--data-mode must be one of {', '.join(DATA_MODES)}, not {data_mode!r}")
+    if "data_mode" in accepted:
+        options.update(data_mode=data_mode, strict=strict)
+    elif data_mode == "stream":
+        streams = [n for n in DATASETS.names() if "data_mode" in inspect.signature(DATASETS.get(n)).parameters]
+        raise ConfigError(f"--data-mode stream reads image files as batches need them, which {name} cannot; it "
+                          f"works for {', '.join(streams)} (use --data-mode memory or auto)")
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         valid = ", ".join(accepted) if accepted else "none"
@@ -174,7 +196,8 @@ def load_dataset(
     folder = Path(data_dir).expanduser() if data_dir is not None else None
     data = loader(folder, download, image_size, **options)
     # Loaders that decode files resize while decoding; the rest are resized here, in one place.
-    if image_size is not None and data.train_x.shape[2:] != (image_size, image_size):
+    if isinstance(data, ImageDataset) and image_size is not None and data.train_x.shape[2:] != (image_size,
+                                                                                                 image_size):
         data = ImageDataset.from_tensors(
             data.name,
             resize_images(data.train_x, image_size),

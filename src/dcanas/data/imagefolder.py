@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from ..errors import DatasetError
 from .dataset import DatasetInfo, ImageDataset, register_dataset
+from .stream import EncodedImages, StreamedDataset, is_compressed_tar, pack_blobs, sample_stats, tar_members
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz")
@@ -53,11 +54,16 @@ def _entry(parts: tuple[str, ...]) -> tuple[tuple[str, ...], _Entry] | None:
     return parts[:-3], _Entry(split, label, name)
 
 
-def _scan_folder(root: Path) -> Iterator[tuple[tuple[str, ...], _Entry, bytes]]:
+def _folder_images(root: Path) -> Iterator[tuple[tuple[str, ...], _Entry, Path]]:
     for path in sorted(root.rglob("*")):
         found = _entry(path.relative_to(root).parts)
         if found is not None and path.is_file():
-            yield found[0], found[1], path.read_bytes()
+            yield found[0], found[1], path
+
+
+def _scan_folder(root: Path) -> Iterator[tuple[tuple[str, ...], _Entry, bytes]]:
+    for prefix, entry, path in _folder_images(root):
+        yield prefix, entry, path.read_bytes()
 
 
 def _scan_archive(archive: Path) -> Iterator[tuple[tuple[str, ...], _Entry, bytes]]:
@@ -158,6 +164,107 @@ def stack_images(arrays: list[np.ndarray], names: list[str], where: Path) -> tor
     return torch.from_numpy(np.ascontiguousarray(np.stack(rgb).transpose(0, 3, 1, 2)))
 
 
+@dataclass
+class _Index:
+    """Every image file of a folder or tar in listing order: its entry, its root prefix and where its bytes are."""
+
+    prefixes: set[tuple[str, ...]]
+    entries: list[_Entry]
+    images: EncodedImages
+
+
+def _index(data_dir: Path | None) -> _Index:
+    """List a folder's or archive's images without decoding them (a compressed tar's bytes are kept, packed)."""
+    _source(data_dir)  # refuses a missing or unusable --data-dir
+    assert data_dir is not None
+    prefixes, entries, names = set(), [], []
+    if data_dir.is_dir():
+        sizes = []
+        for prefix, entry, path in _folder_images(data_dir):
+            prefixes.add(prefix)
+            entries.append(entry)
+            names.append(str(path.relative_to(data_dir)))
+            sizes.append(path.stat().st_size)
+        images = EncodedImages(names, root=str(data_dir), sizes=np.asarray(sizes, dtype=np.int64))
+    elif is_compressed_tar(data_dir):
+        blobs = []
+        for prefix, entry, blob in _scan_archive(data_dir):
+            prefixes.add(prefix)
+            entries.append(entry)
+            names.append("/".join((*prefix, entry.split, entry.label, entry.name)))
+            blobs.append(blob)
+        buffer, offsets, sizes_array = pack_blobs(blobs)
+        images = EncodedImages(names, buffer=buffer, offsets=offsets, sizes=sizes_array)
+    else:
+        offsets, sizes = [], []
+        for name, offset, size in tar_members(data_dir):
+            found = _entry(PurePosixPath(name).parts)
+            if found is not None:
+                prefixes.add(found[0])
+                entries.append(found[1])
+                names.append(name)
+                offsets.append(offset)
+                sizes.append(size)
+        images = EncodedImages(names, tar=str(data_dir), offsets=np.asarray(offsets, dtype=np.int64),
+                               sizes=np.asarray(sizes, dtype=np.int64))
+    return _Index(prefixes, entries, images)
+
+
+def memory_limit() -> int:
+    """The decoded size (bytes) above which `data_mode="auto"` streams: a quarter of RAM, at most 4 GiB."""
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        ram = 16 * 2**30
+    return min(4 * 2**30, ram // 4)
+
+
+def _probe(images: EncodedImages, image_size: int | None, where: Path | None, count: int = 200) -> tuple[int, int]:
+    """(channels, size) for streaming: 1 channel if every probed image is greyscale; the common square size of
+    the probed images unless `image_size` is given (their headers only, evenly spaced over the set)."""
+    modes, shapes = set(), {}
+    for i in np.unique(np.linspace(0, len(images) - 1, min(count, len(images))).round().astype(np.int64)):
+        try:
+            with Image.open(io.BytesIO(images.read(int(i)))) as image:
+                modes.add(image.mode)
+                shapes.setdefault(image.size, images.names[int(i)])
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+            continue  # an unreadable image is reported when a batch reaches it
+    channels = 1 if modes and modes <= GREY_MODES else 3
+    if image_size is not None:
+        return channels, image_size
+    if len(shapes) == 1 and next(iter(shapes))[0] == next(iter(shapes))[1]:
+        return channels, next(iter(shapes))[0]
+    (a, name_a), (b, name_b) = (list(shapes.items()) + [((0, 0), "?")])[:2]
+    raise DatasetError(f"imagefolder: images in {where} differ in size or are not square ({name_a} is {a[0]}x{a[1]}, "
+                       f"{name_b} is {b[0]}x{b[1]}); pass --image-size N to resize all to NxN")
+
+
+def _streamed(index: _Index, data_dir: Path | None, image_size: int | None, strict: bool) -> StreamedDataset:
+    """The StreamedDataset of an index: zero-byte files left out (or refused when strict), nothing decoded but
+    a sample for the channel statistics."""
+    sizes = index.images.sizes
+    assert sizes is not None
+    empty = [index.images.names[i] for i in np.flatnonzero(sizes == 0)]
+    if empty and strict:
+        raise DatasetError(f"imagefolder: {empty[0]} is empty (0 bytes); remove it, or drop --strict to skip "
+                           "unreadable images")
+    keep = np.flatnonzero(sizes > 0).tolist()
+    entries = [index.entries[i] for i in keep]
+    order, classes, test_split = _layout(index.prefixes, entries, data_dir)
+    label = {c: i for i, c in enumerate(classes)}
+    parts = {}
+    for split in ("train", test_split):
+        ids = [i for i in order if entries[i].split == split]
+        parts[split] = (index.images.subset([keep[i] for i in ids]),
+                        torch.tensor([label[entries[i].label] for i in ids], dtype=torch.int64))
+    train, train_y = parts["train"]
+    test, test_y = parts[test_split]
+    channels, size = _probe(train, image_size, data_dir)
+    mean, std = sample_stats(train, size, channels)
+    return StreamedDataset("imagefolder", train, train_y, test, test_y, classes, mean, std, channels, size, empty)
+
+
 @register_dataset(
     DatasetInfo(
         "imagefolder",
@@ -167,18 +274,48 @@ def stack_images(arrays: list[np.ndarray], names: list[str], where: Path) -> tor
         flip=True,  # natural images, as the photos users bring usually are
     )
 )
-def load_imagefolder(data_dir: Path | None, download: bool, image_size: int | None) -> ImageDataset:
-    """Images in the ImageFolder layout; classes are the sorted train/ subfolder names."""
-    prefixes: set[tuple[str, ...]] = set()
-    entries: list[_Entry] = []
+def load_imagefolder(data_dir: Path | None, download: bool, image_size: int | None, *, data_mode: str = "memory",
+                     strict: bool = False) -> ImageDataset | StreamedDataset:
+    """Images in the ImageFolder layout; classes are the sorted train/ subfolder names.
 
-    def items() -> Iterator[tuple[str, bytes]]:
-        for prefix, entry, blob in _source(data_dir):
-            prefixes.add(prefix)
-            entries.append(entry)
-            yield "/".join((*prefix, entry.split, entry.label, entry.name)), blob
+    data_mode: "memory" decodes every image now; "stream" keeps them encoded until a batch needs them
+    (`stream.py`); "auto" streams when the decoded set would exceed `memory_limit()`. `strict` refuses
+    unreadable images in a streamed set instead of skipping them.
+    """
+    if data_mode == "memory":
+        prefixes: set[tuple[str, ...]] = set()
+        entries: list[_Entry] = []
 
-    arrays = decode_all(items(), image_size)
+        def items() -> Iterator[tuple[str, bytes]]:
+            for prefix, entry, blob in _source(data_dir):
+                prefixes.add(prefix)
+                entries.append(entry)
+                yield "/".join((*prefix, entry.split, entry.label, entry.name)), blob
+
+        return _decoded(decode_all(items(), image_size), prefixes, entries, data_dir)
+    index = _index(data_dir)
+    if data_mode == "auto" and len(index.entries):
+        _, size = _probe(index.images, image_size, data_dir, count=1)
+        if 3 * size * size * len(index.entries) <= memory_limit():
+            items = ((index.images.names[i], index.images.read(i)) for i in range(len(index.entries)))
+            return _decoded(decode_all(items, image_size), index.prefixes, index.entries, data_dir)
+    return _streamed(index, data_dir, image_size, strict)
+
+
+def _decoded(arrays: list[np.ndarray], prefixes: set[tuple[str, ...]], entries: list[_Entry],
+             data_dir: Path | None) -> ImageDataset:
+    """The in-memory dataset of decoded images (in listing order) and their entries."""
+    order, classes, _ = _layout(prefixes, entries, data_dir)
+    x = stack_images([arrays[i] for i in order], [entries[i].name for i in order], data_dir)  # type: ignore[arg-type]
+    index = {c: i for i, c in enumerate(classes)}
+    y = torch.tensor([index[entries[i].label] for i in order], dtype=torch.int64)
+    is_train = torch.tensor([entries[i].split == "train" for i in order])
+    return ImageDataset.from_tensors("imagefolder", x[is_train], y[is_train], x[~is_train], y[~is_train], classes)
+
+
+def _layout(prefixes: set[tuple[str, ...]], entries: list[_Entry], data_dir: Path | None
+            ) -> tuple[list[int], list[str], str]:
+    """(the entries to use in a stable order, the classes, the test split's name); or refuse a bad layout."""
     if len(prefixes) > 1:
         roots = ", ".join(sorted("/".join(p) or "." for p in prefixes))
         raise DatasetError(f"imagefolder: {data_dir} holds several dataset roots ({roots}); point --data-dir at one")
@@ -192,8 +329,4 @@ def load_imagefolder(data_dir: Path | None, download: bool, image_size: int | No
     unknown = sorted({e.label for e in entries if e.split == test_split} - set(classes))
     if unknown:
         raise DatasetError(f"imagefolder: {test_split}/ has classes that train/ lacks: {', '.join(unknown)}")
-    x = stack_images([arrays[i] for i in order], [entries[i].name for i in order], data_dir)  # type: ignore[arg-type]
-    index = {c: i for i, c in enumerate(classes)}
-    y = torch.tensor([index[entries[i].label] for i in order], dtype=torch.int64)
-    is_train = torch.tensor([entries[i].split == "train" for i in order])
-    return ImageDataset.from_tensors("imagefolder", x[is_train], y[is_train], x[~is_train], y[~is_train], classes)
+    return order, classes, test_split

@@ -25,16 +25,20 @@ def stateless_generator(*keys: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed & 0x7FFF_FFFF_FFFF_FFFF)
 
 
-def split_train_val(
-    data: ImageDataset, fraction: float = 0.5, seed: int = 0
-) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
-    """Shuffle the training set with `seed` and cut it: `fraction` for weights, the rest for alphas."""
-    n = len(data.train_x)
+def split_indices(n: int, fraction: float = 0.5, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Shuffle range(n) with `seed` and cut it: `fraction` of the indices first, the rest second."""
     n_train = round(n * fraction)
     if not 0 < n_train < n:
         raise ConfigError(f"train fraction {fraction} of {n} images leaves one of the two halves empty")
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    train, val = order[:n_train], order[n_train:]
+    return order[:n_train], order[n_train:]
+
+
+def split_train_val(
+    data: ImageDataset, fraction: float = 0.5, seed: int = 0
+) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """Shuffle the training set with `seed` and cut it: `fraction` for weights, the rest for alphas."""
+    train, val = split_indices(len(data.train_y), fraction, seed)
     return (data.train_x[train], data.train_y[train]), (data.train_x[val], data.train_y[val])
 
 
@@ -42,6 +46,12 @@ def balanced_subset(
     x: torch.Tensor, y: torch.Tensor, size: int, seed: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`size` images drawn with `seed`, as evenly over the classes as their counts allow."""
+    keep = balanced_indices(y, size, seed)
+    return x[keep], y[keep]
+
+
+def balanced_indices(y: torch.Tensor, size: int, seed: int = 0) -> torch.Tensor:
+    """Indices of `size` of the labels `y`, drawn with `seed`, as evenly over the classes as their counts allow."""
     n = len(y)
     classes = torch.unique(y)
     if not len(classes) <= size <= n:
@@ -57,16 +67,80 @@ def balanced_subset(
         members = (shuffled == c).nonzero().squeeze(1)
         rank[members] = torch.arange(len(members))
     keep = order[torch.sort(rank * n + torch.arange(n), stable=True).indices[:size]]
-    keep = keep[torch.randperm(size, generator=generator)]
-    return x[keep], y[keep]
+    return keep[torch.randperm(size, generator=generator)]
 
 
-class BatchLoader:
-    """Yields normalised (and optionally augmented) float batches from uint8 images kept on `device`.
+class BatchPlan:
+    """Which samples make up each global batch of an epoch, and which rows of it are this rank's.
 
     `batch_size` is the global batch: with world_size > 1 each rank gets its contiguous
     batch_size // world_size rows of every global batch, so results do not depend on world size.
+    Subclasses say how a batch's samples become tensors (`epoch`).
     """
+
+    def __init__(self, num_items: int, batch_size: int, *, shuffle: bool, drop_last: bool, seed: int,
+                 device: str | torch.device, rank: int, world_size: int) -> None:
+        if batch_size < 1 or batch_size % world_size:
+            raise ConfigError(f"batch size {batch_size} must be a positive multiple of the world size {world_size}")
+        if not 0 <= rank < world_size:
+            raise ConfigError(f"rank {rank} is outside the world size {world_size}")
+        self.num_items = num_items
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+        self.shuffle, self.drop_last, self.seed = shuffle, drop_last, seed
+        self.rank, self.world_size = rank, world_size
+
+    def __len__(self) -> int:
+        """Global batches per epoch."""
+        n = self.num_items
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    @property
+    def num_samples(self) -> int:
+        """Samples per epoch over all ranks together (fewer than N with drop_last)."""
+        return len(self) * self.batch_size if self.drop_last else self.num_items
+
+    def permutation(self, epoch: int) -> torch.Tensor:
+        """The order of the samples in `epoch` (the same on every rank)."""
+        if not self.shuffle:
+            return torch.arange(self.num_items, device=self.device)
+        order = torch.randperm(self.num_items, generator=stateless_generator(self.seed, epoch, _PERMUTATION))
+        return order.to(self.device)
+
+    def global_batches(self, epoch: int, start_batch: int = 0) -> Iterator[tuple[int, torch.Tensor]]:
+        """(batch number, sample indices) of each global batch of `epoch` from `start_batch` on."""
+        order = self.permutation(epoch)
+        for b in range(start_batch, len(self)):
+            yield b, order[b * self.batch_size : (b + 1) * self.batch_size]
+
+    def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """This rank's (x, y) batches of `epoch`, starting at global batch `start_batch`."""
+        raise NotImplementedError
+
+    def _shard(self, n: int) -> tuple[int, int]:
+        """This rank's contiguous rows [start, stop) of an n-row global batch.
+
+        Full batches split into equal shards; a last, shorter batch is shared as evenly as it can.
+        """
+        share, extra = divmod(n, self.world_size)
+        start = self.rank * share + min(self.rank, extra)
+        return start, start + share + (self.rank < extra)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Epoch 0 (for evaluation loops that do not count epochs)."""
+        return self.epoch(0)
+
+
+def normaliser(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, shift) with x_uint8 * scale - shift = (x / 255 - mean) / std, as one multiply-add."""
+    std_t = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+    mean_t = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+    return 1.0 / (255.0 * std_t), mean_t / std_t
+
+
+class BatchLoader(BatchPlan):
+    """Yields normalised (and optionally augmented) float batches from uint8 images kept on `device`."""
 
     def __init__(
         self,
@@ -84,49 +158,20 @@ class BatchLoader:
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
-        if batch_size < 1 or batch_size % world_size:
-            raise ConfigError(f"batch size {batch_size} must be a positive multiple of the world size {world_size}")
-        if not 0 <= rank < world_size:
-            raise ConfigError(f"rank {rank} is outside the world size {world_size}")
+        super().__init__(len(x_uint8), batch_size, shuffle=shuffle, drop_last=drop_last, seed=seed, device=device,
+                         rank=rank, world_size=world_size)
         if len(x_uint8) != len(y) or x_uint8.dtype != torch.uint8 or x_uint8.ndim != 4:
             raise ConfigError("BatchLoader needs uint8 N×C×H×W images and N labels")
         if len(mean) != x_uint8.shape[1] or len(std) != x_uint8.shape[1]:
             raise ConfigError(f"mean/std have {len(mean)}/{len(std)} values for {x_uint8.shape[1]} channels")
-        self.device = torch.device(device)
         self.x = x_uint8.to(self.device)
         self.y = y.to(self.device, torch.int64)
-        self.batch_size = batch_size
-        self.shuffle, self.drop_last, self.seed = shuffle, drop_last, seed
         self.augment = augment if augment is not None and augment.active else None
-        self.rank, self.world_size = rank, world_size
-        # (x/255 - mean)/std as one multiply-add.
-        std_t = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
-        mean_t = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
-        self._scale = 1.0 / (255.0 * std_t)
-        self._shift = mean_t / std_t
-
-    def __len__(self) -> int:
-        """Global batches per epoch."""
-        n = len(self.x)
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
-
-    @property
-    def num_samples(self) -> int:
-        """Samples per epoch over all ranks together (fewer than N with drop_last)."""
-        return len(self) * self.batch_size if self.drop_last else len(self.x)
-
-    def permutation(self, epoch: int) -> torch.Tensor:
-        """The order of the samples in `epoch` (the same on every rank)."""
-        if not self.shuffle:
-            return torch.arange(len(self.x), device=self.device)
-        order = torch.randperm(len(self.x), generator=stateless_generator(self.seed, epoch, _PERMUTATION))
-        return order.to(self.device)
+        self._scale, self._shift = normaliser(mean, std, self.device)
 
     def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """This rank's (x, y) batches of `epoch`, starting at global batch `start_batch`."""
-        order = self.permutation(epoch)
-        for b in range(start_batch, len(self)):
-            batch = order[b * self.batch_size : (b + 1) * self.batch_size]
+        for b, batch in self.global_batches(epoch, start_batch):
             start, stop = self._shard(len(batch))
             rows = batch[start:stop]
             x = self.x[rows].float().mul_(self._scale).sub_(self._shift)
@@ -135,16 +180,3 @@ class BatchLoader:
                 params = self.augment.sample(len(batch), x.shape[2], x.shape[3], g)
                 x = self.augment.apply(x, params[start:stop])
             yield x, self.y[rows]
-
-    def _shard(self, n: int) -> tuple[int, int]:
-        """This rank's contiguous rows [start, stop) of an n-row global batch.
-
-        Full batches split into equal shards; a last, shorter batch is shared as evenly as it can.
-        """
-        share, extra = divmod(n, self.world_size)
-        start = self.rank * share + min(self.rank, extra)
-        return start, start + share + (self.rank < extra)
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Epoch 0 (for evaluation loops that do not count epochs)."""
-        return self.epoch(0)

@@ -92,13 +92,18 @@ def eval_setting_for(dataset: str, **overrides: Any) -> EvalSetting:
 
 def build_stems(setting: EvalSetting) -> tuple[nn.Module, nn.Module]:
     """The stem's two stages: s0 = stem0(x) and s1 = stem1(s0), the first cell's inputs."""
-    c = setting.channels
-    if setting.style == "cifar":
+    return make_stems(setting.style, setting.in_channels, setting.channels)
+
+
+def make_stems(style: str, in_channels: int, c: int) -> tuple[nn.Module, nn.Module]:
+    """A `style` stem's two stages for `c` initial channels (the deployed network's and the supernet's)."""
+    if style == "cifar":
         c_stem = STEM_MULTIPLIER * c
         # s0 = s1 = stem(x), as in DARTS
-        return (nn.Sequential(nn.Conv2d(setting.in_channels, c_stem, 3, padding=1, bias=False), nn.BatchNorm2d(c_stem)),
+        return (nn.Sequential(nn.Conv2d(in_channels, c_stem, 3, padding=1, bias=False), nn.BatchNorm2d(c_stem)),
                 nn.Identity())
-    return (nn.Sequential(nn.Conv2d(setting.in_channels, c // 2, 3, stride=2, padding=1, bias=False),
+    # DARTS' ImageNet stem: s0 at 1/4 of the input resolution, s1 at 1/8 (224 -> 56, 28)
+    return (nn.Sequential(nn.Conv2d(in_channels, c // 2, 3, stride=2, padding=1, bias=False),
                           nn.BatchNorm2d(c // 2), nn.ReLU(inplace=True),
                           nn.Conv2d(c // 2, c, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c)),
             nn.Sequential(nn.ReLU(inplace=True), nn.Conv2d(c, c, 3, stride=2, padding=1, bias=False),

@@ -52,7 +52,8 @@ class DartsSpace(SearchSpace):
         return Supernet(SupernetConfig(cells=config.cells, channels=config.channels, num_classes=num_classes,
                                        in_channels=in_channels, bottleneck=config.bottleneck,
                                        weight_sharing=config.weight_sharing, derived_cells=config.derived_cells,
-                                       max_skips=config.max_skips, remedy=config.remedy))
+                                       max_skips=config.max_skips, remedy=config.remedy,
+                                       stem=config.search_stem or "cifar"))
 
     def op_changes(self, alphas: list) -> "ChangeLister":
         import torch.nn.functional as F

@@ -14,7 +14,7 @@ from torch import nn
 from ...remedies import mixing_weights, ranking_logits
 from .cells import CellPlan, plan_cells
 from .genotype import Genotype, make_genotype
-from .network import STEM_MULTIPLIER
+from .network import STEM_MULTIPLIER, make_stems
 from .ops import PRIMITIVES, FactorizedReduce, ReLUConvBN, make_op
 
 SKIP_INDEX = PRIMITIVES.index("skip_connect")
@@ -37,6 +37,7 @@ class SupernetConfig:
     derived_cells: bool = True
     max_skips: int | None = None  # cap on skip_connect edges in the derived normal cell (P-DARTS); None = no cap
     remedy: str = "none"  # how alphas become mixing weights (remedies.py): softmax, or Dirichlet samples
+    stem: str = "cifar"  # "imagenet": three stride-2 convolutions before the cells (224 px -> 28), as the paper
 
     def to_dict(self) -> dict:
         """JSON-ready form."""
@@ -168,11 +169,12 @@ class Supernet(nn.Module):
         super().__init__()
         self.config = config
         c = config.channels
-        c_stem = STEM_MULTIPLIER * c
-        self.stem = nn.Sequential(nn.Conv2d(config.in_channels, c_stem, 3, padding=1, bias=False),
-                                  nn.BatchNorm2d(c_stem))
-        # resolution does not change the layout of a CIFAR-style net; 32 is nominal
-        plans = plan_cells(config.cells, c, (c_stem, c_stem), 32, config.steps)
+        self.stem, self.stem1 = make_stems(config.stem, config.in_channels, c)  # "stem": checkpoints' name for s0's
+        # resolution does not change the layout of the cells; 32 is nominal
+        if config.stem == "cifar":
+            plans = plan_cells(config.cells, c, (STEM_MULTIPLIER * c, STEM_MULTIPLIER * c), 32, config.steps)
+        else:  # s0 is at twice s1's resolution: the first cell reduces it
+            plans = plan_cells(config.cells, c, (c, c), 32, config.steps, reduction_prev=True)
         self.cells = nn.ModuleList(SearchCell(p, config.steps, config.bottleneck, config.weight_sharing)
                                    for p in plans)
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
@@ -212,7 +214,8 @@ class Supernet(nn.Module):
 
     def forward(self, x: torch.Tensor, all_derived: bool = False) -> torch.Tensor:
         """Logits; `all_derived` runs every cell as the derived genotype (the one-shot derived network)."""
-        s0 = s1 = self.stem(x)
+        s0 = self.stem(x)
+        s1 = self.stem1(s0)
         w_normal = mixing_weights(self.alpha_normal, self.config.remedy, self.training)
         w_reduce = mixing_weights(self.alpha_reduce, self.config.remedy, self.training)
         for i, cell in enumerate(self.cells):
