@@ -232,6 +232,14 @@ def test_streamed_training_runs_and_evaluates(big_folder, tmp_path):
     assert config["data_mode"] == "stream"
     preprocessing = torch.load(tmp_path / "run" / "model.pt", weights_only=True)["extra"]["preprocessing"]
     assert "centre crop" in preprocessing["resize"] and preprocessing["image_size"] == 16
+    pytest.importorskip("onnxruntime")
+    # int8 calibration and its accuracy check read the streamed set as training evaluated it
+    out = subprocess.run([sys.executable, "-m", "dcanas", "export", str(tmp_path / "run"), "--onnx",
+                          str(tmp_path / "m.onnx"), "--int8", str(tmp_path / "m8.onnx"), "--calibration-images", "30",
+                          "--eval-images", "30", "--json"], capture_output=True, text=True, timeout=600, env=ENV)
+    assert out.returncode == 0, out.stderr
+    check = json.loads(out.stdout)["int8"]
+    assert check["test_images"] == 30 and check["fp32"]["test_acc"] == pytest.approx(result["test_acc"], abs=0.04)  # one image of 30
 
 
 def test_stream_on_a_dataset_that_cannot_is_one_line(tmp_path):
@@ -239,3 +247,29 @@ def test_stream_on_a_dataset_that_cannot_is_one_line(tmp_path):
                           str(tmp_path / "run")], capture_output=True, text=True, timeout=300, env=ENV)
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("case", ["no images", "class only in test", "unreadable tar", "empty file, strict"])
+def test_bad_streamed_folders_are_one_line_and_write_nothing(tmp_path, case):
+    root = write_folder(tmp_path / "data", n_train=2, n_test=1)
+    data_dir = root
+    extra: list[str] = []
+    if case == "no images":
+        data_dir = tmp_path / "empty"
+        (data_dir / "train" / "a").mkdir(parents=True)
+    elif case == "class only in test":
+        (root / "test" / "wasp").mkdir()
+        (root / "test" / "wasp" / "0.jpg").write_bytes((root / "test" / "ant" / "000.jpg").read_bytes())
+    elif case == "unreadable tar":
+        data_dir = tmp_path / "broken.tar"
+        data_dir.write_bytes(b"\0" * 100 + b"not a tar archive" * 50)
+    else:
+        (root / "train" / "ant" / "000.jpg").write_bytes(b"")
+        extra = ["--strict"]
+    run_dir = tmp_path / "run"
+    out = subprocess.run([sys.executable, "-m", "dcanas", "search", "--dataset", "imagefolder", "--data-dir",
+                          str(data_dir), "--image-size", "16", "--data-mode", "stream", *extra, "--unconstrained",
+                          "--run-dir", str(run_dir)], capture_output=True, text=True, timeout=300, env=ENV)
+    assert out.returncode == 2, out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
+    assert not run_dir.exists()

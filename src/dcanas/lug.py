@@ -239,7 +239,7 @@ def resolved_setting(config: Any) -> dict[str, Any]:
     from .data import load_dataset
     from .spaces import SPACES
 
-    data = load_dataset(config.dataset, config.data_dir, image_size=config.image_size)
+    data = load_dataset(config.dataset, config.data_dir, image_size=config.image_size, data_mode=config.data_mode)
     space = SPACES.get(config.space)
     return space.eval_setting(config, data.in_channels, data.num_classes, data.image_size).to_dict()
 

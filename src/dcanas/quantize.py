@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
+import torch
 
-from .data import balanced_subset, load_dataset
+from .data import balanced_indices, load_dataset
+from .data.stream import StreamedDataset, make_loader
 from .errors import ConfigError, DcanasError
 from .runs import atomic_write_bytes, write_json
 
@@ -32,12 +34,29 @@ def deployment_data(preprocessing: dict[str, Any] | None, config: dict[str, Any]
     if not preprocessing or not config:
         raise ConfigError("--int8 needs the model's training data to calibrate and check it, and this model.pt "
                           "does not record it (trained by an older dcanas, or an untrained genotype); train it again")
-    return _load_dataset(preprocessing["dataset"], config.get("data_dir"), preprocessing["image_size"])
+    # a model trained on a streamed set records its resize and centre crop: read the set the same way
+    mode = "stream" if "resize" in preprocessing else "memory"
+    return _load_dataset(preprocessing["dataset"], config.get("data_dir"), preprocessing["image_size"], mode)
 
 
 @functools.lru_cache(maxsize=1)  # calibration and the accuracy check read the same set
-def _load_dataset(name: str, data_dir: str | None, image_size: int):
-    return load_dataset(name, data_dir, image_size=image_size)
+def _load_dataset(name: str, data_dir: str | None, image_size: int, data_mode: str):
+    return load_dataset(name, data_dir, image_size=image_size, data_mode=data_mode)
+
+
+def balanced_images(data: Any, split: str, count: int | None, seed: int, preprocessing: dict[str, Any]
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """`count` class-balanced images of `split` ("train" or "test"; all of them when None or more), normalised as
+    the network expects, and their labels: from memory, or decoded (resized, centre-cropped) from a streamed set."""
+    labels = data.train_y if split == "train" else data.test_y
+    ids = balanced_indices(labels, count, seed=seed) if count is not None and count < len(labels) else None
+    if isinstance(data, StreamedDataset):
+        batches = list(make_loader(data, split, ids, 256, augment=None, seed=0, shuffle=False).epoch(0))
+        return torch.cat([x for x, _ in batches]).numpy(), torch.cat([y for _, y in batches]).numpy()
+    x = data.train_x if split == "train" else data.test_x
+    if ids is not None:
+        x, labels = x[ids], labels[ids]
+    return normalised(x, preprocessing), labels.numpy()
 
 
 def normalised(x_uint8, preprocessing: dict[str, Any]) -> np.ndarray:
@@ -114,11 +133,7 @@ def int8_report(fp32: bytes, int8: bytes, preprocessing: dict[str, Any], config:
     """fp32 vs int8: test accuracy on the same images, file sizes and latencies on this machine."""
     from .profile import profile_model
 
-    data = deployment_data(preprocessing, config)
-    x, y = data.test_x, data.test_y
-    if eval_images is not None and eval_images < len(y):
-        x, y = balanced_subset(x, y, eval_images, seed=seed)
-    images, labels = normalised(x, preprocessing), y.numpy()
+    images, labels = balanced_images(deployment_data(preprocessing, config), "test", eval_images, seed, preprocessing)
     latency = {name: profile_model(model)["latency"] for name, model in (("fp32", fp32), ("int8", int8))}
     return {"test_images": len(labels), "calibration_images": calibration_images,
             "fp32": {"test_acc": onnx_accuracy(fp32, images, labels), "bytes": len(fp32),
@@ -137,10 +152,7 @@ def calibration_images(preprocessing: dict[str, Any] | None, config: dict[str, A
     classes = len(data.classes)
     if eval_images is not None and eval_images < classes:
         raise ConfigError(f"--eval-images must be at least one per class ({classes}), got {eval_images}")
-    x, y = data.train_x, data.train_y
-    if count < len(y):
-        x, y = balanced_subset(x, y, count, seed=seed)
-    return normalised(x, preprocessing)
+    return balanced_images(data, "train", count, seed, preprocessing)[0]
 
 
 def export_int8(fp32_path: str | Path, path: str | Path, calibration: np.ndarray, preprocessing: dict[str, Any],
