@@ -273,3 +273,24 @@ def test_bad_streamed_folders_are_one_line_and_write_nothing(tmp_path, case):
     assert out.returncode == 2, out.stderr
     assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
     assert not run_dir.exists()
+
+
+def test_streamed_search_under_torchrun_matches_one_process(big_folder, tmp_path):
+    """Each of 2 processes decodes only its rows of every global batch; together they make the batch that one
+    process with 2 micro-batches makes (and so the same search, to float rounding of the gradient average)."""
+    search = ["search", "--dataset", "imagefolder", "--data-dir", str(big_folder), "--image-size", "16", "--data-mode",
+              "stream", "--data-workers", "1", "--epochs", "2", "--max-steps", "4", "--batch-size", "64",
+              "--search-cells", "4", "--search-channels", "8", "--cells", "3", "--channels", "8", "--max-params",
+              "30K", "--seed", "1", "--device", "cpu", "--quiet"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "dcanas"]
+    two = subprocess.run([*torchrun, *search, "--run-dir", str(tmp_path / "two")], capture_output=True, text=True,
+                         timeout=600, env=ENV)
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = subprocess.run([sys.executable, "-m", "dcanas", *search, "--accum-steps", "2", "--run-dir",
+                          str(tmp_path / "one")], capture_output=True, text=True, timeout=600, env=ENV)
+    assert one.returncode == 0, one.stderr[-3000:]
+    a, b = (torch.load(tmp_path / run / "checkpoint.pt", weights_only=True) for run in ("two", "one"))
+    assert a["total_steps"] == b["total_steps"] == 4
+    for name in ("alpha_normal", "alpha_reduce", "stem.0.weight", "classifier.weight"):
+        assert torch.allclose(a["model"][name], b["model"][name], rtol=0, atol=1e-5), name
+    assert (tmp_path / "two" / "genotype.txt").read_text() == (tmp_path / "one" / "genotype.txt").read_text()
