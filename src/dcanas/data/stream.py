@@ -30,7 +30,8 @@ import torch
 from PIL import Image
 
 from ..errors import DatasetError
-from .dataset import channel_stats
+from .augment import Augment
+from .dataset import ImageDataset, channel_stats
 from .loader import BatchLoader, BatchPlan, normaliser
 
 STATS_SAMPLE = 1000  # training images decoded to estimate the channel mean and std
@@ -310,14 +311,15 @@ class StreamLoader(BatchPlan):
 
 
 
-def make_loader(data: Any, split: str, indices: torch.Tensor | None, batch_size: int, *, augment: Any,
-                seed: int, shuffle: bool = True, drop_last: bool = False, device: str | torch.device = "cpu",
+def make_loader(data: ImageDataset | StreamedDataset, split: str, indices: torch.Tensor | None, batch_size: int, *,
+                augment: Augment | None, seed: int, shuffle: bool = True, drop_last: bool = False, device: str | torch.device = "cpu",
                 rank: int = 0, world_size: int = 1, workers: int | None = None, strict: bool = False,
                 report: Callable[[str], None] | None = None) -> BatchPlan:
     """The batches of `data`'s images `indices` of `split` ("train" or "test"; None: all of them).
 
     An in-memory ImageDataset gives a BatchLoader, augmented by `augment` (an `Augment`, or None); a
-    StreamedDataset gives a StreamLoader, with the ImageNet augmentation whenever `augment` is not None.
+    StreamedDataset gives a StreamLoader, with the ImageNet augmentation whenever `augment` is not None (which
+    replaces the in-memory pad-and-crop; cutout is not applied to streamed images).
     """
     if isinstance(data, StreamedDataset):
         return StreamLoader(data, split, indices, batch_size, augment=augment is not None, shuffle=shuffle,
