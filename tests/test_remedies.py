@@ -88,7 +88,8 @@ def test_bad_remedy_options_exit_2_and_write_nothing(tmp_path, capsys):
                            (["--search-image-size", "2"], "--search-image-size must be"),
                            (["--penalty-lr", "0"], "--penalty-lr must be"),
                            (["--budget-floor", "1.5"], "--budget-floor is a fraction"),
-                           (["--train-subset", "1"], "--train-subset must be")):
+                           (["--train-subset", "1"], "--train-subset must be"),
+                           (["--alpha-noise", "1.5"], "--alpha-noise must be in")):
         run_dir = tmp_path / "run"
         code = main(["search", "--max-steps", "1", "--quiet", "--run-dir", str(run_dir), *extra])
         err = capsys.readouterr().err
@@ -237,3 +238,43 @@ def test_pc_darts_search_runs_and_is_refused_where_it_does_not_apply(tmp_path):
         run_search(SearchConfig(space="nb201", dataset="synthetic", partial_channels=4, max_params=None),
                    tmp_path / "shared", progress=False)
     assert not (tmp_path / "darts").exists() and not (tmp_path / "shared").exists()
+
+
+def test_random_smoothing_perturbs_weight_steps_only_and_alike_across_micro_batches():
+    """SDARTS-RS: mixing weights seen by a weight step = softmax + one draw of U(-eps, eps) per step (the same in
+    every micro-batch); alpha steps and evaluation see the plain softmax."""
+    from dcanas.remedies import alpha_noise_level, random_perturbations
+    from dcanas.search_loop import BilevelStep, build_supernet
+
+    assert random_perturbations([torch.zeros(3, 4)], 0.0) is None
+    torch.manual_seed(0)
+    delta = random_perturbations([torch.zeros(6, 5), torch.zeros(2, 3)], 0.3)
+    assert [d.shape for d in delta] == [(6, 5), (2, 3)] and max(float(d.abs().max()) for d in delta) <= 0.3
+    assert float(delta[0].std()) > 0.1  # uniform on [-0.3, 0.3] has sd 0.17
+    alpha = torch.randn(6, 5)
+    assert torch.allclose(mixing_weights(alpha, perturbation=delta[0]), torch.softmax(alpha, -1) + delta[0])
+    assert alpha_noise_level(0, 100, 0.3) == pytest.approx(0.03) and alpha_noise_level(99, 100, 0.3) == 0.3
+
+    config = SearchConfig(**{**FAST, "space": "nb201", "dataset": "synthetic", "max_params": None, "cells": 3,
+                             "accum_steps": 2})
+    model = build_supernet(config, 3, 10)
+    stepper = BilevelStep(model, config, None, torch.device("cpu"))
+    seen = []
+    original = model.cells[0].forward
+
+    def spy(x, weights=None, **kw):
+        seen.append(weights.detach().clone())
+        return original(x, weights=weights, **kw)
+
+    model.cells[0].forward = spy
+    x, y = torch.randn(8, 3, 16, 16), torch.randint(0, 10, (8,))
+    stepper.alpha_noise = 0.2
+    stepper.weight_step(x, y)
+    plain = torch.softmax(model.alpha.detach(), -1)
+    assert len(seen) == 2 and torch.equal(seen[0], seen[1])  # one draw for both micro-batches
+    assert 0.01 < float((seen[0] - plain).abs().max()) <= 0.2 and model.perturbation is None
+    seen.clear()
+    stepper.alpha_step(x, y)
+    assert all(torch.allclose(w, torch.softmax(model.alpha.detach(), -1), atol=1e-2) for w in seen)
+    assert all(float((w - plain).abs().max()) < 0.01 for w in seen)  # unperturbed (alpha moved by one small step)
+

@@ -34,14 +34,28 @@ def check_remedy(name: str) -> str:
     return name
 
 
-def mixing_weights(alpha: torch.Tensor, remedy: str = "none", training: bool = False) -> torch.Tensor:
-    """The weights an edge mixes its candidate ops with ([..., ops], rows sum to one)."""
+def mixing_weights(alpha: torch.Tensor, remedy: str = "none", training: bool = False,
+                   perturbation: torch.Tensor | None = None) -> torch.Tensor:
+    """The weights an edge mixes its candidate ops with ([..., ops], rows sum to one; plus `perturbation`, SDARTS's
+    random smoothing, when given: then rows no longer sum to one)."""
     if remedy == "dirichlet":
         concentration = F.elu(alpha.float()) + 1.0
         if training:
-            return torch.distributions.Dirichlet(concentration).rsample().to(alpha.dtype)
-        return (concentration / concentration.sum(-1, keepdim=True)).to(alpha.dtype)
-    return F.softmax(alpha, dim=-1)
+            weights = torch.distributions.Dirichlet(concentration).rsample().to(alpha.dtype)
+        else:
+            weights = (concentration / concentration.sum(-1, keepdim=True)).to(alpha.dtype)
+    else:
+        weights = F.softmax(alpha, dim=-1)
+    return weights if perturbation is None else weights + perturbation.to(weights.dtype)
+
+
+def random_perturbations(alphas: list[torch.Tensor], bound: float) -> list[torch.Tensor] | None:
+    """SDARTS-RS: uniform noise in [-bound, bound] for each alpha's mixing weights (None when bound is 0). Drawn
+    once per weight step from the global generator, so every micro-batch, and every process (seeded alike),
+    sees the same perturbation."""
+    if bound <= 0:
+        return None
+    return [torch.empty_like(a, dtype=torch.float32).uniform_(-bound, bound).to(a.dtype) for a in alphas]
 
 
 def ranking_logits(alpha: torch.Tensor, remedy: str = "none") -> torch.Tensor:
@@ -54,6 +68,12 @@ def ranking_logits(alpha: torch.Tensor, remedy: str = "none") -> torch.Tensor:
 def beta_decay_loss(alphas: list[torch.Tensor]) -> torch.Tensor:
     """beta-DARTS's regulariser: the mean over all edges of logsumexp(alpha_edge)."""
     return torch.cat([torch.logsumexp(a.float(), dim=-1).reshape(-1) for a in alphas]).mean()
+
+
+def alpha_noise_level(step: int, total_steps: int, final_noise: float) -> float:
+    """SDARTS-RS's perturbation bound after `step` of `total_steps`: a linear ramp from a tenth of `final_noise`
+    to all of it (its paper ramps 0.03 -> 0.3)."""
+    return final_noise * (0.1 + 0.9 * min(1.0, step / max(total_steps - 1, 1)))
 
 
 def beta_decay_weight(step: int, total_steps: int, final_weight: float) -> float:

@@ -54,6 +54,7 @@ class SearchConfig:
     max_skips: int | None = None  # DARTS: cap on skip connections in the derived normal cell (P-DARTS)
     remedy: str = DEFAULT_REMEDY  # against collapse onto parameter-free ops: see remedies.py
     beta_weight: float = DEFAULT_BETA_WEIGHT  # beta-decay: final weight of the regulariser (linear ramp from 0)
+    alpha_noise: float = 0.0  # SDARTS-RS: final bound of uniform noise on the mixing weights in weight steps; 0 = off
     # search-time cuts for quick searches (the budgets stay about the deployed network at full resolution)
     train_subset: int | None = None  # search on this many training images (class-balanced), split in two halves
     search_image_size: int | None = None  # the supernet sees images resized to this (None: as loaded)
@@ -168,6 +169,8 @@ class SearchConfig:
              f"--budget-floor is a fraction of the budget in (0, 1), got {self.budget_floor}"),
             (positive(self.beta_weight, allow_zero=True), f"--beta-weight must be a finite number >= 0, got "
                                                           f"{self.beta_weight}"),
+            (positive(self.alpha_noise, allow_zero=True) and self.alpha_noise < 1,
+             f"--alpha-noise must be in [0, 1) (a bound on noise added to mixing weights), got {self.alpha_noise}"),
             (self.train_subset is None or int_in(self.train_subset, 2),
              f"--train-subset must be at least 2 images (one per half), got {self.train_subset}"),
             (self.search_image_size is None or int_in(self.search_image_size, 4, MAX_IMAGE_SIZE),

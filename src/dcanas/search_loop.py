@@ -23,7 +23,7 @@ from .data.stream import StreamedDataset, make_loader
 from .errors import ConfigError, RunDirError
 from .run_loop import Run
 from .runs import CHECKPOINT, load_checkpoint, prepare_run_dir, record_run_info, write_json
-from .remedies import beta_decay_loss, beta_decay_weight
+from .remedies import alpha_noise_level, beta_decay_loss, beta_decay_weight, random_perturbations
 from .spaces import SPACES, SearchSpace
 from .threads import choose_threads, use_threads
 from .units import human
@@ -74,6 +74,7 @@ class BilevelStep:
         self.use_amp = config.amp and device.type == "cuda"
         self.device_type = device.type
         self.beta_weight = 0.0  # beta-decay regulariser's weight for the next alpha step (set by the loop)
+        self.alpha_noise = 0.0  # SDARTS-RS's bound on the mixing weights' noise in the next weight step (the loop)
         self.penalty_step = config.penalty_step
         self.penalty_lr = config.penalty_lr
         self.w_opt = torch.optim.SGD(model.weight_parameters(), config.lr, momentum=config.momentum,
@@ -137,14 +138,19 @@ class BilevelStep:
         return sum(losses) / len(losses), correct, len(y)
 
     def weight_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int, int]:
-        """SGD on the supernet weights on a training batch."""
+        """SGD on the supernet weights on a training batch (with SDARTS-RS, under randomly perturbed mixing
+        weights: the weights learn to work in a neighbourhood of alpha, not at one point of it)."""
         self.w_opt.zero_grad(set_to_none=True)
         losses, correct = [], 0
-        for xm, ym in self._micro_batches(x, y):
-            logits, loss = self._forward(xm, ym)
-            (loss / self.accum_steps).backward()
-            losses.append(loss.item())
-            correct += (logits.argmax(1) == ym).sum().item()
+        self.model.perturbation = random_perturbations(self.model.arch_parameters(), self.alpha_noise)
+        try:
+            for xm, ym in self._micro_batches(x, y):
+                logits, loss = self._forward(xm, ym)
+                (loss / self.accum_steps).backward()
+                losses.append(loss.item())
+                correct += (logits.argmax(1) == ym).sum().item()
+        finally:
+            self.model.perturbation = None
         for alpha in self.model.arch_parameters() + _edge_parameters(self.model):  # the weight loss must not move alpha
             alpha.grad = None
         # not DDP: the derived cells change the graph every step and leave most weights without a gradient
@@ -343,6 +349,7 @@ def _search(config: SearchConfig, run_dir: str | Path | None, checkpoint: dict |
             if run.total_steps >= warmup_steps:
                 stepper.beta_weight = beta_weight(run.total_steps)
                 running.add_val(*stepper.alpha_step(resize(xv), yv))
+            stepper.alpha_noise = alpha_noise_level(run.total_steps, planned_steps, config.alpha_noise)
             running.add_train(*stepper.weight_step(resize(xt), yt))
         running_total = run.end_epoch(epoch, "the search")
         scheduler.step()

@@ -157,6 +157,9 @@ def add_search_options(p: argparse.ArgumentParser, *, for_lug: bool = False) -> 
     g.add_argument("--remedy", help="against collapse onto skip/pool: beta-decay (beta-DARTS, the default), "
                                     "dirichlet (DrNAS) or none (plain softmax, as the paper); see docs/design.md")
     g.add_argument("--beta-weight", type=float, help="beta-decay: final regulariser weight, ramped from 0 (default 5)")
+    g.add_argument("--alpha-noise", type=float, metavar="EPS",
+                   help="SDARTS random smoothing (with any remedy): weight steps see mixing weights moved by uniform "
+                        "noise in [-eps, eps], eps ramped from eps/10 (SDARTS: 0.3); default 0 = off")
     g.add_argument("--train-subset", type=int, help="search on this many training images (class-balanced)")
     g.add_argument("--search-stem", choices=("cifar", "imagenet"),
                    help="the supernet's stem: imagenet = three stride-2 convolutions before the cells (224 px -> 28), "

@@ -188,6 +188,7 @@ class Supernet(nn.Module):
         self.mixed_cells = ({normals[0], reductions[0]} if config.derived_cells
                             else set(range(config.cells)))
         self.genotype: Genotype = self.derive()
+        self.perturbation: list[torch.Tensor] | None = None  # SDARTS-RS, per arch parameter: set around weight steps
 
     def arch_parameters(self) -> list[nn.Parameter]:
         """The architecture weights alpha (normal, reduce)."""
@@ -216,8 +217,9 @@ class Supernet(nn.Module):
         """Logits; `all_derived` runs every cell as the derived genotype (the one-shot derived network)."""
         s0 = self.stem(x)
         s1 = self.stem1(s0)
-        w_normal = mixing_weights(self.alpha_normal, self.config.remedy, self.training)
-        w_reduce = mixing_weights(self.alpha_reduce, self.config.remedy, self.training)
+        delta = self.perturbation if self.training and self.perturbation is not None else (None, None)
+        w_normal = mixing_weights(self.alpha_normal, self.config.remedy, self.training, delta[0])
+        w_reduce = mixing_weights(self.alpha_reduce, self.config.remedy, self.training, delta[1])
         for i, cell in enumerate(self.cells):
             if i in self.mixed_cells and not all_derived:
                 s0, s1 = s1, cell(s0, s1, weights=w_reduce if cell.reduction else w_normal)

@@ -196,6 +196,7 @@ class NB201Supernet(nn.Module):
         # PC-DARTS's edge-normalisation weights (absent when off: state dicts of other searches are unchanged)
         self.register_parameter("beta", nn.Parameter(1e-3 * torch.randn(NUM_EDGES)) if config.edge_norm else None)
         self.genotype: Arch = self.derive()
+        self.perturbation: list[torch.Tensor] | None = None  # SDARTS-RS, per arch parameter: set around weight steps
 
     @property
     def arch(self) -> Arch:
@@ -240,7 +241,8 @@ class NB201Supernet(nn.Module):
 
     def forward(self, x: torch.Tensor, all_derived: bool = False) -> torch.Tensor:
         """Logits; `all_derived` runs every cell as the derived architecture (the one-shot derived network)."""
-        weights = mixing_weights(self.alpha, self.config.remedy, self.training)
+        weights = mixing_weights(self.alpha, self.config.remedy, self.training,
+                                 self.perturbation[0] if self.training and self.perturbation is not None else None)
         edge_weights = self.edge_weights()
         x = self.stem(x)
         for k, layer in enumerate(self.cells):
