@@ -52,12 +52,14 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
 # every budget; PC-DARTS (partial channels K=4 + edge normalisation on its own plain supernet, warm-up
 # as its paper: 15 of 50 epochs, here 1 of 4) has no budget, so it runs unconstrained only and its
 # architectures are placed on each device's latency axis: the paper's Figure 3 comparison.
+# Each names its random smoothing (alpha_noise) so that a change of the space's default leaves them as measured.
 METHODS: dict[str, dict[str, Any]] = {
-    "beta-decay": {"remedy": "beta-decay"},
-    "dirichlet": {"remedy": "dirichlet"},
-    "none": {"remedy": "none"},
-    "pc-darts": {"remedy": "none", "bottleneck": 1, "weight_sharing": False, "derived_cells": False,
-                 "partial_channels": 4, "edge_norm": True, "warmup_epochs": 1},
+    "beta-decay+rs": {"remedy": "beta-decay", "alpha_noise": 0.3},  # + SDARTS random smoothing
+    "beta-decay": {"remedy": "beta-decay", "alpha_noise": 0.0},
+    "dirichlet": {"remedy": "dirichlet", "alpha_noise": 0.0},
+    "none": {"remedy": "none", "alpha_noise": 0.0},
+    "pc-darts": {"remedy": "none", "alpha_noise": 0.0, "bottleneck": 1, "weight_sharing": False,
+                 "derived_cells": False, "partial_channels": 4, "edge_norm": True, "warmup_epochs": 1},
 }
 UNCONSTRAINED_ONLY = {"pc-darts"}
 LATENCY_BUDGETS = {"pixel3": [6.6, 10.4, 13.9], "raspi4": [16.3, 25.6, 34.5]}  # ms
@@ -93,9 +95,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.dataset is None:
         args.dataset = "imagefolder" if args.data_dir.endswith((".tar", ".tar.gz", ".tgz")) else "cifar10"
     args.settings = dict(PROTOCOLS[args.protocol])
+    args.extra_settings = {}  # --extra: over the protocol and over each method's own settings
     for spec in args.extra:
         key, _, value = spec.partition("=")
-        args.settings[key] = json.loads(value) if value not in ("", None) else None
+        args.extra_settings[key] = json.loads(value) if value not in ("", None) else None
+    args.settings.update(args.extra_settings)
     return args
 
 
@@ -170,7 +174,8 @@ def run_one(args: argparse.Namespace, remedy: str, budget: dict[str, Any] | None
         limits.update(max_latency=budget["limit"], latency_device=budget["device"])
     elif budget is not None:
         limits["max_params"] = budget["limit"]
-    known = {k: v for k, v in {**s, **METHODS[remedy]}.items() if k in SearchConfig.__dataclass_fields__}
+    known = {k: v for k, v in {**s, **METHODS[remedy], **args.extra_settings}.items()
+             if k in SearchConfig.__dataclass_fields__}
     config = SearchConfig(space="nb201", dataset=args.dataset, data_dir=args.data_dir, bench_table=args.table,
                           seed=seed, threads=1, **limits, **known)
     name = run_name(remedy, args.tag, budget, seed)
