@@ -180,7 +180,7 @@ def test_streaming_needs_a_size_when_images_differ(tmp_path):
 
 def _search_cmd(data_dir: Path, run_dir: Path) -> list[str]:
     return [sys.executable, "-m", "dcanas", "search", "--dataset", "imagefolder", "--data-dir", str(data_dir),
-            "--image-size", "16", "--data-mode", "stream", "--data-workers", "1", "--epochs", "3", "--batch-size",
+            "--image-size", "16", "--data-mode", "stream", "--data-workers", "1", "--epochs", "4", "--batch-size",
             "16", "--search-cells", "3", "--search-channels", "8", "--cells", "3", "--channels", "8", "--seed", "2",
             "--max-params", "30K", "--quiet", "--run-dir", str(run_dir)]
 
@@ -208,7 +208,7 @@ def test_streamed_search_killed_and_resumed_is_identical(big_folder, tmp_path):
     while not (history.is_file() and history.read_text().strip().endswith("]")):
         assert proc.poll() is None and time.time() < deadline, proc.communicate()[1]
         time.sleep(0.05)
-    time.sleep(0.3)  # into the second epoch
+    time.sleep(0.2)  # into the second of four epochs: the stop lands well before the end
     os.kill(proc.pid, signal.SIGTERM)
     proc.communicate(timeout=120)
     assert not (run_dir / "genotype.txt").exists(), "the run finished before it was stopped"
