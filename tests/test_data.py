@@ -23,11 +23,11 @@ from dcanas.data import (
     Augment,
     BatchLoader,
     ImageDataset,
-    balanced_subset,
+    balanced_indices,
     dataset_table,
     default_augment,
     load_dataset,
-    split_train_val,
+    split_indices,
 )
 from dcanas.data import cifar, download, idx, imagefolder
 from dcanas.data.augment import CROP_X, CROP_Y, CUT_X, CUT_Y, FLIP
@@ -605,32 +605,29 @@ def small_dataset(n: int = 37) -> ImageDataset:
     return load_dataset("synthetic", image_size=8, channels=3, classes=5, train_size=n, test_size=5)
 
 
-def test_split_train_val():
+def test_split_indices():
     d = small_dataset(40)
-    (tx, ty), (vx, vy) = split_train_val(d, 0.5, seed=1)
-    assert len(tx) == len(vx) == 20 and tx.dtype == torch.uint8
-    rows = {tuple(r.flatten().tolist()) for r in torch.cat([tx, vx])}
-    assert rows == {tuple(r.flatten().tolist()) for r in d.train_x}  # disjoint halves covering everything
-    (tx2, _), _ = split_train_val(d, 0.5, seed=1)
-    (tx3, _), _ = split_train_val(d, 0.5, seed=2)
-    assert torch.equal(tx, tx2) and not torch.equal(tx, tx3)
-    assert len(split_train_val(d, 0.75)[0][0]) == 30
+    train, val = split_indices(len(d.train_y), 0.5, seed=1)
+    assert len(train) == len(val) == 20 and train.dtype == torch.int64
+    assert sorted(torch.cat([train, val]).tolist()) == list(range(40))  # disjoint halves covering everything
+    assert torch.equal(split_indices(40, 0.5, seed=1)[0], train) and not torch.equal(split_indices(40, 0.5, seed=2)[0],
+                                                                                   train)
+    assert len(split_indices(40, 0.75)[0]) == 30
     with pytest.raises(ConfigError):
-        split_train_val(d, 1.0)
+        split_indices(40, 1.0)
 
 
-def test_balanced_subset_is_even_deterministic_and_checked():
+def test_balanced_indices_are_even_deterministic_and_checked():
     y = torch.tensor([0] * 50 + [1] * 30 + [2] * 5)
-    x = torch.arange(len(y))
-    xs, ys = balanced_subset(x, y, 40, seed=1)
-    assert torch.bincount(ys).tolist() == [18, 17, 5]  # the small class is used up, the rest share evenly
-    assert len(set(xs.tolist())) == 40 and torch.equal(y[xs], ys)  # distinct images, labels kept with them
-    assert torch.equal(balanced_subset(x, y, 40, seed=1)[0], xs)
-    assert not torch.equal(balanced_subset(x, y, 40, seed=2)[0], xs)
-    assert torch.bincount(balanced_subset(x, y, 9, seed=0)[1]).tolist() == [3, 3, 3]
+    keep = balanced_indices(y, 40, seed=1)
+    assert torch.bincount(y[keep]).tolist() == [18, 17, 5]  # the small class is used up, the rest share evenly
+    assert len(set(keep.tolist())) == 40  # distinct images
+    assert torch.equal(balanced_indices(y, 40, seed=1), keep)
+    assert not torch.equal(balanced_indices(y, 40, seed=2), keep)
+    assert torch.bincount(y[balanced_indices(y, 9, seed=0)]).tolist() == [3, 3, 3]
     for size in (2, 86):
         with pytest.raises(ConfigError, match="between 3 .* and 85"):
-            balanced_subset(x, y, size)
+            balanced_indices(y, size)
 
 
 def loader(d: ImageDataset, batch_size: int = 8, **kw) -> BatchLoader:

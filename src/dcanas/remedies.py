@@ -70,12 +70,17 @@ def beta_decay_loss(alphas: list[torch.Tensor]) -> torch.Tensor:
     return torch.cat([torch.logsumexp(a.float(), dim=-1).reshape(-1) for a in alphas]).mean()
 
 
+def _ramp(step: int, total_steps: int) -> float:
+    """0 at the first of `total_steps` steps, 1 at the last (and after)."""
+    return min(1.0, step / max(total_steps - 1, 1))
+
+
 def alpha_noise_level(step: int, total_steps: int, final_noise: float) -> float:
     """SDARTS-RS's perturbation bound after `step` of `total_steps`: a linear ramp from a tenth of `final_noise`
     to all of it (its paper ramps 0.03 -> 0.3)."""
-    return final_noise * (0.1 + 0.9 * min(1.0, step / max(total_steps - 1, 1)))
+    return final_noise * (0.1 + 0.9 * _ramp(step, total_steps))
 
 
 def beta_decay_weight(step: int, total_steps: int, final_weight: float) -> float:
     """The regulariser's weight after `step` of `total_steps` alpha steps: a linear ramp from 0."""
-    return final_weight * min(1.0, step / max(total_steps - 1, 1))
+    return final_weight * _ramp(step, total_steps)

@@ -6,10 +6,10 @@ auxiliary head weight 0.4, batch 96, 600 epochs; imagenet-style networks get the
 
 Determinism. Data order and augmentation are functions of (seed, epoch, batch) (`BatchLoader`; for a
 streamed set, of (seed, epoch, image): `data/stream.py`); the only other randomness, drop-path, is
-reseeded before every micro-batch from (seed, epoch, step, micro-batch index over all processes). Hence a resumed run repeats an uninterrupted one bit for bit,
-and a run's updates depend on the global batch and its micro-batch size
-(batch_size / (world_size x accum_steps), which is also what BatchNorm normalises over) — not on how
-many processes share the work: 2 processes x 1 micro-batch == 1 process x 2 micro-batches.
+reseeded before every micro-batch from (seed, epoch, step, micro-batch index over all processes). Hence a
+resumed run repeats an uninterrupted one bit for bit, and a run's updates depend on the global batch and its
+micro-batch size (batch_size / (world_size x accum_steps), which is also what BatchNorm normalises over) — not
+on how many processes share the work: 2 processes x 1 micro-batch == 1 process x 2 micro-batches.
 """
 from __future__ import annotations
 
@@ -192,7 +192,8 @@ def make_config(genotype: str, **given: Any) -> TrainConfig:
     return TrainConfig.from_dict(values)
 
 
-def resolve_setting(config: TrainConfig, data: ImageDataset | StreamedDataset, recorded: EvalSetting | None) -> EvalSetting:
+def resolve_setting(config: TrainConfig, data: ImageDataset | StreamedDataset,
+                    recorded: EvalSetting | None) -> EvalSetting:
     """The network to train: the search's recorded setting (or the dataset's published one) with overrides."""
     overrides = {k: v for k, v in (("cells", config.cells), ("channels", config.channels), ("style", config.style),
                                    ("image_size", config.image_size)) if v is not None}

@@ -4,8 +4,8 @@ from __future__ import annotations
 import argparse
 import os
 
-from .common import (add_data_mode_options, add_threads_option, amount, channels_arg, emit, human, load_config_file, parse_count,
-                     stderr_log)
+from .common import (add_data_mode_options, add_threads_option, amount, channels_arg, emit, human, load_config_file,
+                     parse_count, stderr_log)
 from ..units import DTYPE_BYTES, readable
 
 ORDER = 30
@@ -25,8 +25,8 @@ def search_config_from_args(args: argparse.Namespace):
         if args.unconstrained:
             given.update(dict.fromkeys(BUDGET_FIELDS))
     dataset = args.dataset or (base or {}).get("dataset") or "digits"
-    return make_search_config(dataset, unconstrained=args.unconstrained, base=base, preset=getattr(args, "preset", None),
-                              **given)
+    return make_search_config(dataset, unconstrained=args.unconstrained, base=base,
+                              preset=getattr(args, "preset", None), **given)
 
 
 def options_given(args: argparse.Namespace) -> list[str]:

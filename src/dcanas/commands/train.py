@@ -67,9 +67,9 @@ def register(command) -> None:
     g.add_argument("--channels", type=int, help="initial channels (CIFAR: 36, ImageNet: 48)")
     g.add_argument("--image-size", type=int, help="resize the images (and the network input)")
     g.add_argument("--style", choices=("cifar", "imagenet"), help="stem style")
-    add_data_mode_options(p)
     g.add_argument("--no-auxiliary", dest="auxiliary", action="store_const", const=False,
                    help="train without the auxiliary head")
+    add_data_mode_options(p)
     g = p.add_argument_group("recipe (defaults: the paper's; imagenet-style networks use its ImageNet recipe; "
                              "digits trains 15 short epochs)")
     g.add_argument("--epochs", type=int, help="CIFAR 600, ImageNet 250, digits 15")

@@ -4,7 +4,7 @@
 """
 from .augment import Augment, default_augment
 from .dataset import DATASETS, ImageDataset, dataset_info, dataset_table, load_dataset
-from .loader import BatchLoader, BatchPlan, balanced_indices, balanced_subset, split_indices, split_train_val
+from .loader import BatchLoader, BatchPlan, balanced_indices, split_indices
 
 # Importing the format modules registers their loaders, in the order `dcanas datasets` lists them.
 from . import digits, idx, cifar, imagefolder, synthetic, tinyimagenet  # noqa: E402,F401  isort: skip
@@ -15,12 +15,10 @@ __all__ = [
     "BatchLoader",
     "BatchPlan",
     "balanced_indices",
-    "balanced_subset",
     "ImageDataset",
     "dataset_info",
     "dataset_table",
     "default_augment",
     "load_dataset",
     "split_indices",
-    "split_train_val",
 ]

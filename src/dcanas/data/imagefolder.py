@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import itertools
-import multiprocessing
 import os
 import tarfile
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -23,7 +22,8 @@ from tqdm import tqdm
 
 from ..errors import DatasetError
 from .dataset import DatasetInfo, ImageDataset, register_dataset
-from .stream import EncodedImages, StreamedDataset, is_compressed_tar, pack_blobs, sample_stats, tar_members
+from .stream import (EncodedImages, StreamedDataset, decoding_context, decoding_workers, is_compressed_tar, pack_blobs,
+                     sample_stats, tar_members)
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz")
@@ -114,14 +114,8 @@ def decode_all(items: Iterable[tuple[str, bytes]], size: int | None) -> list[np.
             break
     else:
         return [a for chunk in head for a in _decode(chunk, size)]
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    # One core stays with this process, which reads the files and collects the results.
-    workers = min(max(1, cores - 1), 16)
-    # fork: workers only run Pillow, and spawning would re-import torch in each one (seconds).
-    methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("fork" if "fork" in methods else None)
     futures: list[Future[list[np.ndarray]]] = []
-    with ProcessPoolExecutor(workers, mp_context=context) as pool, tqdm(
+    with ProcessPoolExecutor(decoding_workers(16), mp_context=decoding_context()) as pool, tqdm(
         desc="decoding images", unit="img", leave=False, disable=None
     ) as bar:
         try:

@@ -14,7 +14,6 @@ import torch
 
 from ..errors import ConfigError
 from .augment import Augment
-from .dataset import ImageDataset
 
 _PERMUTATION, _AUGMENT = 0, 1  # stream ids, so the two never share a seed
 
@@ -32,22 +31,6 @@ def split_indices(n: int, fraction: float = 0.5, seed: int = 0) -> tuple[torch.T
         raise ConfigError(f"train fraction {fraction} of {n} images leaves one of the two halves empty")
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     return order[:n_train], order[n_train:]
-
-
-def split_train_val(
-    data: ImageDataset, fraction: float = 0.5, seed: int = 0
-) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
-    """Shuffle the training set with `seed` and cut it: `fraction` for weights, the rest for alphas."""
-    train, val = split_indices(len(data.train_y), fraction, seed)
-    return (data.train_x[train], data.train_y[train]), (data.train_x[val], data.train_y[val])
-
-
-def balanced_subset(
-    x: torch.Tensor, y: torch.Tensor, size: int, seed: int = 0
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """`size` images drawn with `seed`, as evenly over the classes as their counts allow."""
-    keep = balanced_indices(y, size, seed)
-    return x[keep], y[keep]
 
 
 def balanced_indices(y: torch.Tensor, size: int, seed: int = 0) -> torch.Tensor:

@@ -30,6 +30,7 @@ import torch
 from PIL import Image
 
 from ..errors import DatasetError
+from ..threads import available_cores
 from .augment import Augment
 from .dataset import ImageDataset, channel_stats
 from .loader import BatchLoader, BatchPlan, normaliser
@@ -211,10 +212,15 @@ def _one_thread(_: int) -> None:
     torch.set_num_threads(1)  # workers only run Pillow and numpy; torch threads there would fight the step
 
 
-def default_workers() -> int:
-    """Decoding processes: one per core but the one that runs the step, at most 8."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return min(max(1, cores - 1), 8)
+def decoding_workers(limit: int = 8) -> int:
+    """Decoding processes: one per core but the one that runs the step (or collects results), at most `limit`."""
+    return min(max(1, available_cores() - 1), limit)
+
+
+def decoding_context() -> Any:
+    """The multiprocessing context of decoding workers: fork where there is one, as a worker only runs Pillow and
+    numpy, and spawning would re-import torch in each (seconds)."""
+    return multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
 
 
 # -- the dataset and its loader ----------------------------------------------------------------------------------
@@ -271,7 +277,7 @@ class StreamLoader(BatchPlan):
         super().__init__(len(self.indices), batch_size, shuffle=shuffle, drop_last=drop_last, seed=seed,
                          device=device, rank=rank, world_size=world_size)
         self.decoder = _Decoder(images, labels.numpy(), data.image_size, data.in_channels, augment, seed)
-        self.workers = default_workers() if workers is None else workers
+        self.workers = decoding_workers() if workers is None else workers
         self.strict = strict
         self.report = report or (lambda message: None)
         self.reported: set[str] = set()
@@ -285,15 +291,10 @@ class StreamLoader(BatchPlan):
             shards.append([(epoch, int(i)) for i in self.indices[batch[start:stop].cpu()]])
         if not shards:
             return
-        context = None
-        if self.workers:
-            methods = multiprocessing.get_all_start_methods()
-            # fork: a worker only runs Pillow and numpy; spawning would re-import torch in each (seconds)
-            context = multiprocessing.get_context("fork" if "fork" in methods else None)
         loader = torch.utils.data.DataLoader(
             self.decoder, batch_sampler=shards, num_workers=self.workers, collate_fn=_collate,
-            multiprocessing_context=context, worker_init_fn=_one_thread if self.workers else None,
-            prefetch_factor=4 if self.workers else None)
+            multiprocessing_context=decoding_context() if self.workers else None,
+            worker_init_fn=_one_thread if self.workers else None, prefetch_factor=4 if self.workers else None)
         for pixels, labels, bad in loader:
             self._passed_over(bad)
             x = pixels.to(self.device, non_blocking=True).float().mul_(self._scale).sub_(self._shift)
@@ -310,11 +311,10 @@ class StreamLoader(BatchPlan):
                 self.report(f"skipping an unreadable image: {name} (another image of its split stands in)")
 
 
-
 def make_loader(data: ImageDataset | StreamedDataset, split: str, indices: torch.Tensor | None, batch_size: int, *,
-                augment: Augment | None, seed: int, shuffle: bool = True, drop_last: bool = False, device: str | torch.device = "cpu",
-                rank: int = 0, world_size: int = 1, workers: int | None = None, strict: bool = False,
-                report: Callable[[str], None] | None = None) -> BatchPlan:
+                augment: Augment | None, seed: int, shuffle: bool = True, drop_last: bool = False,
+                device: str | torch.device = "cpu", rank: int = 0, world_size: int = 1, workers: int | None = None,
+                strict: bool = False, report: Callable[[str], None] | None = None) -> BatchPlan:
     """The batches of `data`'s images `indices` of `split` ("train" or "test"; None: all of them).
 
     An in-memory ImageDataset gives a BatchLoader, augmented by `augment` (an `Augment`, or None); a

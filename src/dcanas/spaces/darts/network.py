@@ -51,13 +51,9 @@ class EvalSetting:
 
     def plan(self, steps: int = 4) -> list[CellPlan]:
         """The cell layout of this network."""
-        if self.style == "cifar":
-            c_stem = STEM_MULTIPLIER * self.channels
-            return plan_cells(self.cells, self.channels, (c_stem, c_stem), self.image_size, steps)
-        # ImageNet (DARTS mobile) stem: s0 at 1/4 resolution, s1 at 1/8.
-        s0 = _halve(_halve(self.image_size))
-        return plan_cells(self.cells, self.channels, (self.channels, self.channels), _halve(s0), steps,
-                          reduction_prev=True)
+        # ImageNet (DARTS mobile) stem: s0 at 1/4 resolution, s1 at 1/8
+        s1_size = self.image_size if self.style == "cifar" else _halve(_halve(_halve(self.image_size)))
+        return plan_after_stem(self.style, self.cells, self.channels, s1_size, steps)
 
     @property
     def aux_position(self) -> int:
@@ -88,6 +84,15 @@ def eval_setting_for(dataset: str, **overrides: Any) -> EvalSetting:
     if "image_size" in overrides and "style" not in overrides and dataset.lower() not in PRESETS:
         overrides["style"] = "imagenet" if overrides["image_size"] >= 128 else "cifar"
     return base.replace(**overrides)
+
+
+def plan_after_stem(style: str, cells: int, channels: int, s1_size: int, steps: int = 4) -> list[CellPlan]:
+    """The layout of `cells` cells after a `style` stem (`make_stems`) whose last output is s1_size pixels wide."""
+    if style == "cifar":
+        c_stem = STEM_MULTIPLIER * channels
+        return plan_cells(cells, channels, (c_stem, c_stem), s1_size, steps)
+    # s0 is at twice s1's resolution: the first cell reduces it
+    return plan_cells(cells, channels, (channels, channels), s1_size, steps, reduction_prev=True)
 
 
 def build_stems(setting: EvalSetting) -> tuple[nn.Module, nn.Module]:

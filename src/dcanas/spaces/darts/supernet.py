@@ -12,9 +12,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...remedies import mixing_weights, ranking_logits
-from .cells import CellPlan, plan_cells
+from .cells import CellPlan
 from .genotype import Genotype, make_genotype
-from .network import STEM_MULTIPLIER, make_stems
+from .network import make_stems, plan_after_stem
 from .ops import PRIMITIVES, FactorizedReduce, ReLUConvBN, make_op
 
 SKIP_INDEX = PRIMITIVES.index("skip_connect")
@@ -171,10 +171,7 @@ class Supernet(nn.Module):
         c = config.channels
         self.stem, self.stem1 = make_stems(config.stem, config.in_channels, c)  # "stem": checkpoints' name for s0's
         # resolution does not change the layout of the cells; 32 is nominal
-        if config.stem == "cifar":
-            plans = plan_cells(config.cells, c, (STEM_MULTIPLIER * c, STEM_MULTIPLIER * c), 32, config.steps)
-        else:  # s0 is at twice s1's resolution: the first cell reduces it
-            plans = plan_cells(config.cells, c, (c, c), 32, config.steps, reduction_prev=True)
+        plans = plan_after_stem(config.stem, config.cells, c, 32, config.steps)
         self.cells = nn.ModuleList(SearchCell(p, config.steps, config.bottleneck, config.weight_sharing)
                                    for p in plans)
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
