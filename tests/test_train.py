@@ -201,3 +201,10 @@ def test_train_subset_sets_the_epoch_length(tmp_path, capsys):
     assert code == 0 and result["steps"] == 4  # 2 epochs x 64 images / batch 32
     assert json.loads((tmp_path / "run" / "config.json").read_text())["train_subset"] == 64
 
+
+
+@pytest.mark.parametrize("epochs, given, warmup", [(250, None, 5), (100, None, 2), (3, None, 0), (3, 1, 1)])
+def test_imagenet_recipe_warm_up_keeps_its_share_of_a_shorter_run(epochs: int, given: int | None, warmup: int):
+    config = make_config("DARTS_V2", dataset="cifar10", style="imagenet", epochs=epochs, warmup_epochs=given)
+    assert config.warmup_epochs == warmup
+    assert config.lr == 0.5 and config.label_smoothing == 0.1  # the rest of the ImageNet recipe is kept

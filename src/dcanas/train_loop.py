@@ -189,6 +189,11 @@ def make_config(genotype: str, **given: Any) -> TrainConfig:
         values.update(IMAGENET_RECIPE)
     values.update(dataset_info(dataset).train_preset)
     values.update(given)
+    if style == "imagenet" and "warmup_epochs" not in given:
+        # the recipe warms up over 5 of its 250 epochs: a shorter run keeps that share (a 3-epoch check: none)
+        recipe = IMAGENET_RECIPE
+        values["warmup_epochs"] = min(recipe["warmup_epochs"],
+                                      values["epochs"] * recipe["warmup_epochs"] // recipe["epochs"])
     return TrainConfig.from_dict(values)
 
 

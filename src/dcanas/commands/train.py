@@ -78,7 +78,7 @@ def register(command) -> None:
     g.add_argument("--momentum", type=float, help="SGD momentum (0.9)")
     g.add_argument("--weight-decay", type=float, help="CIFAR 3e-4, ImageNet 3e-5")
     g.add_argument("--grad-clip", type=float, help="gradient-norm clipping (5)")
-    g.add_argument("--warmup-epochs", type=int, help="linear learning-rate warm-up (ImageNet 5, else 0)")
+    g.add_argument("--warmup-epochs", type=int, help="linear learning-rate warm-up (ImageNet recipe: 5 of 250 epochs, the same share of a shorter run; else 0)")
     g.add_argument("--label-smoothing", type=float, help="ImageNet 0.1, else 0")
     g.add_argument("--cutout", type=int, help="cutout square side in pixels, 0 = off (CIFAR 16)")
     g.add_argument("--drop-path", type=float, help="final drop-path probability, ramped from 0 (CIFAR 0.2)")
