@@ -91,6 +91,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--report", default=str(ROOT / "benchmarks" / "results" / "search_quality.md"))
     p.add_argument("--plot", default=str(ROOT / "docs" / "search_quality.png"))
     p.add_argument("--report-only", action="store_true", help="rebuild json, report and plot from results.jsonl")
+    p.add_argument("--consensus", type=int, metavar="K",
+                   help="also report `--repeats K` consensus: each method's and budget's seeds in disjoint groups of K")
     args = p.parse_args(argv)
     if args.dataset is None:
         args.dataset = "imagefolder" if args.data_dir.endswith((".tar", ".tar.gz", ".tgz")) else "cifar10"
@@ -182,7 +184,12 @@ def run_one(args: argparse.Namespace, remedy: str, budget: dict[str, Any] | None
     t0 = time.perf_counter()
     # fresh, resumed from its checkpoint, or read back when it finished before (an interrupted sweep)
     result = run_task({"config": config.to_dict(), "run_dir": str(Path(args.runs_dir) / name), "threads": 1})["result"]
-    wall = time.perf_counter() - t0
+    return looked_up(args, remedy, budget, seed, result, time.perf_counter() - t0, name)
+
+
+def looked_up(args: argparse.Namespace, remedy: str, budget: dict[str, Any] | None, seed: int,
+              result: dict[str, Any], wall: float, name: str) -> dict[str, Any]:
+    """A search's result as a record of the issue's format: its architecture looked up in the table."""
     bench, params, _ = bench_truth(args.table)
     row = bench.row(result["genotype"])
     if budget is None:
@@ -201,6 +208,43 @@ def run_one(args: argparse.Namespace, remedy: str, budget: dict[str, Any] | None
             "repaired": bool(result["repairs"]), "search_s": result["search_seconds"], "wall_s": round(wall, 1),
             "steps": result["steps"], "latency_ms": {d: float(bench.latency[d][row]) for d in DEVICE_NAMES},
             "params": float(params[row]), "name": name}
+
+
+def consensus_runs(args: argparse.Namespace, runs: list[dict[str, Any]], k: int) -> list[dict[str, Any]]:
+    """`dcanas search --repeats K` (consensus) replayed on the sweep's own searches: per method and budget, the
+    seeds in disjoint groups of K (seed order), their final mixing weights averaged, derived and landed by the
+    library's `consensus_search`, and looked up like one search."""
+    from dcanas.repeats import consensus_search
+    from dcanas.search_config import SearchConfig
+    from dcanas.search_loop import prepare_search
+
+    _cached_datasets()
+    groups: dict[tuple, list[dict]] = {}
+    for r in runs:
+        groups.setdefault((r["remedy"], json.dumps(r["budget"], sort_keys=True)), []).append(r)
+    out = []
+    for (remedy, key), members in groups.items():
+        members.sort(key=lambda r: r["seed"])
+        for g in range(len(members) // k):
+            group = members[g * k:(g + 1) * k]
+            dirs = [Path(args.runs_dir) / r["name"] for r in group]
+            config = SearchConfig.from_dict(json.loads((dirs[0] / "config.json").read_text()))
+            result = consensus_search(config, [final_weights(d) for d in dirs], prepare_search(config), dirs[0])
+            seeds = [r["seed"] for r in group]
+            record = looked_up(args, remedy, json.loads(key), seeds[0],
+                               {**result.to_dict(), "search_seconds": sum(r["search_s"] for r in group),
+                                "steps": sum(r["steps"] for r in group)},
+                               sum(r["wall_s"] for r in group), group[0]["name"].replace(
+                                   f"seed{seeds[0]}", "consensus-" + "-".join(map(str, seeds))))
+            out.append({**record, "consensus_of": seeds,
+                        "members_acc_cifar10": [r["test_acc_cifar10"] for r in group]})
+    return out
+
+
+def final_weights(run_dir: Path) -> dict[str, list]:
+    """A search's final mixing weights: result.json records them; older runs hold the same in history.json."""
+    result = json.loads((run_dir / "result.json").read_text())
+    return result.get("mixing_weights") or json.loads((run_dir / "history.json").read_text())[-1]["alphas"]
 
 
 def _cached_datasets() -> None:
@@ -290,6 +334,19 @@ def totals_lines(runs: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def consensus_section(consensus: list[dict[str, Any]]) -> list[str]:
+    """The report's lines on --repeats consensus (none without --consensus)."""
+    if not consensus:
+        return []
+    k = len(consensus[0]["consensus_of"])
+    return [f"## Consensus of {k} searches (`--repeats {k}`, disjoint groups of seeds)", "",
+            *totals_lines(consensus), "", *summary_lines(consensus), "",
+            "| remedy | budget | seeds | arch | CIFAR-10 % | its searches alone % |", "|---|---|---|---|---|---|",
+            *(f"| {r['remedy']} | {budget_label(r['budget'])} | {', '.join(map(str, r['consensus_of']))} | "
+              f"`{r['arch']}` | {r['test_acc_cifar10']:.2f} | "
+              f"{', '.join(f'{a:.2f}' for a in r['members_acc_cifar10'])} |" for r in consensus), ""]
+
+
 def plot(runs: list[dict[str, Any]], table_path: str, path: Path) -> None:
     """Accuracy vs measured latency (Pixel 3, Raspberry Pi 4): the table's Pareto front and every run."""
     import matplotlib
@@ -331,12 +388,14 @@ def plot(runs: list[dict[str, Any]], table_path: str, path: Path) -> None:
     plt.close(fig)
 
 
-def write_outputs(args: argparse.Namespace, runs: list[dict[str, Any]], command: str) -> str:
+def write_outputs(args: argparse.Namespace, runs: list[dict[str, Any]], command: str,
+                  consensus: list[dict[str, Any]] = ()) -> str:
     """search_quality.json (the issue's format), the markdown report, the plot; returns the report."""
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"protocol": args.protocol, "settings": args.settings, "command": command,
-                               "runs": runs}, indent=1) + "\n")
+                               "runs": runs, **({"consensus": list(consensus)} if consensus else {})},
+                              indent=1) + "\n")
     plot(runs, args.table, Path(args.plot))
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     published = ", ".join(f"{k} {v:.2f}" for k, v in PUBLISHED.items())
@@ -350,6 +409,7 @@ def write_outputs(args: argparse.Namespace, runs: list[dict[str, Any]], command:
         "Regret = best CIFAR-10 test accuracy among none-free architectures inside the budget − the found one's. "
         "Budget use = true cost / budget (measured latency, exact parameters).", "",
         f"![accuracy vs latency]({os.path.relpath(args.plot, Path(args.report).parent)})", "",
+        *consensus_section(consensus),
         "## Every run", "",
         "| remedy | budget | seed | arch (index) | CIFAR-10 / 100 / IN16 % | best in budget | use | repaired | s |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -372,7 +432,8 @@ def main(argv: list[str] | None = None) -> int:
         runs = [r for r in load_results(path) if r["name"] in plan]
     else:
         runs = sweep(args)
-    print(write_outputs(args, runs, command))
+    consensus = consensus_runs(args, runs, args.consensus) if args.consensus else []
+    print(write_outputs(args, runs, command, consensus))
     return 0
 
 

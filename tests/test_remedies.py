@@ -89,9 +89,14 @@ def test_bad_remedy_options_exit_2_and_write_nothing(tmp_path, capsys):
                            (["--penalty-lr", "0"], "--penalty-lr must be"),
                            (["--budget-floor", "1.5"], "--budget-floor is a fraction"),
                            (["--train-subset", "1"], "--train-subset must be"),
-                           (["--alpha-noise", "1.5"], "--alpha-noise must be in")):
+                           (["--alpha-noise", "1.5"], "--alpha-noise must be in"),
+                           (["--repeats", "2", "--repeat-select", "best"], "invalid choice: 'best'"),
+                           (["--repeat-select", "one-shot"], "give --repeats too")):
         run_dir = tmp_path / "run"
-        code = main(["search", "--max-steps", "1", "--quiet", "--run-dir", str(run_dir), *extra])
+        try:
+            code = main(["search", "--max-steps", "1", "--quiet", "--run-dir", str(run_dir), *extra])
+        except SystemExit as stop:  # argparse's own refusals (an invalid choice) exit from inside the parser
+            code = stop.code
         err = capsys.readouterr().err
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
         assert not run_dir.exists()
@@ -106,7 +111,7 @@ def test_select_best_prefers_budget_then_score_then_lower_seed():
 
 def test_repeats_keep_every_record_select_the_best_and_resume_as_a_whole(tmp_path):
     config = SearchConfig(**FAST, seed=3)
-    first = run_repeats(config, 2, tmp_path / "set", jobs=1, log=lambda m: None, progress=False)
+    first = run_repeats(config, 2, tmp_path / "set", jobs=1, select="one-shot", log=lambda m: None, progress=False)
     plan = json.loads((tmp_path / "set" / REPEATS_FILE).read_text())
     assert plan["seeds"] == [3, 4] and [r["seed"] for r in plan["runs"]] == [3, 4]
     scores = {r["seed"]: r["derived_val_acc"] for r in plan["runs"]}
@@ -122,6 +127,49 @@ def test_repeats_keep_every_record_select_the_best_and_resume_as_a_whole(tmp_pat
     assert [r["genotype"] for r in again["repeats"]] == [r["genotype"] for r in first["repeats"]]
     assert [r["derived_val_acc"] for r in again["repeats"]] == [r["derived_val_acc"] for r in first["repeats"]]
     assert again["selected_seed"] == first["selected_seed"]
+
+
+def test_repeats_consensus_derives_from_the_averaged_weights_and_resumes_alike(tmp_path):
+    import numpy as np
+
+    from dcanas.spaces import SPACES
+
+    config = SearchConfig(**FAST, seed=3)
+    first = run_repeats(config, 2, tmp_path / "set", jobs=1, log=lambda m: None, progress=False)  # the default
+    space = SPACES.get("darts")
+    runs = [json.loads((tmp_path / "set" / f"seed{s}" / "result.json").read_text()) for s in (3, 4)]
+
+    def logits(weights: list) -> list[torch.Tensor]:
+        return [torch.tensor(np.asarray(w, dtype=np.float64)).float().log() for w in weights]
+
+    for run in runs:  # the space's derive is the supernet's: each search's own weights give its own genotype
+        assert space.to_text(space.derive(logits([run["mixing_weights"][n] for n in space.alpha_names]),
+                                          config)) == run["raw_genotype"]
+    averaged = [(np.asarray(runs[0]["mixing_weights"][n]) + np.asarray(runs[1]["mixing_weights"][n])) / 2
+                for n in space.alpha_names]
+    assert first["raw_genotype"] == space.to_text(space.derive(logits(averaged), config))
+    assert first["selection"] == "consensus" and first["selected_seed"] is None and first["consensus_of"] == [3, 4]
+    assert all(b["ok"] for b in first["budgets"].values()) and first["budgets"]["params"]["value"] <= 150_000
+    assert (tmp_path / "set" / "genotype.txt").read_text().strip() == first["genotype"]
+    assert "Consensus of 2 searches" in (tmp_path / "set" / "report.md").read_text()
+    plan = json.loads((tmp_path / "set" / REPEATS_FILE).read_text())
+    assert plan["select"] == "consensus" and [r["seed"] for r in plan["runs"]] == [3, 4]
+    # interrupted after the searches, before the consensus was written: resuming makes the same network
+    for name in ("result.json", "genotype.json", "genotype.txt", "report.md"):
+        (tmp_path / "set" / name).unlink()
+    again = run_repeats(None, run_dir=tmp_path / "set", resume=True, jobs=1, log=lambda m: None, progress=False)
+    assert again["genotype"] == first["genotype"] and again["budgets"] == first["budgets"]
+
+
+def test_nb201_space_derives_as_its_supernet():
+    from dcanas.search_loop import build_supernet
+    from dcanas.spaces import SPACES
+
+    config = SearchConfig(space="nb201", dataset="synthetic", cells=3, image_size=16, max_params=None)
+    model = build_supernet(config, 3, 10)
+    with torch.no_grad():
+        model.alpha.copy_(torch.randn_like(model.alpha))
+    assert SPACES.get("nb201").derive(model.ranking_alphas(), config) == model.derive()
 
 
 def test_a_search_does_not_depend_on_what_ran_before_it_in_the_process(tmp_path):

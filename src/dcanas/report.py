@@ -185,8 +185,8 @@ def plot_alphas(history: list[dict[str, Any]], ops: tuple[str, ...], path: Path)
 
 
 def write_search_report(result: "SearchResult", config: "SearchConfig", table: SpaceCostTable,
-                        history: list[dict[str, Any]], stopped_early: bool = False) -> None:
-    """genotype.json/.txt, result.json, cell diagrams, plots and report.md in the run folder."""
+                        history: list[dict[str, Any]], stopped_early: bool = False, extra: list[str] = ()) -> None:
+    """genotype.json/.txt, result.json, cell diagrams, plots and report.md (plus `extra` lines) in the run folder."""
     run_dir = Path(result.run_dir)
     g = result.genotype
     space = result.space
@@ -195,7 +195,8 @@ def write_search_report(result: "SearchResult", config: "SearchConfig", table: S
     write_json(run_dir / "result.json", {**result.to_dict(), "flops_convention": FLOPS_CONVENTION,
                                          "config": config.to_dict()})
     space.write_diagrams(g, run_dir)
-    plot_search(history, result.budgets, run_dir / "search.png")
+    if history and "metrics" in history[-1]:
+        plot_search(history, result.budgets, run_dir / "search.png")
     plot_alphas(history, tuple(table.ops), run_dir / "alphas.png")
     s = result.setting
     lines = [
@@ -226,5 +227,5 @@ def write_search_report(result: "SearchResult", config: "SearchConfig", table: S
     if result.fills:
         lines += ["Unused budget was spent on costlier convolutions the alphas rank next (--fill-budget):", ""]
         lines += [f"- {r}" for r in result.fills] + ["", "Before: `" + space.to_text(result.unfilled_genotype) + "`", ""]
-    lines += ["![search](search.png)", "", "![alphas](alphas.png)", ""]
-    atomic_write_text(run_dir / "report.md", "\n".join(lines))
+    lines += [f"![{name}]({name}.png)\n" for name in ("search", "alphas") if (run_dir / f"{name}.png").is_file()]
+    atomic_write_text(run_dir / "report.md", "\n".join(lines + list(extra)))

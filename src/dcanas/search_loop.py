@@ -224,6 +224,7 @@ class SearchResult:
     derived_val_acc: float | None = None  # one-shot accuracy of the derived network on the alpha half
     fills: list[str] = field(default_factory=list)  # ops upgraded to spend unused budget (--fill-budget)
     unfilled_genotype: Any = None  # what fill started from (raw, or raw repaired); None when fill changed nothing
+    mixing_weights: dict[str, list] = field(default_factory=dict)  # final weights per alpha name (--repeats consensus)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (what `dcanas search --json` prints)."""
@@ -239,7 +240,31 @@ class SearchResult:
         if self.fills:
             result["fills"] = self.fills
             result["unfilled_genotype"] = self.space.to_text(self.unfilled_genotype)
+        if self.mixing_weights:
+            result["mixing_weights"] = self.mixing_weights
         return result
+
+
+def mixing_weights(space: SearchSpace, alphas: list[torch.Tensor]) -> dict[str, list]:
+    """Each edge's mixing weights (softmax of the ranking logits), by alpha name: JSON-ready."""
+    return {name: F.softmax(a.detach().float(), -1).cpu().tolist() for name, a in zip(space.alpha_names, alphas)}
+
+
+def derived_result(space: SearchSpace, config: SearchConfig, raw: Any, alphas: list[torch.Tensor], setting: Any,
+                   table: Any, budgets: list, run_dir: Path, seconds: float, steps: int) -> SearchResult:
+    """The derived genotype `raw` landed in the budgets (repair if over, then fill unused budget, both ranked
+    by `alphas`), with its exact costs: the end of a search, and of a consensus of several."""
+    genotype, repairs = (space.repair(raw, alphas, table, budgets) if config.repair and budgets else (raw, []))
+    fills: list[str] = []
+    fill = config.fill_budget if config.fill_budget is not None else space.fills_by_default
+    unfilled = genotype
+    if fill and budgets:  # after a repair too: its walk can leave budget unused
+        genotype, fills = space.fill(genotype, alphas, table, budgets)
+    deployed = space.deployed_cost(genotype, setting)
+    return SearchResult(space, genotype, run_dir, setting, deployed["params"], deployed["flops"],
+                        cost_summary(table, genotype, budgets), repairs, raw, seconds, steps,
+                        space.describe(genotype, config), fills=fills, unfilled_genotype=unfilled if fills else None,
+                        mixing_weights=mixing_weights(space, alphas))
 
 
 def run_search(config: SearchConfig | None, run_dir: str | Path | None = None, *, resume: bool = False,
@@ -369,21 +394,10 @@ def _search(config: SearchConfig, run_dir: str | Path | None, checkpoint: dict |
 
     # -- derive, verify against every budget, and repair if the derived network breaks one
     space = SPACES.get(config.space)
-    raw = model.derive()
-    genotype, repairs = (space.repair(raw, model.ranking_alphas(), table, budgets)
-                         if config.repair and budgets else (raw, []))
-    fills: list[str] = []
-    fill = config.fill_budget if config.fill_budget is not None else space.fills_by_default
-    unfilled = genotype
-    if fill and budgets:  # after a repair too: its walk can leave budget unused
-        genotype, fills = space.fill(genotype, model.ranking_alphas(), table, budgets)
-    deployed = space.deployed_cost(genotype, setting)
-    summary = cost_summary(table, genotype, budgets)
-    result = SearchResult(space, genotype, run_dir, setting, deployed["params"], deployed["flops"], summary,
-                          repairs, raw, seconds, total_steps, space.describe(genotype, config), fills=fills,
-                          unfilled_genotype=unfilled if fills else None)
+    result = derived_result(space, config, model.derive(), model.ranking_alphas(), setting, table, budgets, run_dir,
+                            seconds, total_steps)
     if config.score_derived:
-        result.derived_val_acc = derived_accuracy(model, genotype, val, resize)
+        result.derived_val_acc = derived_accuracy(model, result.genotype, val, resize)
     if main:
         from .report import write_search_report
 
@@ -454,9 +468,7 @@ def _epoch_record(space: SearchSpace, epoch: int, running: _Running, model: torc
         for b, c, lam in zip(constraint.budgets, costs, constraint.lambdas.tolist()):
             row[f"search_{b.metric}"] = float(c)
             row[f"lambda_{b.metric}"] = lam
-    hist = {"epoch": epoch, "genotype": space.to_text(genotype),
-            "alphas": {name: F.softmax(a.detach().float(), -1).cpu().tolist()
-                       for name, a in zip(space.alpha_names, model.ranking_alphas())},
+    hist = {"epoch": epoch, "genotype": space.to_text(genotype), "alphas": mixing_weights(space, model.ranking_alphas()),
             "metrics": row}
     return {"metrics": row, "history": hist}
 

@@ -42,12 +42,15 @@ def options_given(args: argparse.Namespace) -> list[str]:
 def cmd_search(args: argparse.Namespace) -> int:
     """Run (or resume, or dry-run) a DCA-NAS search."""
     from ..errors import ConfigError
-    from ..repeats import is_repeats_dir, run_repeats
+    from ..repeats import DEFAULT_SELECTION, is_repeats_dir, run_repeats
     from ..search_loop import dry_run, run_search
 
     if args.repeats is not None and (args.dry_run or args.resume):
         raise ConfigError("--repeats starts a new set of searches; --resume RUN_DIR continues one as it was "
                           "started, and --dry-run runs none")
+    if args.repeat_select is not None and args.repeats is None:
+        raise ConfigError("--repeat-select chooses how --repeats N makes one network of N searches; give --repeats "
+                          "too (a resumed set keeps the selection it was started with)")
     if args.resume and is_repeats_dir(args.resume) and not options_given(args):
         r = run_repeats(None, run_dir=args.resume, resume=True, jobs=args.repeat_jobs, log=stderr_log,
                         progress=not args.quiet)
@@ -79,8 +82,8 @@ def cmd_search(args: argparse.Namespace) -> int:
             emit(args, info, "\n".join(lines))
             return 0
         if args.repeats is not None:
-            r = run_repeats(config, args.repeats, args.run_dir, jobs=args.repeat_jobs, log=stderr_log,
-                            progress=not args.quiet)
+            r = run_repeats(config, args.repeats, args.run_dir, jobs=args.repeat_jobs,
+                            select=args.repeat_select or DEFAULT_SELECTION, log=stderr_log, progress=not args.quiet)
             return _print_result(args, r)
         result = run_search(config, args.run_dir, progress=not args.quiet, log=stderr_log)
     if not _is_rank_0():
@@ -106,6 +109,9 @@ def _print_result(args: argparse.Namespace, r: dict) -> int:
     for run in r.get("repeats", []):
         mark = "  <- kept" if run["seed"] == r["selected_seed"] else ""
         lines.append(f"seed {run['seed']:<4} one-shot val acc {run['derived_val_acc']:.4f}  {run['genotype']}{mark}")
+    if r.get("selection") == "consensus":
+        lines.append(f"consensus of {len(r['repeats'])} searches: the genotype above comes from their averaged "
+                     f"mixing weights (report.md)")
     accuracy = (r.get("benchmark") or {}).get("test_accuracy") or {}
     if accuracy:  # NB201: the benchmark's truth for the architecture found
         lines.append("benchmark test accuracy " + ", ".join(f"{d} {v:.2f} %" for d, v in accuracy.items()))
@@ -224,8 +230,14 @@ def register(command) -> None:
     p.add_argument("--run-dir", help="run folder (default: runs/<time>-<dataset>-<budget>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted search exactly")
     p.add_argument("--dry-run", action="store_true", help="build everything, print sizes, and exit")
-    p.add_argument("--repeats", type=int, help="run this many searches (seeds seed, seed+1, ...) and keep the "
-                                               "derived network that scores best on validation (the paper's protocol)")
+    p.add_argument("--repeats", type=int, help="run this many searches (seeds seed, seed+1, ...) and make one "
+                                               "network of them (--repeat-select)")
+    from ..repeats import SELECTIONS
+
+    p.add_argument("--repeat-select", choices=SELECTIONS,
+                   help="consensus (default): derive from every edge's mixing weights averaged over the searches; "
+                        "one-shot: keep the search whose network the supernet scores best on validation (the "
+                        "paper's rule)")
     p.add_argument("--repeat-jobs", type=int, help="searches of --repeats at a time (default: one per CPU core; "
                                                    "1 on a GPU)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -63,6 +63,11 @@ class SearchSpace(ABC):
         """The search supernet."""
 
     @abstractmethod
+    def derive(self, alphas: list, config: "SearchConfig") -> Any:
+        """The discrete genotype that ranking logits `alphas` (one tensor per `alpha_names`) give, as the
+        supernet's own derive() does: what several searches' averaged weights are turned into."""
+
+    @abstractmethod
     def op_changes(self, alphas: list) -> "ChangeLister":
         """Lister of every single-op change of a genotype (never to `none`), each ranked by `alphas`."""
 

@@ -55,6 +55,12 @@ class DartsSpace(SearchSpace):
                                        max_skips=config.max_skips, remedy=config.remedy,
                                        stem=config.search_stem or "cifar"))
 
+    def derive(self, alphas: list, config: "SearchConfig") -> Genotype:
+        from .supernet import derive_genotype
+
+        normal, reduce = alphas
+        return derive_genotype(normal, reduce, max_skips=config.max_skips)
+
     def op_changes(self, alphas: list) -> "ChangeLister":
         import torch.nn.functional as F
 
