@@ -284,14 +284,15 @@ def test_fill_spends_unused_budget_on_the_convolutions_the_alphas_rank_next():
         assert table.genotype_cost(filled)["params"] <= limit
 
 
-def test_exact_fill_takes_the_best_scored_architecture_in_the_budget_band():
-    from dcanas.landing import LANDING_BAND
-    from dcanas.spaces.nb201.space import _enumeration_costs, _enumeration_digits
+def test_exact_fill_takes_the_best_scored_architecture_in_the_tightest_band_that_has_one():
+    from dcanas.spaces.nb201.space import FILL_FLOORS, _enumeration_costs, _enumeration_digits
 
     space, table = NB201Space(), build_nb201_cost_table()
     digits, params = _enumeration_digits(), _enumeration_costs(build_nb201_cost_table(), "params")
+    assert list(FILL_FLOORS) == sorted(FILL_FLOORS, reverse=True)  # the top of the budget is looked at first
     rng = random.Random(1)
-    for _ in range(8):
+    floors_used = set()
+    for _ in range(12):
         alpha = torch.randn(6, 5, generator=torch.Generator().manual_seed(rng.randrange(1000)))
         low, high = table.bounds("params")
         budget = Budget("params", rng.uniform(low, high))
@@ -299,14 +300,18 @@ def test_exact_fill_takes_the_best_scored_architecture_in_the_budget_band():
         filled, changes = space.fill(start, [alpha], table, [budget])
         cost = table.genotype_cost(filled)["params"]
         assert cost <= budget.limit and "none" not in filled.ops
-        # brute force: nothing in the band scores higher
+        # brute force: the first floor whose band holds an architecture, and nothing in that band scores higher
         logp = torch.log_softmax(alpha, -1).numpy()
-        band = (digits != NONE_INDEX).all(1) & (params <= budget.limit) & (params >= LANDING_BAND * budget.limit)
-        if band.any():
-            assert cost >= LANDING_BAND * budget.limit
-            best = max(logp[range(6), d].sum() for d in digits[band])
-            assert logp[range(6), list(filled.op_indices)].sum() == pytest.approx(best, abs=1e-5)
+        for floor in FILL_FLOORS:
+            band = (digits != NONE_INDEX).all(1) & (params <= budget.limit) & (params >= floor * budget.limit)
+            if band.any():
+                floors_used.add(floor)
+                assert cost >= floor * budget.limit
+                best = max(logp[range(6), d].sum() for d in digits[band])
+                assert logp[range(6), list(filled.op_indices)].sum() == pytest.approx(best, abs=1e-5)
+                break
         assert all("(unused budget)" in c for c in changes)
+    assert floors_used == set(FILL_FLOORS)  # these budgets reach every floor of the cascade
 
 
 def test_cli_search_prints_its_summary_and_train_says_nb201_is_not_trained_here(tmp_path):
