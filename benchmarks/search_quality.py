@@ -92,7 +92,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--plot", default=str(ROOT / "docs" / "search_quality.png"))
     p.add_argument("--report-only", action="store_true", help="rebuild json, report and plot from results.jsonl")
     p.add_argument("--consensus", type=int, metavar="K",
-                   help="also report `--repeats K` consensus: each method's and budget's seeds in disjoint groups of K")
+                   help="also report `--repeats K` consensus: each method's and budget's seeds in disjoint groups of "
+                        "K (K=1: every search landed again by the current code, e.g. after a change of repair/fill)")
     args = p.parse_args(argv)
     if args.dataset is None:
         args.dataset = "imagefolder" if args.data_dir.endswith((".tar", ".tar.gz", ".tgz")) else "cifar10"
@@ -339,7 +340,10 @@ def consensus_section(consensus: list[dict[str, Any]]) -> list[str]:
     if not consensus:
         return []
     k = len(consensus[0]["consensus_of"])
-    return [f"## Consensus of {k} searches (`--repeats {k}`, disjoint groups of seeds)", "",
+    title = (f"## Consensus of {k} searches (`--repeats {k}`, disjoint groups of seeds)" if k > 1 else
+             "## Each search landed again by the current code (`--consensus 1`: its final weights derived, "
+             "repaired and filled anew)")
+    return [title, "",
             *totals_lines(consensus), "", *summary_lines(consensus), "",
             "| remedy | budget | seeds | arch | CIFAR-10 % | its searches alone % |", "|---|---|---|---|---|---|",
             *(f"| {r['remedy']} | {budget_label(r['budget'])} | {', '.join(map(str, r['consensus_of']))} | "
