@@ -230,11 +230,10 @@ def consensus_runs(args: argparse.Namespace, runs: list[dict[str, Any]], k: int)
             group = members[g * k:(g + 1) * k]
             dirs = [Path(args.runs_dir) / r["name"] for r in group]
             config = SearchConfig.from_dict(json.loads((dirs[0] / "config.json").read_text()))
-            result = consensus_search(config, [final_weights(d) for d in dirs], prepare_search(config), dirs[0])
+            result = consensus_search(config, [final_weights(d) for d in dirs], prepare_search(config), dirs[0],
+                                      sum(r["search_s"] for r in group), sum(r["steps"] for r in group))
             seeds = [r["seed"] for r in group]
-            record = looked_up(args, remedy, json.loads(key), seeds[0],
-                               {**result.to_dict(), "search_seconds": sum(r["search_s"] for r in group),
-                                "steps": sum(r["steps"] for r in group)},
+            record = looked_up(args, remedy, json.loads(key), seeds[0], result.to_dict(),
                                sum(r["wall_s"] for r in group), group[0]["name"].replace(
                                    f"seed{seeds[0]}", "consensus-" + "-".join(map(str, seeds))))
             out.append({**record, "consensus_of": seeds,

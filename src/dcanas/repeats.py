@@ -110,9 +110,11 @@ def run_repeats(config: Any, repeats: int | None = None, run_dir: str | Path | N
     return result
 
 
-def consensus_search(config: Any, weight_sets: list[dict[str, list]], prepared: tuple, run_dir: Path) -> Any:
+def consensus_search(config: Any, weight_sets: list[dict[str, list]], prepared: tuple, run_dir: Path,
+                     seconds: float = 0.0, steps: int = 0) -> Any:
     """The SearchResult of several searches' final mixing weights (one {alpha name: weights} per search)
-    averaged edge by edge, derived once and landed in the budgets (repair, fill) as one search's are."""
+    averaged edge by edge, derived once and landed in the budgets (repair, fill) as one search's are;
+    `seconds` and `steps` are the searches' together."""
     import numpy as np
     import torch
 
@@ -127,7 +129,7 @@ def consensus_search(config: Any, weight_sets: list[dict[str, list]], prepared: 
     logits = [torch.log(torch.as_tensor(averaged[name], dtype=torch.float32).clamp_min(1e-30))
               for name in space.alpha_names]
     return derived_result(space, config, space.derive(logits, config), logits, setting, table, budgets, run_dir,
-                          0.0, 0)
+                          seconds, steps)
 
 
 def consensus_result(config: Any, records: list[dict[str, Any]], run_dir: Path, prepared: tuple) -> dict[str, Any]:
@@ -141,9 +143,8 @@ def consensus_result(config: Any, records: list[dict[str, Any]], run_dir: Path, 
     if missing:
         raise RunDirError(f"the searches of seeds {missing} recorded no mixing weights (made before consensus "
                           f"selection); start a new set")
-    result = consensus_search(config, [r["mixing_weights"] for r in records], prepared, run_dir)
-    result.seconds = sum(r["search_seconds"] for r in records)
-    result.steps = sum(r.get("steps") or 0 for r in records)
+    result = consensus_search(config, [r["mixing_weights"] for r in records], prepared, run_dir,
+                              sum(r["search_seconds"] for r in records), sum(r.get("steps") or 0 for r in records))
     runs = [f"| {r['seed']} | `{r['genotype']}` |" for r in records]
     write_search_report(result, config, prepared[2], [{"epoch": config.epochs - 1, "alphas": result.mixing_weights}],
                         extra=[f"Consensus of {len(records)} searches (`--repeats {len(records)}`): the genotype "

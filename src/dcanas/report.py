@@ -4,7 +4,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 from .cost import FLOPS_CONVENTION
 
@@ -185,7 +185,7 @@ def plot_alphas(history: list[dict[str, Any]], ops: tuple[str, ...], path: Path)
 
 
 def write_search_report(result: "SearchResult", config: "SearchConfig", table: SpaceCostTable,
-                        history: list[dict[str, Any]], stopped_early: bool = False, extra: list[str] = ()) -> None:
+                        history: list[dict[str, Any]], stopped_early: bool = False, extra: Sequence[str] = ()) -> None:
     """genotype.json/.txt, result.json, cell diagrams, plots and report.md (plus `extra` lines) in the run folder."""
     run_dir = Path(result.run_dir)
     g = result.genotype

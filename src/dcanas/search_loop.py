@@ -245,8 +245,8 @@ class SearchResult:
         return result
 
 
-def mixing_weights(space: SearchSpace, alphas: list[torch.Tensor]) -> dict[str, list]:
-    """Each edge's mixing weights (softmax of the ranking logits), by alpha name: JSON-ready."""
+def evaluation_weights(space: SearchSpace, alphas: list[torch.Tensor]) -> dict[str, list]:
+    """Each edge's mixing weights at evaluation (softmax of the ranking logits), by alpha name: JSON-ready."""
     return {name: F.softmax(a.detach().float(), -1).cpu().tolist() for name, a in zip(space.alpha_names, alphas)}
 
 
@@ -264,7 +264,7 @@ def derived_result(space: SearchSpace, config: SearchConfig, raw: Any, alphas: l
     return SearchResult(space, genotype, run_dir, setting, deployed["params"], deployed["flops"],
                         cost_summary(table, genotype, budgets), repairs, raw, seconds, steps,
                         space.describe(genotype, config), fills=fills, unfilled_genotype=unfilled if fills else None,
-                        mixing_weights=mixing_weights(space, alphas))
+                        mixing_weights=evaluation_weights(space, alphas))
 
 
 def run_search(config: SearchConfig | None, run_dir: str | Path | None = None, *, resume: bool = False,
@@ -468,8 +468,8 @@ def _epoch_record(space: SearchSpace, epoch: int, running: _Running, model: torc
         for b, c, lam in zip(constraint.budgets, costs, constraint.lambdas.tolist()):
             row[f"search_{b.metric}"] = float(c)
             row[f"lambda_{b.metric}"] = lam
-    hist = {"epoch": epoch, "genotype": space.to_text(genotype), "alphas": mixing_weights(space, model.ranking_alphas()),
-            "metrics": row}
+    hist = {"epoch": epoch, "genotype": space.to_text(genotype),
+            "alphas": evaluation_weights(space, model.ranking_alphas()), "metrics": row}
     return {"metrics": row, "history": hist}
 
 
