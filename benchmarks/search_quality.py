@@ -229,7 +229,10 @@ def consensus_runs(args: argparse.Namespace, runs: list[dict[str, Any]], k: int)
         for g in range(len(members) // k):
             group = members[g * k:(g + 1) * k]
             dirs = [Path(args.runs_dir) / r["name"] for r in group]
-            config = SearchConfig.from_dict(json.loads((dirs[0] / "config.json").read_text()))
+            # as the searches ran, with this sweep's --extra on top: how a landing option (e.g. --rerank) is
+            # replayed on searches recorded without it
+            config = SearchConfig.from_dict({**json.loads((dirs[0] / "config.json").read_text()),
+                                             **args.extra_settings})
             result = consensus_search(config, [final_weights(d) for d in dirs], prepare_search(config), dirs[0],
                                       sum(r["search_s"] for r in group), sum(r["steps"] for r in group))
             seeds = [r["seed"] for r in group]

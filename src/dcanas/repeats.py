@@ -118,18 +118,19 @@ def consensus_search(config: Any, weight_sets: list[dict[str, list]], prepared: 
     import numpy as np
     import torch
 
-    from .search_loop import derived_result
+    from .search_loop import derived_result, probe_batch
     from .spaces import SPACES
 
-    _, setting, table, budgets = prepared
+    data, setting, table, budgets = prepared
     space = SPACES.get(config.space)
     averaged = {name: np.mean([np.asarray(w[name], dtype=np.float64) for w in weight_sets], axis=0)
                 for name in space.alpha_names}
     # the log of the averaged weights: ranking logits whose softmax is exactly that average
     logits = [torch.log(torch.as_tensor(averaged[name], dtype=torch.float32).clamp_min(1e-30))
               for name in space.alpha_names]
+    probe = probe_batch(data, config) if config.rerank_proxy() else None
     return derived_result(space, config, space.derive(logits, config), logits, setting, table, budgets, run_dir,
-                          seconds, steps)
+                          seconds, steps, probe)
 
 
 def consensus_result(config: Any, records: list[dict[str, Any]], run_dir: Path, prepared: tuple) -> dict[str, Any]:

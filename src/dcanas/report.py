@@ -227,5 +227,11 @@ def write_search_report(result: "SearchResult", config: "SearchConfig", table: S
     if result.fills:
         lines += ["Unused budget was spent on costlier convolutions the alphas rank next (--fill-budget):", ""]
         lines += [f"- {r}" for r in result.fills] + ["", "Before: `" + space.to_text(result.unfilled_genotype) + "`", ""]
+    if result.rerank:
+        lines += [f"The landing was chosen by the {result.rerank['proxy']} proxy of each deployed network among the "
+                  f"{len(result.rerank['candidates'])} architectures the alphas score highest (--rerank):", "",
+                  "| alphas' rank | architecture | proxy score |", "|---|---|---|"]
+        lines += [f"| {c['alpha_rank']} | `{c['genotype']}`{' (chosen)' if c.get('chosen') else ''} | {c['score']:.2f} |"
+                  for c in result.rerank["candidates"]] + [""]
     lines += [f"![{name}]({name}.png)\n" for name in ("search", "alphas") if (run_dir / f"{name}.png").is_file()]
     atomic_write_text(run_dir / "report.md", "\n".join(lines + list(extra)))

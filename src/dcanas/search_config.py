@@ -12,6 +12,7 @@ from .constraint import BUDGET_SCOPES, Budget
 from .data import dataset_info
 from .errors import ConfigError
 from .units import DTYPE_BYTES, readable
+from .proxies import PROXIES
 from .remedies import DEFAULT_BETA_WEIGHT, DEFAULT_REMEDY, check_remedy
 from .spaces import SPACES
 
@@ -75,6 +76,8 @@ class SearchConfig:
     penalty_step: str = "sgd"  # the constraint's gradient: inside the Adam step ("adam") or a plain step ("sgd")
     penalty_lr: float = 1.0  # step size of the "sgd" penalty step (digits 200K: 0.1 ended 32 % over, 1.0 at 97 %)
     fill_budget: bool | None = None  # upgrade ops into unused budget after the search (None: the space's default)
+    rerank: str | None = None  # a zero-cost proxy choosing among the landing's top candidates; "none"; None: space's
+    rerank_top: int = 5  # how many of the alphas' best landings --rerank chooses among
     budget_floor: float | None = None  # aim for floor <= k/K <= 1 (a second multiplier below); None: at most K
     budget_scope: str = "all"  # "parametric": the budget moves alpha towards cheaper convolutions only (constraint.py)
     warmup_epochs: float = 0.0  # weights-only epochs first (PC-DARTS uses 15 of 50); fractions allowed
@@ -101,6 +104,8 @@ class SearchConfig:
             values["search_stem"] = "cifar"
         if "remedy" not in values and "seed" in values:  # a run saved before these options: as it ran then
             values.update(remedy="none", penalty_step="adam", fill_budget=False)
+        if "rerank" not in values and "seed" in values:  # saved before --rerank: landed by the alphas alone
+            values["rerank"] = "none"
         return cls(**values)
 
     def validate(self) -> None:
@@ -108,6 +113,11 @@ class SearchConfig:
         if self.space not in SPACES.names():
             raise ConfigError(f"--space must be one of {', '.join(SPACES.names())}, not {self.space!r}")
         check_remedy(self.remedy)
+        if self.rerank not in (None, "none"):
+            PROXIES.get(self.rerank)  # an unknown name: one line listing the known ones
+            if not SPACES.get(self.space).can_rerank:
+                raise ConfigError(f"--rerank chooses among the alphas' top architectures in the budget, which the "
+                                  f"{self.space} space cannot list; use it with --space nb201, or --rerank none")
         bottleneck_ok = int_in(self.bottleneck, 1) and int_in(self.channels, 2, MAX_CHANNELS) and \
             self.channels % self.bottleneck == 0 and (self.channels // self.bottleneck) % 2 == 0
         raise_first([
@@ -180,10 +190,16 @@ class SearchConfig:
             (self.search_stem != "imagenet" or self.search_image_size is None or self.search_image_size >= 32,
              f"--search-stem imagenet divides the input by 8 before the cells: --search-image-size "
              f"{self.search_image_size} leaves too little (use 32 or more)"),
+            (int_in(self.rerank_top, 1), f"--rerank-top must be an integer >= 1, got {self.rerank_top}"),
             (positive(self.warmup_epochs, allow_zero=True) and self.warmup_epochs < self.epochs,
              f"--warmup-epochs must be in [0, --epochs={self.epochs}), got {self.warmup_epochs}"),
         ])
         check_device(self.device)
+
+    def rerank_proxy(self) -> str | None:
+        """The proxy the landing chooses by (None: the alphas alone), with the space's default resolved."""
+        name = SPACES.get(self.space).reranks_by_default if self.rerank is None else self.rerank
+        return None if name == "none" else name
 
     def memory_dtype(self) -> str | None:
         """The dtype peak memory is counted in, when a device or search budget is on it (cost tables build

@@ -21,6 +21,7 @@ from .search_config import SearchConfig
 from .data import BatchPlan, balanced_indices, default_augment, load_dataset, split_indices
 from .data.stream import StreamedDataset, make_loader
 from .errors import ConfigError, RunDirError
+from .proxies import rerank
 from .run_loop import Run
 from .runs import CHECKPOINT, load_checkpoint, prepare_run_dir, record_run_info, write_json
 from .remedies import alpha_noise_level, beta_decay_loss, beta_decay_weight, random_perturbations
@@ -225,6 +226,7 @@ class SearchResult:
     fills: list[str] = field(default_factory=list)  # ops upgraded to spend unused budget (--fill-budget)
     unfilled_genotype: Any = None  # what fill started from (raw, or raw repaired); None when fill changed nothing
     mixing_weights: dict[str, list] = field(default_factory=dict)  # final weights per alpha name (--repeats consensus)
+    rerank: dict[str, Any] = field(default_factory=dict)  # --rerank: the proxy and every candidate it scored
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (what `dcanas search --json` prints)."""
@@ -242,6 +244,8 @@ class SearchResult:
             result["unfilled_genotype"] = self.space.to_text(self.unfilled_genotype)
         if self.mixing_weights:
             result["mixing_weights"] = self.mixing_weights
+        if self.rerank:
+            result["rerank"] = self.rerank
         return result
 
 
@@ -251,20 +255,42 @@ def evaluation_weights(space: SearchSpace, alphas: list[torch.Tensor]) -> dict[s
 
 
 def derived_result(space: SearchSpace, config: SearchConfig, raw: Any, alphas: list[torch.Tensor], setting: Any,
-                   table: Any, budgets: list, run_dir: Path, seconds: float, steps: int) -> SearchResult:
+                   table: Any, budgets: list, run_dir: Path, seconds: float, steps: int,
+                   probe: torch.Tensor | None = None) -> SearchResult:
     """The derived genotype `raw` landed in the budgets (repair if over, then fill unused budget, both ranked
-    by `alphas`), with its exact costs: the end of a search, and of a consensus of several."""
+    by `alphas`; then, with --rerank, a zero-cost proxy on `probe` images chooses among the alphas' top
+    landings), with its exact costs: the end of a search, and of a consensus of several."""
     genotype, repairs = (space.repair(raw, alphas, table, budgets) if config.repair and budgets else (raw, []))
     fills: list[str] = []
     fill = config.fill_budget if config.fill_budget is not None else space.fills_by_default
     unfilled = genotype
     if fill and budgets:  # after a repair too: its walk can leave budget unused
         genotype, fills = space.fill(genotype, alphas, table, budgets)
+    reranked: dict[str, Any] = {}
+    proxy = config.rerank_proxy()
+    if proxy is not None:
+        if probe is None:
+            raise ConfigError(f"--rerank {proxy} needs a batch of images to score the candidates on")
+        candidates = space.landing_candidates(alphas, table, budgets, config.rerank_top, bool(fill))
+        genotype, scored = rerank(space, candidates, setting, proxy, probe, config.seed)
+        reranked = {"proxy": proxy, "top": config.rerank_top, "candidates": scored}
     deployed = space.deployed_cost(genotype, setting)
     return SearchResult(space, genotype, run_dir, setting, deployed["params"], deployed["flops"],
                         cost_summary(table, genotype, budgets), repairs, raw, seconds, steps,
                         space.describe(genotype, config), fills=fills, unfilled_genotype=unfilled if fills else None,
-                        mixing_weights=evaluation_weights(space, alphas))
+                        mixing_weights=evaluation_weights(space, alphas), rerank=reranked)
+
+
+PROBE_IMAGES = 64  # NASWOT's authors score a batch of 128 at 32 px; 64 ranks NB201 alike (BENCHMARKS.md §12)
+
+
+def probe_batch(data: Any, config: SearchConfig) -> torch.Tensor:
+    """A fixed batch of training images, unaugmented and normalised, at the deployed size, on the CPU: what
+    --rerank's proxy scores the candidate networks on (the same images for a search and its resume)."""
+    count = min(PROBE_IMAGES, len(data.train_y))
+    ids = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(config.seed))[:count]
+    images, _ = next(iter(make_loader(data, "train", ids, count, augment=None, seed=config.seed, shuffle=False)))
+    return images.float().cpu()
 
 
 def run_search(config: SearchConfig | None, run_dir: str | Path | None = None, *, resume: bool = False,
@@ -394,8 +420,9 @@ def _search(config: SearchConfig, run_dir: str | Path | None, checkpoint: dict |
 
     # -- derive, verify against every budget, and repair if the derived network breaks one
     space = SPACES.get(config.space)
+    probe = probe_batch(data, config) if config.rerank_proxy() else None
     result = derived_result(space, config, model.derive(), model.ranking_alphas(), setting, table, budgets, run_dir,
-                            seconds, total_steps)
+                            seconds, total_steps, probe)
     if config.score_derived:
         result.derived_val_acc = derived_accuracy(model, result.genotype, val, resize)
     if main:

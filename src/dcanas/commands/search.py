@@ -215,6 +215,12 @@ def register(command) -> None:
     g.add_argument("--fill-budget", action=argparse.BooleanOptionalAction, default=None,
                    help="after the search, upgrade ops to the costlier convolutions the alphas rank next while "
                         "every budget still holds (default: on for nb201, off for darts)")
+    g.add_argument("--rerank", metavar="PROXY",
+                   help="let a zero-cost proxy of the deployed network (synflow, naswot) choose among the "
+                        "--rerank-top architectures the alphas score highest in the budget; none: the alphas "
+                        "alone (nb201 only)")
+    g.add_argument("--rerank-top", type=int, help="how many of the alphas' best landings --rerank chooses among "
+                                                  "(default 5)")
     g.add_argument("--budget-floor", type=float,
                    help="also push the derived network up to this fraction of each budget (e.g. 0.9): unused "
                         "budget is lost accuracy")

@@ -49,6 +49,12 @@ class SearchSpace(ABC):
     name: str = ""
     alpha_names: tuple[str, ...] = ("alpha",)
     fills_by_default: bool = False  # whether --fill-budget is on unless the user says otherwise
+    reranks_by_default: str = "none"  # the proxy --rerank uses unless the user says otherwise ("none": off)
+
+    @property
+    def can_rerank(self) -> bool:
+        """Whether the landing can list the alphas' top genotypes in the budget (what --rerank chooses among)."""
+        return type(self).landing_candidates is not SearchSpace.landing_candidates
 
     @abstractmethod
     def eval_setting(self, config: "SearchConfig", in_channels: int, num_classes: int, image_size: int) -> Any:
@@ -82,6 +88,15 @@ class SearchSpace(ABC):
         from ..landing import fill
 
         return fill(genotype, self.op_changes(alphas), table, budgets)
+
+    def landing_candidates(self, alphas: list, table: Any, budgets: list["Budget"], top: int,
+                           fill: bool) -> list[Any]:
+        """The `top` genotypes the alphas score highest among those the landing may choose, best first."""
+        raise NotImplementedError(f"the {self.name} space cannot list its landing candidates")
+
+    def build_network(self, genotype: Any, setting: Any) -> nn.Module:
+        """The deployed network of `genotype` (freshly initialised from torch's global RNG)."""
+        raise NotImplementedError(f"the {self.name} space does not build deployed networks here")
 
     @abstractmethod
     def to_text(self, genotype: Any) -> str:

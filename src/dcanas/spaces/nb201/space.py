@@ -166,6 +166,20 @@ class NB201Space(SearchSpace):
         return best, [f"edge {j}<-{i}: {a} -> {b} (unused budget)" for (i, j), a, b in zip(EDGES, arch.ops, best.ops)
                       if a != b]
 
+    def landing_candidates(self, alphas: list, table: NB201CostTable, budgets: list[Budget], top: int,
+                           fill: bool) -> list[Arch]:
+        """The `top` architectures the alphas score highest in the band the fill chooses from (or anywhere
+        within budget without the fill; any none-free architecture without a budget), best first."""
+        logp = _log_weights(alphas)
+        floors = FILL_FLOORS if fill and budgets else ()
+        return next((found for found in (_top_scored(logp, table, budgets, floor, top) for floor in floors) if found),
+                    None) or _top_scored(logp, table, budgets, 0.0, top)
+
+    def build_network(self, genotype: Arch, setting: NB201Setting) -> nn.Module:
+        from .network import NB201Network
+
+        return NB201Network(resolve_arch(genotype), setting)
+
     def _best_within(self, arch: Arch, logp: np.ndarray, table: NB201CostTable,
                      budgets: list[Budget]) -> tuple[Arch, list[str]]:
         """The none-free architecture with the highest sum of log softmax(alpha) that meets every budget."""
@@ -240,15 +254,23 @@ def _log_weights(alphas: list) -> np.ndarray:
 def _best_scored(logp: np.ndarray, table: NB201CostTable, budgets: list[Budget], low: float = 0.0) -> Arch | None:
     """Of all none-free architectures costing low..1 x every budget, the one with the highest sum of
     log softmax(alpha); None when there is none."""
+    found = _top_scored(logp, table, budgets, low, 1)
+    return found[0] if found else None
+
+
+def _top_scored(logp: np.ndarray, table: NB201CostTable, budgets: list[Budget], low: float, top: int) -> list[Arch]:
+    """The `top` none-free architectures costing low..1 x every budget with the highest sum of log
+    softmax(alpha), best first (ties: lower enumeration number first); [] when none costs that."""
     digits = _enumeration_digits()
     ok = (digits != NONE_INDEX).all(axis=1)
     for b in budgets:
         costs = _enumeration_costs(table, b.metric)
         ok &= (costs <= b.limit) & (costs >= low * b.limit)
     if not ok.any():
-        return None
+        return []
     score = np.where(ok, logp[np.arange(NUM_EDGES)[None, :], digits].sum(axis=1), -np.inf)
-    return arch_from_enumeration(int(score.argmax()))
+    order = np.argsort(-score, kind="stable")[:min(top, int(ok.sum()))]
+    return [arch_from_enumeration(int(n)) for n in order]
 
 
 def _enumeration_digits() -> np.ndarray:

@@ -1,0 +1,145 @@
+"""Zero-cost proxies and --rerank: the scores' definitions, the candidates, the choice, and bad input."""
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from dcanas.constraint import Budget
+from dcanas.errors import ConfigError
+from dcanas.proxies import PROXIES, naswot_score, proxy_score, rerank, synflow_score
+from dcanas.search_config import SearchConfig
+from dcanas.spaces.nb201.arch import Arch
+from dcanas.spaces.nb201.cost import build_nb201_cost_table
+from dcanas.spaces.nb201.network import NB201Setting
+from dcanas.spaces.nb201.ops import NONE_INDEX
+from dcanas.spaces.nb201.space import FILL_FLOORS, NB201Space, _enumeration_costs, _enumeration_digits
+
+
+def test_synflow_is_the_sum_of_weight_times_gradient_of_the_all_ones_output_with_absolute_weights():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 2, bias=False), nn.Linear(2, 1, bias=False))
+    before = [p.detach().clone() for p in net.parameters()]
+    w, v = net[0].weight.detach().double().abs(), net[1].weight.detach().double().abs()
+    # R = sum_j |v_j| sum_i |W_ji|: each weight's |theta dR/dtheta| sums to R once per layer
+    r = float((v @ w).sum())
+    assert synflow_score(net, torch.zeros(4, 3)) == pytest.approx(math.log(2 * r), rel=1e-9)
+    assert all(torch.equal(a, b) for a, b in zip(before, net.parameters()))  # the model is left as it was
+
+
+def test_naswot_is_the_log_determinant_of_the_activation_agreement_kernel():
+    net = nn.Sequential(nn.Flatten(), nn.ReLU())
+    images = torch.tensor([[1.0, -1.0], [1.0, 1.0], [-1.0, -1.0]])  # codes 10, 11, 00
+    # agreements: K = [[2, 1, 1], [1, 2, 0], [1, 0, 2]], det = 2*4 - 1*2 + 1*(-2) = 4
+    assert naswot_score(net, images) == pytest.approx(math.log(4.0))
+    with pytest.raises(ConfigError, match="ReLU"):
+        naswot_score(nn.Flatten(), images)
+
+
+def test_proxies_are_registered_deterministic_and_unknown_names_are_refused():
+    assert set(PROXIES.names()) == {"synflow", "naswot"}
+    net, images = NB201Space().build_network(Arch(("nor_conv_3x3",) * 6), NB201Setting(image_size=8)), \
+        torch.randn(8, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    for name in PROXIES.names():
+        assert proxy_score(name, net, images) == proxy_score(name, net, images)
+    with pytest.raises(ConfigError, match="unknown proxy 'jacov'.*synflow"):
+        proxy_score("jacov", net, images)
+
+
+def test_proxies_prefer_convolutions_to_parameter_free_cells():
+    """The property --rerank relies on: a cell of 3x3 convolutions scores above one of skips and pools."""
+    space, setting = NB201Space(), NB201Setting(image_size=16)
+    images = torch.randn(32, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    conv = space.build_network(Arch(("nor_conv_3x3",) * 6), setting)
+    cheap = space.build_network(Arch(("skip_connect", "avg_pool_3x3") * 3), setting)
+    for name in PROXIES.names():
+        assert proxy_score(name, conv, images) > proxy_score(name, cheap, images), name
+
+
+def test_landing_candidates_are_the_alphas_best_in_the_fill_band_best_first():
+    space, table = NB201Space(), build_nb201_cost_table()
+    digits, params = _enumeration_digits(), _enumeration_costs(table, "params")
+    alpha = torch.randn(6, 5, generator=torch.Generator().manual_seed(3))
+    logp = torch.log_softmax(alpha, -1).numpy()
+    score = lambda arch: float(logp[range(6), list(arch.op_indices)].sum())  # noqa: E731
+    budget = Budget("params", 0.5 * sum(table.bounds("params")))
+    top = space.landing_candidates([alpha], table, [budget], 7, True)
+    assert len(top) == 7 and len(set(top)) == 7
+    assert top[0] == space.fill(Arch(("skip_connect",) * 6), [alpha], table, [budget])[0]  # the fill's own choice
+    assert [score(a) for a in top] == sorted((score(a) for a in top), reverse=True)
+    band = (digits != NONE_INDEX).all(1) & (params <= budget.limit) & (params >= FILL_FLOORS[0] * budget.limit)
+    in_band = sorted((logp[range(6), d].sum() for d in digits[band]), reverse=True)
+    assert [score(a) for a in top] == pytest.approx(in_band[:7], abs=1e-5)
+    # without a budget: the best none-free architectures, led by the supernet's own derivation
+    free = space.landing_candidates([alpha], table, [], 3, True)
+    assert free[0] == space.derive([alpha], None) and not any(a.has_none() for a in free)
+    # without the fill: anywhere within budget
+    anywhere = space.landing_candidates([alpha], table, [budget], 3, False)
+    assert all(table.genotype_cost(a)["params"] <= budget.limit for a in anywhere)
+    assert score(anywhere[0]) >= score(top[0])
+
+
+def test_rerank_takes_the_best_proxy_score_and_records_every_candidate():
+    space, setting = NB201Space(), NB201Setting(image_size=8)
+    images = torch.randn(16, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    candidates = [Arch(("skip_connect",) * 6), Arch(("nor_conv_3x3",) * 6), Arch(("nor_conv_1x1",) * 6)]
+    chosen, records = rerank(space, candidates, setting, "synflow", images, seed=0)
+    scores = [r["score"] for r in records]
+    assert chosen == candidates[int(np.argmax(scores))] == Arch(("nor_conv_3x3",) * 6)
+    assert [r["alpha_rank"] for r in records] == [1, 2, 3] and [r.get("chosen", False) for r in records] == \
+        [False, True, False]
+    assert records[1]["genotype"] == space.to_text(candidates[1])
+    # the same seed gives the same networks and scores; a tie goes to the alphas' choice
+    assert rerank(space, candidates, setting, "synflow", images, seed=0)[1] == records
+    assert rerank(space, [candidates[2]] * 2, setting, "synflow", images, seed=0)[1][0]["chosen"]
+
+
+def test_config_refuses_an_unknown_proxy_a_space_without_candidates_and_a_bad_top():
+    with pytest.raises(ConfigError, match="unknown proxy"):
+        SearchConfig(space="nb201", rerank="zen").validate()
+    with pytest.raises(ConfigError, match="--rerank .* --space nb201"):
+        SearchConfig(space="darts", rerank="synflow").validate()
+    with pytest.raises(ConfigError, match="--rerank-top"):
+        SearchConfig(space="nb201", rerank="synflow", rerank_top=0).validate()
+    SearchConfig(space="darts", rerank="none").validate()  # off is fine anywhere
+    # a run saved before --rerank resumes as it ran: the alphas alone
+    old = {k: v for k, v in SearchConfig(space="nb201").to_dict().items() if not k.startswith("rerank")}
+    assert SearchConfig.from_dict(old).rerank_proxy() is None
+    assert SearchConfig(space="nb201", rerank="naswot").rerank_proxy() == "naswot"
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--space", "darts", "--rerank", "synflow"], "--space nb201"),
+    (["--space", "nb201", "--rerank", "zen"], "unknown proxy"),
+    (["--space", "nb201", "--rerank", "synflow", "--rerank-top", "0"], "--rerank-top"),
+])
+def test_cli_bad_rerank_is_one_line_exit_2_and_writes_nothing(tmp_path, flags, message):
+    run = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-m", "dcanas", "search", "--dataset", "synthetic", "--max-steps", "1",
+                           "--run-dir", str(run), "--quiet", *flags], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert not run.exists()
+
+
+def test_search_with_rerank_lands_the_proxys_choice_and_a_consensus_of_it_lands_the_same(tmp_path):
+    from dcanas.repeats import consensus_search
+    from dcanas.search_loop import prepare_search, run_search
+
+    config = SearchConfig(space="nb201", dataset="synthetic", max_params=4e5, cells=3, channels=8, batch_size=16,
+                          epochs=1, max_steps=3, device="cpu", seed=0, rerank="naswot", rerank_top=4)
+    result = run_search(config, tmp_path / "run", progress=False, log=lambda m: None)
+    record = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert record["rerank"]["proxy"] == "naswot" and len(record["rerank"]["candidates"]) == 4
+    chosen = [c for c in record["rerank"]["candidates"] if c.get("chosen")]
+    assert len(chosen) == 1 and chosen[0]["genotype"] == record["genotype"] == str(result.genotype)
+    assert chosen[0]["score"] == max(c["score"] for c in record["rerank"]["candidates"])
+    assert result.budgets["params"]["ok"] and "naswot proxy" in (tmp_path / "run" / "report.md").read_text()
+    # the consensus of this one search (what --repeats lands) scores the same candidates on the same images
+    saved = SearchConfig.from_dict(json.loads((tmp_path / "run" / "config.json").read_text()))
+    again = consensus_search(saved, [record["mixing_weights"]], prepare_search(saved), tmp_path / "run")
+    assert again.genotype == result.genotype and again.rerank == record["rerank"]
