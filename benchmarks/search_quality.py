@@ -208,7 +208,16 @@ def looked_up(args: argparse.Namespace, remedy: str, budget: dict[str, Any] | No
             "regret": best - acc["cifar10"], "budget_use": None if budget is None else cost / budget["limit"],
             "repaired": bool(result["repairs"]), "search_s": result["search_seconds"], "wall_s": round(wall, 1),
             "steps": result["steps"], "latency_ms": {d: float(bench.latency[d][row]) for d in DEVICE_NAMES},
-            "params": float(params[row]), "name": name}
+            "params": float(params[row]), "name": name, **alphas_own_landing(bench, result)}
+
+
+def alphas_own_landing(bench: Any, result: dict[str, Any]) -> dict[str, Any]:
+    """With --rerank: what the alphas alone would have landed (its first candidate) and its true accuracy."""
+    if not result.get("rerank"):
+        return {}
+    arch = result["rerank"]["candidates"][0]["genotype"]
+    return {"rerank": result["rerank"]["proxy"], "alpha_arch": arch,
+            "alpha_acc_cifar10": float(bench.accuracy["cifar10"][bench.row(arch)])}
 
 
 def consensus_runs(args: argparse.Namespace, runs: list[dict[str, Any]], k: int) -> list[dict[str, Any]]:

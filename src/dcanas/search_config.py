@@ -77,7 +77,7 @@ class SearchConfig:
     penalty_lr: float = 1.0  # step size of the "sgd" penalty step (digits 200K: 0.1 ended 32 % over, 1.0 at 97 %)
     fill_budget: bool | None = None  # upgrade ops into unused budget after the search (None: the space's default)
     rerank: str | None = None  # a zero-cost proxy choosing among the landing's top candidates; "none"; None: space's
-    rerank_top: int = 5  # how many of the alphas' best landings --rerank chooses among
+    rerank_top: int = 500  # how many of the alphas' best landings --rerank ranks (each costs one proxy evaluation)
     budget_floor: float | None = None  # aim for floor <= k/K <= 1 (a second multiplier below); None: at most K
     budget_scope: str = "all"  # "parametric": the budget moves alpha towards cheaper convolutions only (constraint.py)
     warmup_epochs: float = 0.0  # weights-only epochs first (PC-DARTS uses 15 of 50); fractions allowed

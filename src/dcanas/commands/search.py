@@ -216,11 +216,11 @@ def register(command) -> None:
                    help="after the search, upgrade ops to the costlier convolutions the alphas rank next while "
                         "every budget still holds (default: on for nb201, off for darts)")
     g.add_argument("--rerank", metavar="PROXY",
-                   help="let a zero-cost proxy of the deployed network (synflow, naswot) choose among the "
-                        "--rerank-top architectures the alphas score highest in the budget; none: the alphas "
-                        "alone (nb201 only)")
-    g.add_argument("--rerank-top", type=int, help="how many of the alphas' best landings --rerank chooses among "
-                                                  "(default 5)")
+                   help="land the architecture with the best sum of its rank by the alphas and its rank by a "
+                        "zero-cost proxy of the deployed network (synflow, naswot), among the alphas' --rerank-top "
+                        "best in the budget; none: the alphas alone (nb201 only)")
+    g.add_argument("--rerank-top", type=int, help="how many of the alphas' best landings --rerank ranks (default "
+                                                  "500; each costs one proxy evaluation)")
     g.add_argument("--budget-floor", type=float,
                    help="also push the derived network up to this fraction of each budget (e.g. 0.9): unused "
                         "budget is lost accuracy")

@@ -51,6 +51,7 @@ class NB201Space(SearchSpace):
     name = "nb201"
     alpha_names = ("alpha",)
     fills_by_default = True  # measured on the NB201 yardstick: BENCHMARKS.md §12
+    reranks_by_default = "synflow"  # likewise
 
     # -- settings and tables ----------------------------------------------------------------
 
