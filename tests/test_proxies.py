@@ -148,3 +148,11 @@ def test_search_with_rerank_lands_the_proxys_choice_and_a_consensus_of_it_lands_
     saved = SearchConfig.from_dict(json.loads((tmp_path / "run" / "config.json").read_text()))
     again = consensus_search(saved, [record["mixing_weights"]], prepare_search(saved), tmp_path / "run")
     assert again.genotype == result.genotype and again.rerank == record["rerank"]
+
+
+def test_lug_points_land_what_the_search_derives():
+    from dcanas.lug import point_config
+
+    point = point_config(SearchConfig(space="nb201", max_params=1e6), "params", 3e5, 1, 1e6)
+    assert point.rerank_proxy() is None and point.fill_budget is False and point.repair is False
+    assert SearchConfig(space="nb201").rerank_proxy() == "synflow" and SearchConfig(space="darts").rerank_proxy() is None

@@ -446,10 +446,11 @@ def default_search_budgets(low: float, top: float, points: int) -> list[float]:
 
 
 def point_config(base: Any, metric: str, search_budget: float, seed: int, upper: float) -> Any:
-    """One LUG search: the paper's k_s at K_d', device budget at the upper bound so nothing masks K_d, no repair."""
+    """One LUG search: the paper's k_s at K_d', device budget at the upper bound so nothing masks K_d, no repair,
+    fill or rerank (the graph maps a search budget to what the search itself derives)."""
     budgets = {"max_params": None, "max_flops": None, "max_latency": None, "max_memory": None, f"max_{metric}": upper}
     return replace(base, constraint="paper", search_budgets={metric: float(search_budget)}, repair=False,
-                   fill_budget=False, seed=int(seed), **budgets)
+                   fill_budget=False, rerank="none", seed=int(seed), **budgets)
 
 
 def build_lug(base: Any, metric: str = "params", search_budgets: Sequence[float] | None = None, points: int = 5,

@@ -184,6 +184,9 @@ def plot_alphas(history: list[dict[str, Any]], ops: tuple[str, ...], path: Path)
     plt.close(fig)
 
 
+RERANK_ROWS = 10  # the alphas' first candidates the report lists (and the chosen one)
+
+
 def write_search_report(result: "SearchResult", config: "SearchConfig", table: SpaceCostTable,
                         history: list[dict[str, Any]], stopped_early: bool = False, extra: Sequence[str] = ()) -> None:
     """genotype.json/.txt, result.json, cell diagrams, plots and report.md (plus `extra` lines) in the run folder."""
@@ -228,10 +231,12 @@ def write_search_report(result: "SearchResult", config: "SearchConfig", table: S
         lines += ["Unused budget was spent on costlier convolutions the alphas rank next (--fill-budget):", ""]
         lines += [f"- {r}" for r in result.fills] + ["", "Before: `" + space.to_text(result.unfilled_genotype) + "`", ""]
     if result.rerank:
-        lines += [f"The landing was chosen by the {result.rerank['proxy']} proxy of each deployed network among the "
-                  f"{len(result.rerank['candidates'])} architectures the alphas score highest (--rerank):", "",
-                  "| alphas' rank | architecture | proxy score |", "|---|---|---|"]
-        lines += [f"| {c['alpha_rank']} | `{c['genotype']}`{' (chosen)' if c.get('chosen') else ''} | {c['score']:.2f} |"
-                  for c in result.rerank["candidates"]] + [""]
+        shown = [c for c in result.rerank["candidates"] if c["alpha_rank"] <= RERANK_ROWS or c.get("chosen")]
+        lines += [f"The landing ranks the {len(result.rerank['candidates'])} architectures the alphas score highest "
+                  f"by the {result.rerank['proxy']} proxy of each deployed network too, and takes the best sum of "
+                  f"both ranks (--rerank; all of them in result.json):", "",
+                  "| alphas' rank | proxy's rank | architecture | proxy score |", "|---|---|---|---|"]
+        lines += [f"| {c['alpha_rank']} | {c['proxy_rank']} | `{c['genotype']}`{' (chosen)' if c.get('chosen') else ''}"
+                  f" | {c['score']:.2f} |" for c in shown] + [""]
     lines += [f"![{name}]({name}.png)\n" for name in ("search", "alphas") if (run_dir / f"{name}.png").is_file()]
     atomic_write_text(run_dir / "report.md", "\n".join(lines + list(extra)))

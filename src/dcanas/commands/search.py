@@ -106,6 +106,11 @@ def _print_result(args: argparse.Namespace, r: dict) -> int:
                      f"{'ok' if b['ok'] else 'EXCEEDED'}")
     if r["repairs"]:
         lines.append(f"repaired  {len(r['repairs'])} op(s) replaced to meet the budget (see report.md)")
+    if r.get("rerank"):
+        chosen = next(c for c in r["rerank"]["candidates"] if c.get("chosen"))
+        lines.append(f"reranked  by {r['rerank']['proxy']}: the alphas' choice no. {chosen['alpha_rank']} of "
+                     f"{len(r['rerank']['candidates'])}, the proxy's no. {chosen['proxy_rank']} (--rerank none: "
+                     f"the alphas alone)")
     for run in r.get("repeats", []):
         mark = "  <- kept" if run["seed"] == r["selected_seed"] else ""
         lines.append(f"seed {run['seed']:<4} one-shot val acc {run['derived_val_acc']:.4f}  {run['genotype']}{mark}")
