@@ -10,7 +10,7 @@ from torch import nn
 
 from dcanas.constraint import Budget
 from dcanas.errors import ConfigError
-from dcanas.proxies import PROXIES, naswot_score, proxy_score, rerank, synflow_score
+from dcanas.proxies import PROXIES, naswot_score, proxy_score, rank_sum_choice, rerank, synflow_score
 from dcanas.search_config import SearchConfig
 from dcanas.spaces.nb201.arch import Arch
 from dcanas.spaces.nb201.cost import build_nb201_cost_table
@@ -100,6 +100,13 @@ def test_rerank_takes_the_best_sum_of_alpha_and_proxy_ranks_ties_to_the_alphas()
     # first by the alphas, last by the proxy, and the other way round: a tie, which goes to the alphas' choice
     assert rerank(space, [skips, conv3], setting, "synflow", images, seed=0)[0] == skips
     assert rerank(space, [conv3], setting, "synflow", images, seed=0)[0] == conv3
+
+
+def test_rank_sum_choice_adds_the_two_ranks_and_breaks_ties_by_the_alphas():
+    assert rank_sum_choice([1.0, 3.0, 2.0]) == (1, [3, 1, 2])  # sums 2 + 0, 1 + 2, 0 + 1 (0 = worst)
+    assert rank_sum_choice([1.0, 2.0]) == (0, [2, 1])  # sums 1 + 0 and 0 + 1: a tie, to the alphas' first
+    assert rank_sum_choice([5.0, 5.0, 9.0]) == (0, [3, 3, 1])  # equal scores share the worse rank; 2 + 0 ties 0 + 2
+    assert rank_sum_choice([4.0]) == (0, [1])
 
 
 def test_config_refuses_an_unknown_proxy_a_space_without_candidates_and_a_bad_top():

@@ -78,6 +78,16 @@ def proxy_score(name: str, model: nn.Module, images: torch.Tensor, seed: int = 0
         return proxy(model if in_place else copy.deepcopy(model), images)
 
 
+def rank_sum_choice(scores: Sequence[float]) -> tuple[int, list[int]]:
+    """Given proxy scores of candidates in the alphas' order (best first), the index with the best sum of
+    alpha rank and proxy rank (ties to the alphas' order), and each candidate's proxy rank (1 = best; equal
+    scores share the worse rank)."""
+    n = len(scores)
+    below = np.searchsorted(np.sort(np.asarray(scores, dtype=np.float64)), scores, side="left")  # strictly lower
+    best = max(range(n), key=lambda i: ((n - 1 - i) + int(below[i]), -i))
+    return best, [n - int(b) for b in below]
+
+
 def rerank(space: "SearchSpace", candidates: Sequence[Any], setting: Any, proxy: str, images: torch.Tensor,
            seed: int) -> tuple[Any, list[dict[str, Any]]]:
     """Of `candidates` (best-scored by the alphas first), the genotype with the best sum of its rank by the
@@ -93,12 +103,8 @@ def rerank(space: "SearchSpace", candidates: Sequence[Any], setting: Any, proxy:
             torch.manual_seed(seed)
             net = space.build_network(genotype, setting)
         scores.append(proxy_score(proxy, net, images, seed, in_place=True))
-    n = len(candidates)
-    # rank 0 = worst; the alphas' rank is the candidates' order, the proxy's its scores' (ties share the lower)
-    proxy_rank = np.searchsorted(np.sort(scores), scores, side="left")  # how many score strictly lower
-    total = [(n - 1 - i) + int(proxy_rank[i]) for i in range(n)]
-    best = max(range(n), key=lambda i: (total[i], -i))
-    records = [{"genotype": space.to_text(g), "alpha_rank": i + 1, "proxy_rank": n - int(proxy_rank[i]),
+    best, proxy_rank = rank_sum_choice(scores)
+    records = [{"genotype": space.to_text(g), "alpha_rank": i + 1, "proxy_rank": proxy_rank[i],
                 "score": scores[i]} for i, g in enumerate(candidates)]
     records[best]["chosen"] = True
     return candidates[best], records

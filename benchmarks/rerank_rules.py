@@ -1,0 +1,190 @@
+"""Which landing rule picks the best NB201 architecture from a search's final weights? (how --rerank was chosen)
+
+    python benchmarks/rerank_rules.py --collect RUNS_DIR=RESULTS_JSON ...   # once: the searches' final weights
+    python benchmarks/rerank_rules.py
+
+Every recorded search of BENCHMARKS.md §12's default (its final mixing weights, collected once from the run
+folders into `final_weights.json`) is landed again by several rules, and each landing is looked up in
+NAS-Bench-201's table. The candidates are the library's own (`NB201Space.landing_candidates`: the
+architectures the alphas score highest in the fill's band; every none-free cell without a budget). Rules:
+
+- `alphas`: the first candidate (the landing without --rerank);
+- `oracle top-K`: the best *true* accuracy among the first K candidates (a ceiling no rule can pass);
+- `PROXY top-K`: the best proxy score among the first K;
+- `synflow alone`: the best synflow score in the whole band, ignoring the alphas;
+- `PROXY rank sum, top-K`: `proxies.rank_sum_choice` over the first K (what --rerank does).
+
+Proxy scores are computed once per architecture with the library's proxies on networks built from seed 0
+and cached in `nb201_proxies.json` (synflow for all 4,096 none-free cells, ~4 min on one core; naswot on a
+fixed batch of 64 CIFAR-10 training images, only for the first 20 candidates of each search, ~6 min). A
+search run with --rerank builds its networks from its own seed instead, so `search_quality.py --extra
+rerank=... --consensus 1` is the exact replay; this script compares rules.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from common import machine, study_command
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+DEFAULT_WEIGHTS = RESULTS / "search_quality_knobs" / "final_weights.json"
+DEFAULT_CACHE = RESULTS / "nb201_proxies.json"
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "cifar10-jpeg" / "cifar10_jpg.tar.gz"
+DEFAULT_TABLE = ROOT.parent / "shared" / "data" / "nb201" / "nb201_cifar10_hw.csv"
+NASWOT_TOP = 20  # naswot costs ~0.6 s a network: scored for each search's first 20 candidates only
+WHOLE_BAND = 500  # --rerank-top's default; every band of §12's budgets holds fewer
+
+
+def collect(specs: list[str], out: Path) -> None:
+    """final_weights.json from RUNS_DIR=RESULTS_JSON pairs: each recorded run's budget, seed and final weights."""
+    from search_quality import final_weights
+
+    runs = []
+    for spec in specs:
+        runs_dir, results = spec.split("=", 1)
+        for r in json.loads(Path(results).read_text())["runs"]:
+            runs.append({"source": Path(results).name, "name": r["name"], "seed": r["seed"], "budget": r["budget"],
+                         "mixing_weights": final_weights(Path(runs_dir) / r["name"])})
+    out.write_text(json.dumps({"runs": runs}, indent=1) + "\n")
+    print(f"{len(runs)} runs -> {out}")
+
+
+def landing_inputs(run: dict[str, Any], table_path: str, cache: dict) -> tuple[list, list, Any]:
+    """(alphas, budgets, cost table) of one recorded run, as its search landed it."""
+    import torch
+
+    from dcanas.search_config import SearchConfig
+    from dcanas.spaces import SPACES
+
+    b = run["budget"]
+    key = json.dumps(b, sort_keys=True)
+    if key not in cache:
+        limits = {}
+        if b and b["metric"] == "latency":
+            limits = {"max_latency": b["limit"], "latency_device": b["device"]}
+        elif b:
+            limits = {"max_params": b["limit"]}
+        config = SearchConfig(space="nb201", dataset="cifar10", bench_table=table_path, **limits)
+        space = SPACES.get("nb201")
+        cache[key] = (space.cost_table(space.eval_setting(config, 3, 10, 32), config), config.budgets())
+    table, budgets = cache[key]
+    alphas = [torch.log(torch.tensor(run["mixing_weights"]["alpha"], dtype=torch.float32).clamp_min(1e-30))]
+    return alphas, budgets, table
+
+
+def proxy_scores(archs: set, name: str, cache: dict, images: Any) -> None:
+    """Fill cache[name][arch text] for `archs` with the library's proxy on seed-0 networks (C=16, N=5, 32 px)."""
+    import torch
+    from tqdm import tqdm
+
+    from dcanas.proxies import proxy_score
+    from dcanas.spaces import SPACES
+    from dcanas.spaces.nb201.network import NB201Setting
+
+    space, setting, scores = SPACES.get("nb201"), NB201Setting(), cache.setdefault(name, {})
+    for arch in tqdm(sorted(archs - set(scores)), desc=name, leave=False):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            net = space.build_network(arch, setting)
+        scores[arch] = proxy_score(name, net, images, 0, in_place=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--collect", nargs="+", metavar="RUNS_DIR=RESULTS_JSON", help="write --weights from run folders")
+    p.add_argument("--weights", default=str(DEFAULT_WEIGHTS))
+    p.add_argument("--cache", default=str(DEFAULT_CACHE))
+    p.add_argument("--data", default=str(DEFAULT_DATA))
+    p.add_argument("--table", default=str(DEFAULT_TABLE))
+    p.add_argument("--out", default=str(RESULTS / "rerank_rules.md"))
+    argv = sys.argv[1:] if argv is None else argv
+    args = p.parse_args(argv)
+    if args.collect:
+        return collect(args.collect, Path(args.weights))
+
+    import numpy as np
+    import torch
+
+    from dcanas.data import load_dataset
+    from dcanas.proxies import rank_sum_choice
+    from dcanas.search_config import SearchConfig
+    from dcanas.search_loop import probe_batch
+    from dcanas.spaces import SPACES
+    from dcanas.spaces.nb201.arch import NUM_ARCHS
+    from dcanas.spaces.nb201.bench import load_nb201_table
+    from search_quality import best_in_budget
+
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    runs = json.loads(Path(args.weights).read_text())["runs"]
+    bench = load_nb201_table(args.table)
+    accuracy = lambda arch: float(bench.accuracy["cifar10"][bench.row(arch)])  # noqa: E731
+    space, tables = SPACES.get("nb201"), {}
+    landings = []
+    for run in runs:
+        alphas, budgets, table = landing_inputs(run, args.table, tables)
+        candidates = [space.to_text(a) for a in space.landing_candidates(alphas, table, budgets, WHOLE_BAND, True)]
+        band = [space.to_text(a) for a in space.landing_candidates(alphas, table, budgets, NUM_ARCHS, True)]
+        landings.append({"run": run, "candidates": candidates, "band": band,
+                         "best": best_in_budget(run["budget"], args.table)})
+
+    cache_path = Path(args.cache)
+    cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
+    data = load_dataset("imagefolder", args.data)
+    images = probe_batch(data, SearchConfig(space="nb201", seed=0))
+    proxy_scores({a for x in landings for a in x["band"]}, "synflow", cache, images)
+    proxy_scores({a for x in landings for a in x["candidates"][:NASWOT_TOP]}, "naswot", cache, images)
+    cache_path.write_text(json.dumps(cache) + "\n")
+
+    def top_by(proxy: str, k: int) -> Callable[[dict], str]:
+        return lambda x: max(x["candidates"][:k], key=lambda a: cache[proxy][a])
+
+    def rank_sum(proxy: str, k: int) -> Callable[[dict], str]:
+        def rule(x: dict) -> str:
+            top = x["candidates"][:k]
+            return top[rank_sum_choice([cache[proxy][a] for a in top])[0]]
+        return rule
+
+    rules: dict[str, Callable[[dict], str]] = {
+        "alphas (no rerank)": lambda x: x["candidates"][0],
+        **{f"oracle top-{k} (ceiling)": (lambda k: lambda x: max(x["candidates"][:k], key=accuracy))(k) for k in (5, 20)},
+        **{f"{p} top-{k}": top_by(p, k) for p in ("synflow", "naswot") for k in (5, 20)},
+        "synflow top-500": top_by("synflow", WHOLE_BAND),
+        "synflow alone (whole band, alphas ignored)": lambda x: max(x["band"], key=lambda a: cache["synflow"][a]),
+        f"naswot rank sum, top-{NASWOT_TOP}": rank_sum("naswot", NASWOT_TOP),
+        f"synflow rank sum, top-{NASWOT_TOP}": rank_sum("synflow", NASWOT_TOP),
+        "synflow rank sum, top-100": rank_sum("synflow", 100),
+        "**synflow rank sum, top-500 (--rerank default)**": rank_sum("synflow", WHOLE_BAND),
+    }
+    rows = ["| rule | unconstrained: CIFAR-10 % (min) | constrained: mean regret | runs < 90 % | min % | "
+            "vs alphas: higher / lower / equal |", "|---|---|---|---|---|---|"]
+    base = [accuracy(rules["alphas (no rerank)"](x)) for x in landings]
+    for name, rule in rules.items():
+        acc = [accuracy(rule(x)) for x in landings]
+        free = [a for a, x in zip(acc, landings) if x["run"]["budget"] is None]
+        regret = [x["best"] - a for a, x in zip(acc, landings) if x["run"]["budget"] is not None]
+        cons = [a for a, x in zip(acc, landings) if x["run"]["budget"] is not None]
+        diff = np.array(acc) - np.array(base)
+        rows.append(f"| {name} | {statistics.mean(free):.2f} ± {statistics.stdev(free):.2f} ({min(free):.2f}) | "
+                    f"{statistics.mean(regret):.2f} ± {statistics.stdev(regret):.2f} | {sum(a < 90 for a in cons)} | "
+                    f"{min(cons):.2f} | {(diff > 1e-9).sum()} / {(diff < -1e-9).sum()} / {(abs(diff) <= 1e-9).sum()} |")
+    n_free = sum(x["run"]["budget"] is None for x in landings)
+    text = "\n".join([
+        "# Landing rules on the recorded NB201 searches", "", "```", study_command("benchmarks/rerank_rules.py", argv), "```",
+        "",
+        f"{machine()}. {len(landings)} searches ({n_free} unconstrained, {len(landings) - n_free} constrained) from "
+        f"{', '.join(sorted({x['run']['source'] for x in landings}))}; proxies of {len(cache['synflow'])} (synflow) "
+        f"and {len(cache['naswot'])} (naswot) architectures; {time.perf_counter() - t0:.0f} s.", "", *rows, ""])
+    Path(args.out).write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
