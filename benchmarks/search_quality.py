@@ -90,7 +90,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "search_quality.json"))
     p.add_argument("--report", default=str(ROOT / "benchmarks" / "results" / "search_quality.md"))
     p.add_argument("--plot", default=str(ROOT / "docs" / "search_quality.png"))
-    p.add_argument("--report-only", action="store_true", help="rebuild json, report and plot from results.jsonl")
+    p.add_argument("--report-only", action="store_true",
+                   help="rebuild json, report and plot from results.jsonl (and --consensus records from --out)")
     p.add_argument("--consensus", type=int, metavar="K",
                    help="also report `--repeats K` consensus: each method's and budget's seeds in disjoint groups of "
                         "K (K=1: every search landed again by the current code, e.g. after a change of repair/fill)")
@@ -362,6 +363,27 @@ def consensus_section(consensus: list[dict[str, Any]]) -> list[str]:
               f"{', '.join(f'{a:.2f}' for a in r['members_acc_cifar10'])} |" for r in consensus), ""]
 
 
+def rerank_section(runs: list[dict[str, Any]], which: str = "the same searches") -> list[str]:
+    """The report's lines on --rerank: each search's landing against what its alphas alone landed (none
+    without reranked runs)."""
+    rs = [r for r in runs if "alpha_acc_cifar10" in r]
+    if not rs:
+        return []
+    lines = [f"## The rerank against the alphas alone ({which})", "",
+             "| landing | runs | unconstrained CIFAR-10 % (min) | constrained: mean regret | runs < 90 % |",
+             "|---|---|---|---|---|"]
+    for label, acc in ((f"--rerank {rs[0]['rerank']}", "test_acc_cifar10"), ("the alphas alone (its first candidate)",
+                                                                            "alpha_acc_cifar10")):
+        free = [r[acc] for r in rs if r["budget"] is None]
+        con = [r for r in rs if r["budget"] is not None]
+        lowest = f" ({min(free):.2f})" if free else ""
+        lines.append(f"| {label} | {len(rs)} | {mean_sd(free)}{lowest} | "
+                     f"{mean_sd([r['best_in_budget'] - r[acc] for r in con])} | {sum(r[acc] < 90 for r in rs)} |")
+    diff = [r["test_acc_cifar10"] - r["alpha_acc_cifar10"] for r in rs]
+    return lines + ["", f"Run by run the rerank was higher in {sum(d > 1e-9 for d in diff)}, lower in "
+                        f"{sum(d < -1e-9 for d in diff)} and equal in {sum(abs(d) <= 1e-9 for d in diff)}.", ""]
+
+
 def plot(runs: list[dict[str, Any]], table_path: str, path: Path) -> None:
     """Accuracy vs measured latency (Pixel 3, Raspberry Pi 4): the table's Pareto front and every run."""
     import matplotlib
@@ -424,7 +446,7 @@ def write_outputs(args: argparse.Namespace, runs: list[dict[str, Any]], command:
         "Regret = best CIFAR-10 test accuracy among none-free architectures inside the budget − the found one's. "
         "Budget use = true cost / budget (measured latency, exact parameters).", "",
         f"![accuracy vs latency]({os.path.relpath(args.plot, Path(args.report).parent)})", "",
-        *consensus_section(consensus),
+        *rerank_section(runs), *rerank_section(list(consensus), "the landings below"), *consensus_section(consensus),
         "## Every run", "",
         "| remedy | budget | seed | arch (index) | CIFAR-10 / 100 / IN16 % | best in budget | use | repaired | s |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -447,7 +469,12 @@ def main(argv: list[str] | None = None) -> int:
         runs = [r for r in load_results(path) if r["name"] in plan]
     else:
         runs = sweep(args)
-    consensus = consensus_runs(args, runs, args.consensus) if args.consensus else []
+    consensus = []
+    if args.consensus and args.report_only and Path(args.out).is_file():  # landed before: the records it wrote
+        consensus = [r for r in json.loads(Path(args.out).read_text()).get("consensus", [])
+                     if len(r["consensus_of"]) == args.consensus]
+    if args.consensus and not consensus:
+        consensus = consensus_runs(args, runs, args.consensus)
     print(write_outputs(args, runs, command, consensus))
     return 0
 
