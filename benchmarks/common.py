@@ -6,6 +6,7 @@ own virtual environment.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -17,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 # A results page keeps everything below this line when its script rewrites it
 NOTES = "<!-- notes: everything below is kept when the script rewrites this file -->"
@@ -151,3 +154,41 @@ def train_argv(args: argparse.Namespace, seed: int) -> list[str]:
 def data_argv(args: argparse.Namespace) -> list[str]:
     """--dataset and --data-dir."""
     return ["--dataset", args.dataset] + (["--data-dir", args.data_dir] if args.data_dir else [])
+
+
+# -- NAS-Bench-201's truth (search_quality.py, rerank_rules.py) --------------------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=1)
+def bench_truth(table_path: str):
+    """The table, each row's exact parameter count, and the none-free mask."""
+    from dcanas.spaces.nb201.bench import load_nb201_table
+    from dcanas.spaces.nb201.cost import build_nb201_cost_table
+    from dcanas.spaces.nb201.ops import NONE_INDEX
+
+    bench = load_nb201_table(table_path)
+    ops = bench.op_indices()
+    params = build_nb201_cost_table().all_arch_costs("params", ops)  # exact: parameters are additive
+    return bench, params, (ops != NONE_INDEX).all(axis=1)
+
+
+def cost_of(budget: dict[str, Any] | None, table_path: str) -> np.ndarray:
+    """Every row's cost under `budget`'s metric (Pixel 3 latency when unconstrained, for the plot)."""
+    bench, params, _ = bench_truth(table_path)
+    if budget is None:
+        return bench.latency["pixel3"]
+    return params if budget["metric"] == "params" else bench.latency[budget["device"]]
+
+
+def best_in_budget(budget: dict[str, Any] | None, table_path: str) -> float:
+    """The best CIFAR-10 test accuracy among none-free architectures within `budget`."""
+    bench, _, none_free = bench_truth(table_path)
+    ok = none_free.copy()
+    if budget is not None:
+        ok &= cost_of(budget, table_path) <= budget["limit"]
+    return float(bench.accuracy["cifar10"][ok].max())
+
+
+def final_weights(run_dir: Path) -> dict[str, list]:
+    """A search's final mixing weights: result.json records them; older runs hold the same in history.json."""
+    result = json.loads((run_dir / "result.json").read_text())
+    return result.get("mixing_weights") or json.loads((run_dir / "history.json").read_text())[-1]["alphas"]

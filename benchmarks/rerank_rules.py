@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from common import machine, study_command
+from common import best_in_budget, final_weights, machine, study_command
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -44,8 +44,6 @@ WHOLE_BAND = 500  # --rerank-top's default; every band of §12's budgets holds f
 
 def collect(specs: list[str], out: Path) -> None:
     """final_weights.json from RUNS_DIR=RESULTS_JSON pairs: each recorded run's budget, seed and final weights."""
-    from search_quality import final_weights
-
     runs = []
     for spec in specs:
         runs_dir, results = spec.split("=", 1)
@@ -119,7 +117,6 @@ def main(argv: list[str] | None = None) -> None:
     from dcanas.spaces import SPACES
     from dcanas.spaces.nb201.arch import NUM_ARCHS
     from dcanas.spaces.nb201.bench import load_nb201_table
-    from search_quality import best_in_budget
 
     torch.set_num_threads(1)
     t0 = time.perf_counter()

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from common import append_result, load_results, mean_sd
+from common import append_result, bench_truth, best_in_budget, final_weights, load_results, mean_sd
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "cifar10-jpeg" / "cifar10_jpg.tar.gz"
@@ -133,38 +133,6 @@ def run_name(remedy: str, tag: str, budget: dict[str, Any] | None, seed: int) ->
     return f"{remedy}{tag and '-' + tag}/{what}-seed{seed}"
 
 
-# -- the benchmark's truth --------------------------------------------------------------------------------------
-
-@functools.lru_cache(maxsize=1)
-def bench_truth(table_path: str):
-    """The table, each row's exact parameter count, and the none-free mask."""
-    from dcanas.spaces.nb201.bench import load_nb201_table
-    from dcanas.spaces.nb201.cost import build_nb201_cost_table
-    from dcanas.spaces.nb201.ops import NONE_INDEX
-
-    bench = load_nb201_table(table_path)
-    ops = bench.op_indices()
-    params = build_nb201_cost_table().all_arch_costs("params", ops)  # exact: parameters are additive
-    return bench, params, (ops != NONE_INDEX).all(axis=1)
-
-
-def cost_of(budget: dict[str, Any] | None, table_path: str) -> np.ndarray:
-    """Every row's cost under `budget`'s metric (Pixel 3 latency when unconstrained, for the plot)."""
-    bench, params, _ = bench_truth(table_path)
-    if budget is None:
-        return bench.latency["pixel3"]
-    return params if budget["metric"] == "params" else bench.latency[budget["device"]]
-
-
-def best_in_budget(budget: dict[str, Any] | None, table_path: str) -> float:
-    """The best CIFAR-10 test accuracy among none-free architectures within `budget`."""
-    bench, _, none_free = bench_truth(table_path)
-    ok = none_free.copy()
-    if budget is not None:
-        ok &= cost_of(budget, table_path) <= budget["limit"]
-    return float(bench.accuracy["cifar10"][ok].max())
-
-
 # -- one search -------------------------------------------------------------------------------------------------
 
 def run_one(args: argparse.Namespace, remedy: str, budget: dict[str, Any] | None, seed: int) -> dict[str, Any]:
@@ -252,12 +220,6 @@ def consensus_runs(args: argparse.Namespace, runs: list[dict[str, Any]], k: int)
             out.append({**record, "consensus_of": seeds,
                         "members_acc_cifar10": [r["test_acc_cifar10"] for r in group]})
     return out
-
-
-def final_weights(run_dir: Path) -> dict[str, list]:
-    """A search's final mixing weights: result.json records them; older runs hold the same in history.json."""
-    result = json.loads((run_dir / "result.json").read_text())
-    return result.get("mixing_weights") or json.loads((run_dir / "history.json").read_text())[-1]["alphas"]
 
 
 def _cached_datasets() -> None:
