@@ -137,7 +137,7 @@ def test_cli_bad_rerank_is_one_line_exit_2_and_writes_nothing(tmp_path, flags, m
     assert not run.exists()
 
 
-def test_search_with_rerank_lands_the_proxys_choice_and_a_consensus_of_it_lands_the_same(tmp_path):
+def test_search_with_rerank_lands_the_proxys_choice_and_a_consensus_of_it_lands_the_same(tmp_path, monkeypatch):
     from dcanas.repeats import consensus_search
     from dcanas.search_loop import prepare_search, run_search
 
@@ -153,8 +153,15 @@ def test_search_with_rerank_lands_the_proxys_choice_and_a_consensus_of_it_lands_
     assert result.budgets["params"]["ok"] and "naswot proxy" in (tmp_path / "run" / "report.md").read_text()
     # the consensus of this one search (what --repeats lands) scores the same candidates on the same images
     saved = SearchConfig.from_dict(json.loads((tmp_path / "run" / "config.json").read_text()))
+    import dcanas.threads
+
+    counts, real = [], dcanas.threads.use_threads
+    monkeypatch.setattr(dcanas.threads, "use_threads", lambda n: (counts.append(n), real(n)))
+    before = torch.get_num_threads()
     again = consensus_search(saved, [record["mixing_weights"]], prepare_search(saved), tmp_path / "run")
     assert again.genotype == result.genotype and again.rerank == record["rerank"]
+    # scored on the searches' own thread count, then the caller's is back
+    assert counts == [saved.threads, before] and torch.get_num_threads() == before
 
 
 def test_lug_points_land_what_the_search_derives():

@@ -120,6 +120,7 @@ def consensus_search(config: Any, weight_sets: list[dict[str, list]], prepared: 
 
     from .search_loop import derived_result, probe_batch
     from .spaces import SPACES
+    from .threads import choose_threads, use_threads
 
     data, setting, table, budgets = prepared
     space = SPACES.get(config.space)
@@ -129,8 +130,14 @@ def consensus_search(config: Any, weight_sets: list[dict[str, list]], prepared: 
     logits = [torch.log(torch.as_tensor(averaged[name], dtype=torch.float32).clamp_min(1e-30))
               for name in space.alpha_names]
     probe = probe_batch(data, config) if config.rerank_proxy() else None
-    return derived_result(space, config, space.derive(logits, config), logits, setting, table, budgets, run_dir,
-                          seconds, steps, probe)
+    # the searches' own thread rule: --rerank builds and scores hundreds of networks here
+    before = torch.get_num_threads()
+    use_threads(choose_threads(data.image_numel, "cpu", config.threads))
+    try:
+        return derived_result(space, config, space.derive(logits, config), logits, setting, table, budgets, run_dir,
+                              seconds, steps, probe)
+    finally:
+        use_threads(before)
 
 
 def consensus_result(config: Any, records: list[dict[str, Any]], run_dir: Path, prepared: tuple) -> dict[str, Any]:
