@@ -59,7 +59,7 @@ def test_unknown_remedy_is_refused_with_the_valid_names():
 @pytest.mark.parametrize("remedy", [r for r in REMEDIES if r != "none"])
 def test_each_remedy_searches_in_each_space(tmp_path, space, remedy):
     extra = {} if space == "darts" else {"space": "nb201", "dataset": "synthetic", "max_params": None, "cells": 3,
-                                         "image_size": 16}
+                                         "image_size": 16, "rerank": "none"}  # the rerank: test_proxies.py
     config = SearchConfig(**{**FAST, **extra, "remedy": remedy})
     result = run_search(config, tmp_path / "run", progress=False, log=lambda m: None)
     history = json.loads((tmp_path / "run" / "history.json").read_text())
@@ -175,7 +175,7 @@ def test_nb201_space_derives_as_its_supernet():
 def test_a_search_does_not_depend_on_what_ran_before_it_in_the_process(tmp_path):
     """Cost tables are cached and building one may draw random numbers: the seed is set after them."""
     config = SearchConfig(space="nb201", dataset="synthetic", epochs=1, max_steps=2, cells=3, image_size=16,
-                          remedy="dirichlet", max_params=None)
+                          remedy="dirichlet", max_params=None, rerank="none")
     alphas = []
     for k in range(2):
         run_search(config, tmp_path / f"run{k}", progress=False, log=lambda m: None)
@@ -275,7 +275,7 @@ def test_edge_normalisation_sums_to_one_per_node_and_learns():
 def test_pc_darts_search_runs_and_is_refused_where_it_does_not_apply(tmp_path):
     config = SearchConfig(space="nb201", dataset="synthetic", image_size=16, epochs=1, max_steps=3, cells=3,
                           bottleneck=1, weight_sharing=False, derived_cells=False, partial_channels=4,
-                          edge_norm=True, remedy="none", max_params=None)
+                          edge_norm=True, remedy="none", max_params=None, rerank="none")
     result = run_search(config, tmp_path / "pc", progress=False, log=lambda m: None)
     assert result.steps == 3
     state = torch.load(tmp_path / "pc" / "checkpoint.pt", weights_only=True)
@@ -304,7 +304,7 @@ def test_random_smoothing_perturbs_weight_steps_only_and_alike_across_micro_batc
     assert alpha_noise_level(0, 100, 0.3) == pytest.approx(0.03) and alpha_noise_level(99, 100, 0.3) == 0.3
 
     config = SearchConfig(**{**FAST, "space": "nb201", "dataset": "synthetic", "max_params": None, "cells": 3,
-                             "accum_steps": 2})
+                             "accum_steps": 2, "rerank": "none"})
     model = build_supernet(config, 3, 10)
     stepper = BilevelStep(model, config, None, torch.device("cpu"))
     seen = []
