@@ -158,10 +158,10 @@ class NB201Space(SearchSpace):
         """
         arch = resolve_arch(genotype)
         logp = _log_weights(alphas)
-        best = next((found for found in (_best_scored(logp, table, budgets, low=floor) for floor in FILL_FLOORS)
-                     if found is not None), None)
-        if best is None:
+        found = _top_in_band(logp, table, budgets, 1)
+        if not found:
             return super().fill(arch, alphas, table, budgets)
+        best = found[0]
         if best == arch:
             return arch, []
         return best, [f"edge {j}<-{i}: {a} -> {b} (unused budget)" for (i, j), a, b in zip(EDGES, arch.ops, best.ops)
@@ -172,9 +172,8 @@ class NB201Space(SearchSpace):
         """The `top` architectures the alphas score highest in the band the fill chooses from (or anywhere
         within budget without the fill; any none-free architecture without a budget), best first."""
         logp = _log_weights(alphas)
-        floors = FILL_FLOORS if fill and budgets else ()
-        return next((found for found in (_top_scored(logp, table, budgets, floor, top) for floor in floors) if found),
-                    None) or _top_scored(logp, table, budgets, 0.0, top)
+        return (_top_in_band(logp, table, budgets, top) if fill and budgets else []) or \
+            _top_scored(logp, table, budgets, 0.0, top)
 
     def build_network(self, genotype: Arch, setting: NB201Setting) -> nn.Module:
         from .network import NB201Network
@@ -257,6 +256,12 @@ def _best_scored(logp: np.ndarray, table: NB201CostTable, budgets: list[Budget],
     log softmax(alpha); None when there is none."""
     found = _top_scored(logp, table, budgets, low, 1)
     return found[0] if found else None
+
+
+def _top_in_band(logp: np.ndarray, table: NB201CostTable, budgets: list[Budget], top: int) -> list[Arch]:
+    """`_top_scored` in the tightest of FILL_FLOORS' bands that holds any architecture; [] when none does."""
+    return next((found for found in (_top_scored(logp, table, budgets, floor, top) for floor in FILL_FLOORS)
+                 if found), [])
 
 
 def _top_scored(logp: np.ndarray, table: NB201CostTable, budgets: list[Budget], low: float, top: int) -> list[Arch]:
