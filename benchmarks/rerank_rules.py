@@ -12,11 +12,18 @@ architectures the alphas score highest in the fill's band; every none-free cell 
 - `oracle top-K`: the best *true* accuracy among the first K candidates (a ceiling no rule can pass);
 - `PROXY top-K`: the best proxy score among the first K;
 - `synflow alone`: the best synflow score in the whole band, ignoring the alphas;
-- `PROXY rank sum, top-K`: `proxies.rank_sum_choice` over the first K (what --rerank does).
+- `PROXY rank sum, top-K`: `proxies.rank_sum_choice` over the first K (what --rerank does);
+- `synflow + naswot rank sum, top-K`: the alphas' rank plus both proxies' ranks (an ensemble of proxies,
+  as Abdelfattah et al. vote), over the first K.
+
+A second table gives each rule's mean regret per budget, beside two ceilings: the best architecture of the
+band the landing chooses from (the tightest of `FILL_FLOORS`, whatever the rule) and of the whole 85-100 %
+band. Where the first ceiling is above 1 point of regret, no rule over these candidates meets the target.
 
 Proxy scores are computed once per architecture with the library's proxies on networks built from seed 0
 and cached in `nb201_proxies.json` (synflow for all 4,096 none-free cells, ~4 min on one core; naswot on a
-fixed batch of 64 CIFAR-10 training images, only for the first 20 candidates of each search, ~6 min). A
+fixed batch of 64 CIFAR-10 training images, only for the first `--naswot-top` candidates of each search:
+~1 s a network, 17 min for the 792 new ones of top-100). A
 search run with --rerank builds its networks from its own seed instead, so `search_quality.py --extra
 rerank=... --consensus 1` is the exact replay; this script compares rules.
 """
@@ -30,7 +37,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from common import best_in_budget, final_weights, machine, study_command
+from common import best_in_budget, cost_of, final_weights, machine, study_command
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -38,7 +45,7 @@ DEFAULT_WEIGHTS = RESULTS / "search_quality_knobs" / "final_weights.json"
 DEFAULT_CACHE = RESULTS / "nb201_proxies.json"
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "cifar10-jpeg" / "cifar10_jpg.tar.gz"
 DEFAULT_TABLE = ROOT.parent / "shared" / "data" / "nb201" / "nb201_cifar10_hw.csv"
-NASWOT_TOP = 20  # naswot costs ~0.6 s a network: scored for each search's first 20 candidates only
+NASWOT_TOP = 20  # naswot costs ~0.6 s a network: by default scored for each search's first 20 candidates only
 WHOLE_BAND = 500  # --rerank-top's default; every band of §12's budgets holds fewer
 
 
@@ -94,6 +101,39 @@ def proxy_scores(archs: set, name: str, cache: dict, images: Any) -> None:
         scores[arch] = proxy_score(name, net, images, 0, in_place=True)
 
 
+def band_best(budget: dict[str, Any], floor: float, table_path: str) -> float:
+    """The best CIFAR-10 accuracy among none-free architectures using floor..100 % of `budget`."""
+    from common import bench_truth
+
+    bench, _, none_free = bench_truth(table_path)
+    cost = cost_of(budget, table_path)
+    ok = none_free & (cost <= budget["limit"]) & (cost >= floor * budget["limit"])
+    return float(bench.accuracy["cifar10"][ok].max())
+
+
+def per_budget_lines(landings: list[dict], rules: dict[str, Callable[[dict], str]], accuracy: Callable[[str], float],
+                     table_path: str) -> list[str]:
+    """Markdown rows: each rule's mean regret per constrained budget (and its worst budget), then the ceilings."""
+    from search_quality import budget_label
+
+    keys = sorted({json.dumps(x["run"]["budget"], sort_keys=True) for x in landings if x["run"]["budget"]},
+                  key=lambda k: (json.loads(k)["metric"], json.loads(k).get("device") or "", json.loads(k)["limit"]))
+    groups = {k: [x for x in landings if json.dumps(x["run"]["budget"], sort_keys=True) == k] for k in keys}
+    lines = ["| rule | " + " | ".join(budget_label(json.loads(k)) for k in keys) + " | worst budget |",
+             "|---|" + "---|" * (len(keys) + 1)]
+
+    def row(name: str, regret_of: Callable[[dict], float]) -> str:
+        means = [statistics.mean(regret_of(x) for x in groups[k]) for k in keys]
+        return f"| {name} | " + " | ".join(f"{m:.2f}" for m in means) + f" | {max(means):.2f} |"
+
+    for name, rule in rules.items():
+        lines.append(row(name, lambda x, rule=rule: x["best"] - accuracy(rule(x))))
+    lines.append(row("ceiling: best of the landing's band", lambda x: x["best"] - max(map(accuracy, x["band"]))))
+    lines.append(row("ceiling: best of the 85-100 % band",
+                     lambda x: x["best"] - band_best(x["run"]["budget"], 0.85, table_path)))
+    return lines
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--collect", nargs="+", metavar="RUNS_DIR=RESULTS_JSON", help="write --weights from run folders")
@@ -102,6 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data", default=str(DEFAULT_DATA))
     p.add_argument("--table", default=str(DEFAULT_TABLE))
     p.add_argument("--out", default=str(RESULTS / "rerank_rules.md"))
+    p.add_argument("--naswot-top", type=int, default=NASWOT_TOP, help="score naswot for each search's first K candidates")
     argv = sys.argv[1:] if argv is None else argv
     args = p.parse_args(argv)
     if args.collect:
@@ -137,8 +178,10 @@ def main(argv: list[str] | None = None) -> None:
     data = load_dataset("imagefolder", args.data)
     images = probe_batch(data, SearchConfig(space="nb201", seed=0))
     proxy_scores({a for x in landings for a in x["band"]}, "synflow", cache, images)
-    proxy_scores({a for x in landings for a in x["candidates"][:NASWOT_TOP]}, "naswot", cache, images)
     cache_path.write_text(json.dumps(cache) + "\n")
+    proxy_scores({a for x in landings for a in x["candidates"][:args.naswot_top]}, "naswot", cache, images)
+    cache_path.write_text(json.dumps(cache) + "\n")
+    k_nas = args.naswot_top
 
     def top_by(proxy: str, k: int) -> Callable[[dict], str]:
         return lambda x: max(x["candidates"][:k], key=lambda a: cache[proxy][a])
@@ -149,15 +192,24 @@ def main(argv: list[str] | None = None) -> None:
             return top[rank_sum_choice([cache[proxy][a] for a in top])[0]]
         return rule
 
+    def ensemble_rank_sum(proxies: tuple[str, ...], k: int) -> Callable[[dict], str]:
+        def rule(x: dict) -> str:
+            top = x["candidates"][:k]
+            ranks = [rank_sum_choice([cache[p][a] for a in top])[1] for p in proxies]
+            return top[min(range(len(top)), key=lambda i: (i + sum(r[i] for r in ranks), i))]
+        return rule
+
     rules: dict[str, Callable[[dict], str]] = {
         "alphas (no rerank)": lambda x: x["candidates"][0],
         **{f"oracle top-{k} (ceiling)": (lambda k: lambda x: max(x["candidates"][:k], key=accuracy))(k) for k in (5, 20)},
         **{f"{p} top-{k}": top_by(p, k) for p in ("synflow", "naswot") for k in (5, 20)},
         "synflow top-500": top_by("synflow", WHOLE_BAND),
         "synflow alone (whole band, alphas ignored)": lambda x: max(x["band"], key=lambda a: cache["synflow"][a]),
-        f"naswot rank sum, top-{NASWOT_TOP}": rank_sum("naswot", NASWOT_TOP),
+        f"naswot rank sum, top-{k_nas}": rank_sum("naswot", k_nas),
         f"synflow rank sum, top-{NASWOT_TOP}": rank_sum("synflow", NASWOT_TOP),
         "synflow rank sum, top-100": rank_sum("synflow", 100),
+        **{f"synflow + naswot rank sum, top-{k}": ensemble_rank_sum(("synflow", "naswot"), k)
+           for k in sorted({NASWOT_TOP, k_nas})},
         "**synflow rank sum, top-500 (--rerank default)**": rank_sum("synflow", WHOLE_BAND),
     }
     rows = ["| rule | unconstrained: CIFAR-10 % (min) | constrained: mean regret | runs < 90 % | min % | "
@@ -172,13 +224,16 @@ def main(argv: list[str] | None = None) -> None:
         rows.append(f"| {name} | {statistics.mean(free):.2f} ± {statistics.stdev(free):.2f} ({min(free):.2f}) | "
                     f"{statistics.mean(regret):.2f} ± {statistics.stdev(regret):.2f} | {sum(a < 90 for a in cons)} | "
                     f"{min(cons):.2f} | {(diff > 1e-9).sum()} / {(diff < -1e-9).sum()} / {(abs(diff) <= 1e-9).sum()} |")
+    per_budget = per_budget_lines(landings, rules, accuracy, args.table)
     n_free = sum(x["run"]["budget"] is None for x in landings)
     text = "\n".join([
         "# Landing rules on the recorded NB201 searches", "", "```", study_command("benchmarks/rerank_rules.py", argv), "```",
         "",
         f"{machine()}. {len(landings)} searches ({n_free} unconstrained, {len(landings) - n_free} constrained) from "
         f"{', '.join(sorted({x['run']['source'] for x in landings}))}; proxies of {len(cache['synflow'])} (synflow) "
-        f"and {len(cache['naswot'])} (naswot) architectures; {time.perf_counter() - t0:.0f} s.", "", *rows, ""])
+        f"and {len(cache['naswot'])} (naswot) architectures; {time.perf_counter() - t0:.0f} s.", "", *rows, "",
+        "Mean regret (points) per budget; the ceilings are the best architecture of the band the landing chooses "
+        "from, and of the whole 85-100 % band:", "", *per_budget, ""])
     Path(args.out).write_text(text)
     print(text)
 
