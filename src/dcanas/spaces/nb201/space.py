@@ -43,6 +43,9 @@ BENCH_CHANNELS = 16
 
 # The exact fill's band floors, tightest first (measured on the NB201 yardstick: BENCHMARKS.md §12)
 FILL_FLOORS = (0.95, 0.90, LANDING_BAND)
+# A tighter band is only taken when it holds this many architectures: fewer leave --rerank nearly nothing to
+# choose from (at 700K parameters the 95-100 % band holds 15, its best 1.02 points under the best in budget).
+MIN_BAND_SIZE = 20
 
 
 class NB201Space(SearchSpace):
@@ -149,8 +152,8 @@ class NB201Space(SearchSpace):
     def fill(self, genotype: Arch, alphas: list, table: NB201CostTable,
              budgets: list[Budget]) -> tuple[Arch, list[str]]:
         """Exact in this small space: of all 15,625 architectures, the none-free one the alphas score highest
-        (sum of log softmax) that uses FILL_FLOORS[0]..100 % of every budget, or, where none does, the next
-        floor's band, down to LANDING_BAND; the greedy fill where no band holds one.
+        (sum of log softmax) that uses FILL_FLOORS[0]..100 % of every budget, or, where that band holds fewer
+        than MIN_BAND_SIZE, the next floor's band, down to LANDING_BAND; the greedy fill where no band holds one.
 
         The greedy walk stops at the first local optimum (it only upgrades, one edge at a time); the exact
         choice may also trade a costlier op on one edge for a cheaper one on another. Looking in the top of
@@ -173,7 +176,7 @@ class NB201Space(SearchSpace):
         within budget without the fill; any none-free architecture without a budget), best first."""
         logp = _log_weights(alphas)
         return (_top_in_band(logp, table, budgets, top) if fill and budgets else []) or \
-            _top_scored(logp, table, budgets, 0.0, top)
+            _top_scored(logp, _band_mask(table, budgets, 0.0), top)
 
     def build_network(self, genotype: Arch, setting: NB201Setting) -> nn.Module:
         from .network import NB201Network
@@ -254,27 +257,32 @@ def _log_weights(alphas: list) -> np.ndarray:
 def _best_scored(logp: np.ndarray, table: NB201CostTable, budgets: list[Budget], low: float = 0.0) -> Arch | None:
     """Of all none-free architectures costing low..1 x every budget, the one with the highest sum of
     log softmax(alpha); None when there is none."""
-    found = _top_scored(logp, table, budgets, low, 1)
+    found = _top_scored(logp, _band_mask(table, budgets, low), 1)
     return found[0] if found else None
 
 
 def _top_in_band(logp: np.ndarray, table: NB201CostTable, budgets: list[Budget], top: int) -> list[Arch]:
-    """`_top_scored` in the tightest of FILL_FLOORS' bands that holds any architecture; [] when none does."""
-    return next((found for found in (_top_scored(logp, table, budgets, floor, top) for floor in FILL_FLOORS)
-                 if found), [])
+    """`_top_scored` in the tightest of FILL_FLOORS' bands that holds MIN_BAND_SIZE architectures, else in the
+    widest (the bands nest, so it holds any there are); [] when none does."""
+    bands = [_band_mask(table, budgets, floor) for floor in FILL_FLOORS]
+    return _top_scored(logp, next((ok for ok in bands if ok.sum() >= MIN_BAND_SIZE), bands[-1]), top)
 
 
-def _top_scored(logp: np.ndarray, table: NB201CostTable, budgets: list[Budget], low: float, top: int) -> list[Arch]:
-    """The `top` none-free architectures costing low..1 x every budget with the highest sum of log
-    softmax(alpha), best first (ties: lower enumeration number first); [] when none costs that."""
-    digits = _enumeration_digits()
-    ok = (digits != NONE_INDEX).all(axis=1)
+def _band_mask(table: NB201CostTable, budgets: list[Budget], low: float) -> np.ndarray:
+    """[15,625] bool: the none-free architectures costing low..1 x every budget (enumeration order)."""
+    ok = (_enumeration_digits() != NONE_INDEX).all(axis=1)
     for b in budgets:
         costs = _enumeration_costs(table, b.metric)
         ok &= (costs <= b.limit) & (costs >= low * b.limit)
+    return ok
+
+
+def _top_scored(logp: np.ndarray, ok: np.ndarray, top: int) -> list[Arch]:
+    """The `top` architectures of mask `ok` with the highest sum of log softmax(alpha), best first (ties: lower
+    enumeration number first); [] when `ok` holds none."""
     if not ok.any():
         return []
-    score = np.where(ok, logp[np.arange(NUM_EDGES)[None, :], digits].sum(axis=1), -np.inf)
+    score = np.where(ok, logp[np.arange(NUM_EDGES)[None, :], _enumeration_digits()].sum(axis=1), -np.inf)
     order = np.argsort(-score, kind="stable")[:min(top, int(ok.sum()))]
     return [arch_from_enumeration(int(n)) for n in order]
 
