@@ -171,6 +171,19 @@ def bench_truth(table_path: str):
     return bench, params, (ops != NONE_INDEX).all(axis=1)
 
 
+# The NB201 table's two edge devices our budgets name, as the figures and tables spell them
+DEVICE_NAMES = {"pixel3": "Pixel 3", "raspi4": "Raspberry Pi 4"}
+
+
+def budget_label(budget: dict[str, Any] | None) -> str:
+    """A budget as the results tables name it: "none", "params ≤ 400K", "Pixel 3 ≤ 10.4 ms"."""
+    if budget is None:
+        return "none"
+    if budget["metric"] == "params":
+        return f"params ≤ {budget['limit'] / 1e3:g}K"
+    return f"{DEVICE_NAMES[budget['device']]} ≤ {budget['limit']:g} ms"
+
+
 def cost_of(budget: dict[str, Any] | None, table_path: str) -> np.ndarray:
     """Every row's cost under `budget`'s metric (Pixel 3 latency when unconstrained, for the plot)."""
     bench, params, _ = bench_truth(table_path)

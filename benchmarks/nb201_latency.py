@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from common import append_result, load_results
+from common import DEVICE_NAMES, append_result, load_results
 
 from dcanas.spaces.nb201.ops import NONE_INDEX
 
@@ -42,7 +42,6 @@ DEFAULT_DATA = ROOT.parent / "shared" / "data" / "cifar10-jpeg" / "cifar10_jpg.t
 DEFAULT_TABLE = ROOT.parent / "shared" / "data" / "nb201" / "nb201_cifar10_hw.csv"
 # about the 10th, 25th and 50th percentiles of each device's measured latency over the none-free archs
 DEFAULT_BUDGETS = {"pixel3": [6.0, 10.0, 14.0], "raspi4": [16.0, 25.0, 35.0]}
-DEVICE_NAMES = {"pixel3": "Pixel 3", "raspi4": "Raspberry Pi 4"}
 GPU_PRESET = {"device": "cuda", "epochs": 50, "batch_size": 256, "search_cells": 15, "search_channels": 16,
               "seeds": [0, 1, 2]}
 CPU_DEFAULTS = {"device": "cpu", "epochs": 1, "batch_size": 64, "search_cells": 6, "search_channels": 16,

@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from common import best_in_budget, cost_of, final_weights, machine, study_command
+from common import best_in_budget, budget_label, cost_of, final_weights, machine, study_command
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -114,8 +114,6 @@ def band_best(budget: dict[str, Any], floor: float, table_path: str) -> float:
 def per_budget_lines(landings: list[dict], rules: dict[str, Callable[[dict], str]], accuracy: Callable[[str], float],
                      table_path: str) -> list[str]:
     """Markdown rows: each rule's mean regret per constrained budget (and its worst budget), then the ceilings."""
-    from search_quality import budget_label
-
     keys = sorted({json.dumps(x["run"]["budget"], sort_keys=True) for x in landings if x["run"]["budget"]},
                   key=lambda k: (json.loads(k)["metric"], json.loads(k).get("device") or "", json.loads(k)["limit"]))
     groups = {k: [x for x in landings if json.dumps(x["run"]["budget"], sort_keys=True) == k] for k in keys}

@@ -33,7 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from common import append_result, bench_truth, best_in_budget, final_weights, load_results, mean_sd
+from common import (DEVICE_NAMES, append_result, bench_truth, best_in_budget, budget_label, final_weights,
+                    load_results, mean_sd)
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "cifar10-jpeg" / "cifar10_jpg.tar.gz"
@@ -67,7 +68,6 @@ PARAMS_BUDGETS = [400_000, 700_000]
 # CIFAR-10 test accuracy on NAS-Bench-201 as each method's paper reports it (mean over its seeds)
 PUBLISHED = {"DARTS (1st order)": 54.30, "GDAS": 93.61, "PC-DARTS": 93.41, "DrNAS": 94.36, "beta-DARTS": 94.36,
              "optimum": 94.37}
-DEVICE_NAMES = {"pixel3": "Pixel 3", "raspi4": "Raspberry Pi 4"}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -259,14 +259,6 @@ def sweep(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def use_text(run: dict[str, Any]) -> str:
     return "-" if run["budget_use"] is None else f"{run['budget_use']:.2f}"
-
-
-def budget_label(budget: dict[str, Any] | None) -> str:
-    if budget is None:
-        return "none"
-    if budget["metric"] == "params":
-        return f"params ≤ {budget['limit'] / 1e3:g}K"
-    return f"{DEVICE_NAMES[budget['device']]} ≤ {budget['limit']:g} ms"
 
 
 def summary_lines(runs: list[dict[str, Any]]) -> list[str]:
