@@ -152,9 +152,25 @@ def run_one(args: argparse.Namespace, remedy: str, budget: dict[str, Any] | None
                           seed=seed, threads=1, **limits, **known)
     name = run_name(remedy, args.tag, budget, seed)
     t0 = time.perf_counter()
+    if budget is not None and config.budget_scope == "landing":
+        return looked_up(args, remedy, budget, seed, landed_unconstrained(args, remedy, seed, config),
+                         time.perf_counter() - t0, name)
     # fresh, resumed from its checkpoint, or read back when it finished before (an interrupted sweep)
     result = run_task({"config": config.to_dict(), "run_dir": str(Path(args.runs_dir) / name), "threads": 1})["result"]
     return looked_up(args, remedy, budget, seed, result, time.perf_counter() - t0, name)
+
+
+def landed_unconstrained(args: argparse.Namespace, remedy: str, seed: int, config: Any) -> dict[str, Any]:
+    """--budget-scope landing: the search has no budget term, so the unconstrained search of the same seed is
+    this budget's search too (tests/test_nb201_search.py checks that they are identical); land its final
+    mixing weights in the budget with the library's landing, as `dcanas search --budget-scope landing` does."""
+    from dcanas.repeats import consensus_search
+    from dcanas.search_loop import prepare_search
+
+    searched = Path(args.runs_dir) / run_name(remedy, args.tag, None, seed)
+    base = json.loads((searched / "result.json").read_text())
+    return consensus_search(config, [final_weights(searched)], prepare_search(config), searched,
+                            base["search_seconds"], base["steps"]).to_dict()
 
 
 def looked_up(args: argparse.Namespace, remedy: str, budget: dict[str, Any] | None, seed: int,
@@ -237,24 +253,36 @@ def sweep(args: argparse.Namespace) -> list[dict[str, Any]]:
     path.parent.mkdir(parents=True, exist_ok=True)
     done = {r["name"]: r for r in load_results(path)}
     plan = planned_runs(args)
+    if args.settings.get("budget_scope") == "landing":  # each seed's one search first; every budget lands it
+        searches = sorted({(m, s) for m, _, s in plan})
+        plan = [(m, None, s) for m, s in searches] + [t for t in plan if t[1] is not None]
     todo = [t for t in plan if run_name(t[0], args.tag, t[1], t[2]) not in done]
+    phases = [[t for t in todo if t[1] is None], [t for t in todo if t[1] is not None]] \
+        if args.settings.get("budget_scope") == "landing" else [todo]
     bar = tqdm(total=len(plan), initial=len(plan) - len(todo), desc="searches", dynamic_ncols=True)
     with ProcessPoolExecutor(max_workers=max(1, args.jobs), initializer=_cached_datasets) as pool:
-        futures = [pool.submit(run_one, args, *t) for t in todo]
-        for future in as_completed(futures):
-            try:
-                record = future.result()
-            except Exception as exc:  # noqa: BLE001 - one failed search must not stop the sweep; rerun to retry
-                bar.write(f"a search failed: {type(exc).__name__}: {exc}")
-                continue
-            append_result(path, record)
-            done[record["name"]] = record
-            bar.update(1)
-            bar.write(f"{record['name']}: {record['arch']} CIFAR-10 {record['test_acc_cifar10']:.2f} "
-                      f"(best in budget {record['best_in_budget']:.2f}), {record['search_s']:.0f} s")
+        for phase in phases:
+            _run_phase(pool, args, phase, path, done, bar)
     bar.close()
     wanted = {run_name(r, args.tag, b, s) for r, b, s in plan}
     return [done[n] for n in sorted(done) if n in wanted]
+
+
+def _run_phase(pool: ProcessPoolExecutor, args: argparse.Namespace, todo: list, path: Path,
+               done: dict[str, dict[str, Any]], bar: Any) -> None:
+    """Run `todo`'s searches on the pool, recording each as it ends."""
+    futures = [pool.submit(run_one, args, *t) for t in todo]
+    for future in as_completed(futures):
+        try:
+            record = future.result()
+        except Exception as exc:  # noqa: BLE001 - one failed search must not stop the sweep; rerun to retry
+            bar.write(f"a search failed: {type(exc).__name__}: {exc}")
+            continue
+        append_result(path, record)
+        done[record["name"]] = record
+        bar.update(1)
+        bar.write(f"{record['name']}: {record['arch']} CIFAR-10 {record['test_acc_cifar10']:.2f} "
+                  f"(best in budget {record['best_in_budget']:.2f}), {record['search_s']:.0f} s")
 
 
 def use_text(run: dict[str, Any]) -> str:

@@ -29,7 +29,10 @@ from .spaces.base import SpaceCostTable
 from .units import readable
 
 CONSTRAINT_MODES = ("derived", "paper")
-BUDGET_SCOPES = ("all", "parametric")
+CONSTRAINT_SCOPES = ("all", "parametric")  # which ops the budget's gradient may favour during the search
+# "landing": no budget term in the search at all; the space lands the searched alphas in each budget afterwards
+# (only where it can list every architecture in a budget: nb201). One search then serves any budget.
+BUDGET_SCOPES = CONSTRAINT_SCOPES + ("landing",)
 UNITS = {"params": "parameters", "flops": "MACs", "latency": "ms", "memory": "bytes"}
 PEAK_METRICS = ("memory",)  # a maximum over the network, not a sum: the table gives its gradient per genotype
 
@@ -107,8 +110,8 @@ class Constraint:
                  device: torch.device | str = "cpu", floor: float | None = None, scope: str = "all"):
         if mode not in CONSTRAINT_MODES:
             raise ValueError(f"constraint mode must be one of {CONSTRAINT_MODES}")
-        if scope not in BUDGET_SCOPES:
-            raise ValueError(f"budget scope must be one of {BUDGET_SCOPES}")
+        if scope not in CONSTRAINT_SCOPES:
+            raise ValueError(f"a constraint's scope must be one of {CONSTRAINT_SCOPES}")
         self.table = table
         self.budgets = budgets
         self.mode = mode

@@ -123,8 +123,11 @@ def plot_search(history: list[dict[str, Any]], budgets: dict[str, dict], path: P
         if f"lambda_{metric}" in rows[0]:
             ax.plot(epochs, [r[f"lambda_{metric}"] for r in rows], marker=marker, label=f"lambda {metric}")
     ax.set(title="Lagrange multipliers", xlabel="epoch")
-    if budgets:
+    if ax.get_legend_handles_labels()[0]:
         ax.legend()
+    elif budgets:  # --budget-scope landing: the search ran without them
+        ax.text(0.5, 0.5, "none: the budget acted\nat the landing only", ha="center", va="center",
+                transform=ax.transAxes)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -79,7 +79,8 @@ class SearchConfig:
     rerank: str | None = None  # a zero-cost proxy choosing among the landing's top candidates; "none"; None: space's
     rerank_top: int = 500  # how many of the alphas' best landings --rerank ranks (each costs one proxy evaluation)
     budget_floor: float | None = None  # aim for floor <= k/K <= 1 (a second multiplier below); None: at most K
-    budget_scope: str = "all"  # "parametric": the budget moves alpha towards cheaper convolutions only (constraint.py)
+    budget_scope: str = "all"  # "parametric": the budget moves alpha towards cheaper convolutions only; "landing":
+    # the search runs without it and the space lands its alphas in the budget (constraint.py)
     warmup_epochs: float = 0.0  # weights-only epochs first (PC-DARTS uses 15 of 50); fractions allowed
     grad_clip: float = 5.0
     seed: int = 0
@@ -113,6 +114,10 @@ class SearchConfig:
         if self.space not in SPACES.names():
             raise ConfigError(f"--space must be one of {', '.join(SPACES.names())}, not {self.space!r}")
         check_remedy(self.remedy)
+        if self.budget_scope == "landing" and not SPACES.get(self.space).can_rerank:
+            raise ConfigError(f"--budget-scope landing lands the search in the budget by listing every architecture "
+                              f"inside it, which the {self.space} space cannot; use it with --space nb201, or "
+                              f"--budget-scope all or parametric")
         if self.rerank not in (None, "none"):
             PROXIES.get(self.rerank)  # an unknown name: one line listing the known ones
             if not SPACES.get(self.space).can_rerank:
@@ -157,7 +162,7 @@ class SearchConfig:
              "numbers > 0"),
             (self.max_memory is None or self.space == "darts",
              f"--max-memory (peak activation memory) is implemented for --space darts, not {self.space}"),
-            (self.max_memory is None or self.budget_scope == "all",
+            (self.max_memory is None or self.budget_scope != "parametric",
              "--budget-scope parametric applies to additive budgets; drop it with --max-memory (a peak)"),
             (self.deploy_dtype in DTYPE_BYTES,
              f"--deploy-dtype must be one of {', '.join(DTYPE_BYTES)}, not {self.deploy_dtype!r}"),
@@ -173,7 +178,7 @@ class SearchConfig:
             (self.penalty_step in ("adam", "sgd"), f"--penalty-step must be adam or sgd, got {self.penalty_step!r}"),
             (self.budget_scope in BUDGET_SCOPES,
              f"--budget-scope must be one of {', '.join(BUDGET_SCOPES)}, got {self.budget_scope!r}"),
-            (self.budget_scope == "all" or self.constraint == "derived",
+            (self.budget_scope != "parametric" or self.constraint == "derived",
              "--budget-scope parametric works with --constraint derived (the paper's estimate keeps every edge)"),
             (self.budget_floor is None or (positive(self.budget_floor) and self.budget_floor < 1),
              f"--budget-floor is a fraction of the budget in (0, 1), got {self.budget_floor}"),

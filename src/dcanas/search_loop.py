@@ -260,15 +260,21 @@ def derived_result(space: SearchSpace, config: SearchConfig, raw: Any, alphas: l
     """The derived genotype `raw` landed in the budgets (repair if over, then fill unused budget, both ranked
     by `alphas`; then, with --rerank, a zero-cost proxy on `probe` images chooses among the alphas' top
     landings), with its exact costs: the end of a search, and of a consensus of several."""
-    genotype, repairs = (space.repair(raw, alphas, table, budgets) if config.repair and budgets else (raw, []))
+    # --budget-scope landing: the search never saw the budget, so `raw` is expected to break it; the space's
+    # list of the alphas' best architectures inside the budget is the landing itself, not a repair
+    landing_only = config.budget_scope == "landing" and bool(budgets)
+    genotype, repairs = (space.repair(raw, alphas, table, budgets) if config.repair and budgets and not landing_only
+                         else (raw, []))
     fills: list[str] = []
     fill = config.fill_budget if config.fill_budget is not None else space.fills_by_default
     unfilled = genotype
-    if fill and budgets:  # after a repair too: its walk can leave budget unused
+    if fill and budgets and not landing_only:  # after a repair too: its walk can leave budget unused
         genotype, fills = space.fill(genotype, alphas, table, budgets)
     reranked: dict[str, Any] = {}
     proxy = config.rerank_proxy()
-    if proxy is not None:
+    if landing_only and proxy is None:
+        genotype = space.landing_candidates(alphas, table, budgets, 1, bool(fill))[0]
+    elif proxy is not None:
         if probe is None:
             raise ConfigError(f"--rerank {proxy} needs a batch of images to score the candidates on")
         candidates = space.landing_candidates(alphas, table, budgets, config.rerank_top, bool(fill))
@@ -359,7 +365,8 @@ def _search(config: SearchConfig, run_dir: str | Path | None, checkpoint: dict |
     torch.manual_seed(config.seed)  # the same initial weights and alphas on every process
     model = build_supernet(config, data.in_channels, data.num_classes).to(device)
     constraint = (Constraint(table, search_budgets, config.constraint, config.lambda_lr, device,
-                             floor=config.budget_floor, scope=config.budget_scope) if budgets else None)
+                             floor=config.budget_floor, scope=config.budget_scope)
+                  if budgets and config.budget_scope != "landing" else None)
     stepper = BilevelStep(model, config, constraint, device)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(stepper.w_opt, config.epochs, eta_min=0.0)
 

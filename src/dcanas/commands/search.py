@@ -6,6 +6,7 @@ import os
 
 from .common import (add_data_mode_options, add_threads_option, amount, channels_arg, emit, human, load_config_file,
                      parse_count, stderr_log)
+from ..constraint import BUDGET_SCOPES
 from ..units import DTYPE_BYTES, readable
 
 ORDER = 30
@@ -229,9 +230,11 @@ def register(command) -> None:
     g.add_argument("--budget-floor", type=float,
                    help="also push the derived network up to this fraction of each budget (e.g. 0.9): unused "
                         "budget is lost accuracy")
-    g.add_argument("--budget-scope", choices=("all", "parametric"),
+    g.add_argument("--budget-scope", choices=BUDGET_SCOPES,
                    help="which ops the budget's gradient may favour: any cheaper op (all, the paper's) or only "
-                        "cheaper convolutions, unless the budget needs parameter-free ops (parametric)")
+                        "cheaper convolutions, unless the budget needs parameter-free ops (parametric); or none: "
+                        "search without the budget and land the alphas' best architecture inside it (landing, "
+                        "nb201 only)")
     g.add_argument("--lug", help="look-up graph JSON: maps the device budget to the search budget")
     g.add_argument("--no-repair", dest="repair", action="store_const", const=False,
                    help="do not repair a derived network that exceeds a budget")
