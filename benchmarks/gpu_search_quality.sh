@@ -14,14 +14,15 @@ mkdir -p "$OUT"
 DATA=gpu_data/cifar10_jpg.tar.gz
 TABLE=gpu_data/nb201_cifar10_hw.csv
 SEARCH_SECONDS="${SEARCH_SECONDS:-300}"  # the three searches together (data loading excluded)
-SEEDS="0 1 2"
+SEEDS="${SEEDS:-0 1 2}"
 PROBE_STEPS="${PROBE_STEPS:-40}"  # a smoke test of this script on a CPU: PROBE_STEPS=2 SWEEP_EXTRA='--extra max_steps=2'
 SWEEP_EXTRA="${SWEEP_EXTRA:-}"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/card.txt"
 python3 -c "import torch; print('torch', torch.__version__)" | tee -a "$OUT/card.txt"
 
+if [ -z "${EPOCHS:-}" ]; then  # EPOCHS=N skips the probe (e.g. more seeds at the epochs a first call chose)
 echo "== probe: PROBE_STEPS search steps at the paper's size, three processes at once (as the sweep runs them) =="
-for s in $SEEDS; do
+for s in 0 1 2; do
   python3 -m dcanas search --space nb201 --dataset imagefolder --data-dir "$DATA" --bench-table "$TABLE" \
     --search-cells 15 --search-channels 16 --batch-size 64 --epochs 50 --max-steps "$PROBE_STEPS" --remedy beta-decay \
     --threads 1 --quiet --json --run-dir "/tmp/probe$s" > "/tmp/probe$s.json" 2> "/tmp/probe$s.err" &
@@ -39,6 +40,7 @@ print(f"step {step_s:.3f} s with three at once -> {budget / (step_s * steps_per_
 print(max(1, min(50, int(budget / (step_s * steps_per_epoch)))))
 EOF
 )
+fi
 echo "epochs: $EPOCHS of the protocol's 50" | tee -a "$OUT/card.txt"
 
 echo "== the paper protocol, $EPOCHS epochs, seeds $SEEDS, unconstrained =="
