@@ -256,6 +256,34 @@ def test_latency_constrained_search_lands_within_the_true_latency(tmp_path, limi
     assert 10 < result.benchmark["test_accuracy"]["cifar10"] < 95
 
 
+@needs_table
+def test_budget_scope_landing_searches_as_unconstrained_and_lands_the_alphas_best_in_the_band(tmp_path):
+    """--budget-scope landing: no budget term, so the search is the unconstrained one of the same seed (what lets
+    one search serve every budget); the landing is the alphas' best architecture in the band, not a repair."""
+    SearchConfig = _generic_search()
+    from dcanas.search_loop import run_search
+
+    common = dict(space="nb201", dataset="synthetic", bench_table=str(TABLE), cells=3, channels=8, batch_size=16,
+                  epochs=1, max_steps=3, device="cpu", seed=3, rerank="none", threads=1)
+    free = run_search(SearchConfig(**common), tmp_path / "free", progress=False, log=lambda m: None)
+    landed = run_search(SearchConfig(**common, max_latency=7.0, latency_device="pixel3", budget_scope="landing"),
+                        tmp_path / "landed", progress=False, log=lambda m: None)
+    assert landed.mixing_weights == free.mixing_weights  # bit for bit: the budget never reached the search
+    assert str(landed.raw_genotype) == str(free.raw_genotype) and landed.repairs == [] and landed.fills == []
+    assert "lambda_latency" not in (tmp_path / "landed" / "metrics.csv").read_text()
+    space = NB201Space()
+    landed_table = latency_cost_table("pixel3", load_nb201_table(TABLE), exclude_none=True, measured=True)
+    alphas = [torch.log(torch.tensor(free.mixing_weights["alpha"]))]
+    best = space.landing_candidates(alphas, landed_table, [Budget("latency", 7.0)], 1, True)[0]
+    assert str(landed.genotype) == str(best)
+    true = load_nb201_table(TABLE).latency_of(landed.genotype, "pixel3")
+    assert 0.85 * 7.0 <= true <= 7.0 and landed.budgets["latency"]["ok"]
+    # a constrained search of the same seed does see the budget: its multiplier is recorded
+    run_search(SearchConfig(**common, max_latency=7.0, latency_device="pixel3"), tmp_path / "seen",
+               progress=False, log=lambda m: None)
+    assert "lambda_latency" in (tmp_path / "seen" / "metrics.csv").read_text()
+
+
 # -- fill: spend unused budget ------------------------------------------------------------------
 
 def test_fill_spends_unused_budget_on_the_convolutions_the_alphas_rank_next():
