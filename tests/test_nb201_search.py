@@ -1,5 +1,6 @@
 """The NAS-Bench-201 space through the shared search loop: adapter, repair, describe, latency-constrained search."""
 import dataclasses
+import json
 import random
 from pathlib import Path
 from types import SimpleNamespace
@@ -278,10 +279,42 @@ def test_budget_scope_landing_searches_as_unconstrained_and_lands_the_alphas_bes
     assert str(landed.genotype) == str(best)
     true = load_nb201_table(TABLE).latency_of(landed.genotype, "pixel3")
     assert 0.85 * 7.0 <= true <= 7.0 and landed.budgets["latency"]["ok"]
+    # so one search serves every budget: `dcanas land` of the unconstrained search gives the same network
+    from dcanas.reland import land_search
+
+    relanded = land_search(tmp_path / "free", {"max_latency": 7.0, "latency_device": "pixel3"}, tmp_path / "re",
+                           log=lambda m: None)
+    assert str(relanded.genotype) == str(landed.genotype) and relanded.budgets == landed.budgets
+    assert json.loads((tmp_path / "re" / "config.json").read_text())["budget_scope"] == "landing"
     # a constrained search of the same seed does see the budget: its multiplier is recorded
     run_search(SearchConfig(**common, max_latency=7.0, latency_device="pixel3"), tmp_path / "seen",
                progress=False, log=lambda m: None)
     assert "lambda_latency" in (tmp_path / "seen" / "metrics.csv").read_text()
+
+
+def test_land_refuses_what_it_cannot_land_in_one_line_and_writes_nothing(tmp_path):
+    import subprocess
+    import sys
+
+    from dcanas.search_config import SearchConfig
+
+    darts = tmp_path / "darts"
+    darts.mkdir()
+    (darts / "config.json").write_text(json.dumps(SearchConfig(space="darts", max_params=200_000).to_dict()))
+    (darts / "result.json").write_text(json.dumps({"mixing_weights": {"normal": [[1.0]]}, "search_seconds": 1}))
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "config.json").write_text(json.dumps(SearchConfig(space="nb201").to_dict()))
+    (old / "result.json").write_text(json.dumps({"search_seconds": 1}))
+    for argv, words in (([str(tmp_path / "none"), "--max-params", "1M"], "holds no finished search"),
+                        ([str(darts), "--max-params", "300K"], "--space nb201"),
+                        ([str(darts)], "give the budget"),
+                        ([str(old), "--max-params", "1M"], "no final mixing weights"),
+                        ([str(darts), "--max-params", "lots"], "--max-params")):
+        out = subprocess.run([sys.executable, "-m", "dcanas", "land", *argv, "--run-dir", str(tmp_path / "out")],
+                             capture_output=True, text=True, timeout=300)
+        assert out.returncode == 2 and words in out.stderr, (argv, out.stderr)
+        assert len(out.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
 
 
 # -- fill: spend unused budget ------------------------------------------------------------------

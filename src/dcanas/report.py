@@ -109,7 +109,8 @@ def plot_search(history: list[dict[str, Any]], budgets: dict[str, dict], path: P
     axes[0].set(title="supernet accuracy", xlabel="epoch")
     axes[0].legend()
     for ax, metric in zip(axes[1:], metrics):
-        ax.plot(epochs, [r[f"derived_{metric}"] for r in rows], marker=marker, label="derived network")
+        if f"derived_{metric}" in rows[0]:  # not when `dcanas land` lands a search that did not track this metric
+            ax.plot(epochs, [r[f"derived_{metric}"] for r in rows], marker=marker, label="derived network")
         if f"search_{metric}" in rows[0]:
             ax.plot(epochs, [r[f"search_{metric}"] for r in rows], "--", marker=marker, label="k_s (search estimate)")
         if metric in budgets:

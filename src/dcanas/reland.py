@@ -1,0 +1,79 @@
+"""`dcanas land`: a finished search landed in other budgets, without searching again.
+
+With `--budget-scope landing` the budget never reaches the search (the unconstrained search of the same seed,
+bit for bit), so one search serves every budget: its final mixing weights are landed in each one by the space's
+exact landing (NB201: the alphas' best architectures in the budget's band, then `--rerank`), as `--repeats`
+lands a consensus. A search that ran under a budget can be landed elsewhere too; its alphas then carry the
+pull of the budget it ran under (the report says which).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import ConfigError, RunDirError
+from .runs import prepare_run_dir, write_json
+from .search_config import BUDGET_FIELDS, SearchConfig
+
+LANDING_FIELDS = BUDGET_FIELDS + ("latency_device", "rerank", "rerank_top")
+
+
+def land_search(search_dir: str | Path, landing: dict[str, Any], run_dir: str | Path | None = None,
+                log: Callable[[str], None] = print) -> Any:
+    """Land the finished search in `search_dir` in the budgets of `landing` (SearchConfig fields: max_params,
+    max_latency + latency_device, ..., rerank); write a run folder of its own; return the SearchResult."""
+    from .repeats import consensus_search
+    from .report import write_search_report
+    from .search_loop import prepare_search
+
+    search_dir = Path(search_dir)
+    unknown = sorted(set(landing) - set(LANDING_FIELDS))
+    if unknown:
+        raise ConfigError(f"a landing takes budgets and the rerank only, not {', '.join(unknown)}")
+    searched, config = _finished_search(search_dir)
+    budgets_before = {k: getattr(config, k) for k in BUDGET_FIELDS if getattr(config, k) is not None}
+    for name in BUDGET_FIELDS:  # the new budgets replace the search's own
+        setattr(config, name, None)
+    for name, value in landing.items():
+        if value is not None:
+            setattr(config, name, value)
+    config.budget_scope = "landing"
+    if not config.budgets():
+        raise ConfigError("give the budget to land in (--max-params, --max-flops, or --max-latency with "
+                          "--latency-device)")
+    config.validate()  # refuses a space that cannot list its architectures in a budget (darts)
+    prepared = prepare_search(config)  # refuses a budget no network of this setting meets
+    out = prepare_run_dir(run_dir, False, f"{search_dir.name}-landed")  # refuses a folder holding files
+    write_json(out / "config.json", config.to_dict())
+    result = consensus_search(config, [searched["mixing_weights"]], prepared, out, searched["search_seconds"],
+                              searched.get("steps") or 0)
+    history = _history(search_dir)
+    ran_under = ", ".join(f"{k.removeprefix('max_')} {v:g}" for k, v in budgets_before.items()) or "no budget"
+    write_search_report(result, config, prepared[2], history, extra=[
+        f"Landed by `dcanas land` from the search in `{search_dir}` (which ran under {ran_under}): its final "
+        f"mixing weights, landed in the budgets above without searching again. The plots are that search's.", ""])
+    log(f"landed {search_dir} in {', '.join(f'{b.metric} {b.limit:g}' for b in prepared[3])}: {out}")
+    return result
+
+
+def _finished_search(search_dir: Path) -> tuple[dict[str, Any], SearchConfig]:
+    """The finished search's result.json and its config, or one line saying why it cannot be landed."""
+    if not (search_dir / "result.json").is_file() or not (search_dir / "config.json").is_file():
+        raise RunDirError(f"{search_dir} holds no finished search (config.json and result.json); finish it with "
+                          f"`dcanas search --resume {search_dir}` first")
+    try:
+        searched = json.loads((search_dir / "result.json").read_text())
+        config = SearchConfig.from_dict(json.loads((search_dir / "config.json").read_text()))
+    except (ValueError, TypeError) as exc:
+        raise RunDirError(f"{search_dir}'s config.json or result.json is unreadable ({exc})") from None
+    if not searched.get("mixing_weights"):
+        raise RunDirError(f"{search_dir} recorded no final mixing weights (it predates them); search again")
+    return searched, config
+
+
+def _history(search_dir: Path) -> list[dict[str, Any]]:
+    try:
+        return json.loads((search_dir / "history.json").read_text())
+    except (OSError, ValueError):
+        return []
