@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from dcanas.constraint import Budget, Constraint
-from dcanas.errors import BudgetError, ConfigError
+from dcanas.errors import BudgetError, ConfigError, RunDirError
 from dcanas.spaces.nb201.bench import latency_cost_table, load_nb201_table
 from dcanas.spaces import SPACES
 from dcanas.spaces.nb201.arch import NUM_ARCHS, Arch, arch_from_enumeration, parse_arch, random_arch
@@ -286,6 +286,10 @@ def test_budget_scope_landing_searches_as_unconstrained_and_lands_the_alphas_bes
                            log=lambda m: None)
     assert str(relanded.genotype) == str(landed.genotype) and relanded.budgets == landed.budgets
     assert json.loads((tmp_path / "re" / "config.json").read_text())["budget_scope"] == "landing"
+    before = sorted(p.name for p in (tmp_path / "re").iterdir())
+    with pytest.raises(RunDirError, match="choose another --run-dir") as refused:  # a landing is never resumed
+        land_search(tmp_path / "free", {"max_params": 500_000}, tmp_path / "re", log=lambda m: None)
+    assert "--resume" not in str(refused.value) and sorted(p.name for p in (tmp_path / "re").iterdir()) == before
     # a constrained search of the same seed does see the budget: its multiplier is recorded
     run_search(SearchConfig(**common, max_latency=7.0, latency_device="pixel3"), tmp_path / "seen",
                progress=False, log=lambda m: None)
@@ -302,13 +306,15 @@ def test_land_refuses_what_it_cannot_land_in_one_line_and_writes_nothing(tmp_pat
     darts.mkdir()
     (darts / "config.json").write_text(json.dumps(SearchConfig(space="darts", max_params=200_000).to_dict()))
     (darts / "result.json").write_text(json.dumps({"mixing_weights": {"normal": [[1.0]]}, "search_seconds": 1}))
-    old = tmp_path / "old"
-    old.mkdir()
-    (old / "config.json").write_text(json.dumps(SearchConfig(space="nb201").to_dict()))
-    (old / "result.json").write_text(json.dumps({"search_seconds": 1}))
+    old, nb = tmp_path / "old", tmp_path / "nb"
+    for folder, result in ((old, {"search_seconds": 1}),
+                           (nb, {"search_seconds": 1, "mixing_weights": {"alpha": [[0.2] * 5] * 6}})):
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps(SearchConfig(space="nb201").to_dict()))
+        (folder / "result.json").write_text(json.dumps(result))
     for argv, words in (([str(tmp_path / "none"), "--max-params", "1M"], "holds no finished search"),
                         ([str(darts), "--max-params", "300K"], "--space nb201"),
-                        ([str(darts)], "give the budget"),
+                        ([str(nb)], "give the budget"),
                         ([str(old), "--max-params", "1M"], "no final mixing weights"),
                         ([str(darts), "--max-params", "lots"], "--max-params")):
         out = subprocess.run([sys.executable, "-m", "dcanas", "land", *argv, "--run-dir", str(tmp_path / "out")],

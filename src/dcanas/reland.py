@@ -15,6 +15,7 @@ from typing import Any, Callable
 from .errors import ConfigError, RunDirError
 from .runs import prepare_run_dir, write_json
 from .search_config import BUDGET_FIELDS, SearchConfig
+from .spaces import SPACES
 
 LANDING_FIELDS = BUDGET_FIELDS + ("latency_device", "rerank", "rerank_top")
 
@@ -32,6 +33,9 @@ def land_search(search_dir: str | Path, landing: dict[str, Any], run_dir: str | 
     if unknown:
         raise ConfigError(f"a landing takes budgets and the rerank only, not {', '.join(unknown)}")
     searched, config = _finished_search(search_dir)
+    if not SPACES.get(config.space).can_rerank:
+        raise ConfigError(f"dcanas land lists every architecture inside the new budget, which the {config.space} "
+                          f"space cannot; it lands --space nb201 searches (for {config.space}, search with the budget)")
     budgets_before = {k: getattr(config, k) for k in BUDGET_FIELDS if getattr(config, k) is not None}
     for name in BUDGET_FIELDS:  # the new budgets replace the search's own
         setattr(config, name, None)
@@ -44,7 +48,7 @@ def land_search(search_dir: str | Path, landing: dict[str, Any], run_dir: str | 
                           "--latency-device)")
     config.validate()  # refuses a space that cannot list its architectures in a budget (darts)
     prepared = prepare_search(config)  # refuses a budget no network of this setting meets
-    out = prepare_run_dir(run_dir, False, f"{search_dir.name}-landed")  # refuses a folder holding files
+    out = prepare_run_dir(run_dir, False, f"{search_dir.name}-landed", resumable=False)  # refuses one holding files
     write_json(out / "config.json", config.to_dict())
     result = consensus_search(config, [searched["mixing_weights"]], prepared, out, searched["search_seconds"],
                               searched.get("steps") or 0)

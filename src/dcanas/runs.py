@@ -102,8 +102,10 @@ def load_checkpoint(path: Path) -> dict:
                           f"it may be truncated, restart the run in a new folder") from None
 
 
-def prepare_run_dir(run_dir: str | Path | None, resume: bool, default_name: str, root: str | Path = "runs") -> Path:
-    """The run folder to use: new and empty for a fresh run, existing with a checkpoint for --resume."""
+def prepare_run_dir(run_dir: str | Path | None, resume: bool, default_name: str, root: str | Path = "runs",
+                    resumable: bool = True) -> Path:
+    """The run folder to use: new and empty for a fresh run, existing with a checkpoint for --resume
+    (`resumable=False`: a command without --resume, whose refusal must not suggest it)."""
     if resume:
         if run_dir is None:
             raise RunDirError("--resume needs the run folder to continue")
@@ -128,8 +130,9 @@ def prepare_run_dir(run_dir: str | Path | None, resume: bool, default_name: str,
         if stopped_before_checkpoint(path):
             clear_folder(path)  # only the config of a run that never got going: nothing to lose
         elif path.exists() and any(path.iterdir()):
-            raise RunDirError(f"{path} already holds files; add --resume to continue that run or choose another "
-                              f"--run-dir (nothing was changed)")
+            resume_hint = "add --resume to continue that run or " if resumable else ""
+            raise RunDirError(f"{path} already holds files; {resume_hint}choose another --run-dir (nothing was "
+                              f"changed)")
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
