@@ -272,6 +272,7 @@ def test_budget_scope_landing_searches_as_unconstrained_and_lands_the_alphas_bes
     assert landed.mixing_weights == free.mixing_weights  # bit for bit: the budget never reached the search
     assert str(landed.raw_genotype) == str(free.raw_genotype) and landed.repairs == [] and landed.fills == []
     assert "lambda_latency" not in (tmp_path / "landed" / "metrics.csv").read_text()
+    assert "acted at the landing only" in (tmp_path / "landed" / "report.md").read_text()
     space = NB201Space()
     landed_table = latency_cost_table("pixel3", load_nb201_table(TABLE), exclude_none=True, measured=True)
     alphas = [torch.log(torch.tensor(free.mixing_weights["alpha"]))]

@@ -227,6 +227,10 @@ def write_search_report(result: "SearchResult", config: "SearchConfig", table: S
     if result.benchmark:
         lines += ["Benchmark look-up of the found architecture (true figures, no training needed):", ""]
         lines += [f"- {k}: {v}" for k, v in result.benchmark.items()] + [""]
+    if config.budget_scope == "landing" and result.budgets:
+        lines += ["The budget acted at the landing only (`--budget-scope landing`): the search ran without it, and "
+                  "the network is the alphas' best inside the budget. What the search itself derived: `"
+                  + space.to_text(result.raw_genotype) + "`.", ""]
     if result.repairs:
         lines += ["The derived network exceeded a budget and was repaired (cheaper ops the alphas rank next):", ""]
         lines += [f"- {r}" for r in result.repairs] + ["", "Before repair: `" + space.to_text(result.raw_genotype)
