@@ -168,8 +168,8 @@ def landed_unconstrained(args: argparse.Namespace, remedy: str, seed: int, confi
     from dcanas.search_loop import prepare_search
 
     searched = Path(args.runs_dir) / run_name(remedy, args.tag, None, seed)
-    base = json.loads((searched / "result.json").read_text())
-    return consensus_search(config, [final_weights(searched)], prepare_search(config), searched,
+    base = json.loads((searched / "result.json").read_text())  # recorded with its final mixing weights
+    return consensus_search(config, [base["mixing_weights"]], prepare_search(config), searched,
                             base["search_seconds"], base["steps"]).to_dict()
 
 
@@ -253,12 +253,12 @@ def sweep(args: argparse.Namespace) -> list[dict[str, Any]]:
     path.parent.mkdir(parents=True, exist_ok=True)
     done = {r["name"]: r for r in load_results(path)}
     plan = planned_runs(args)
-    if args.settings.get("budget_scope") == "landing":  # each seed's one search first; every budget lands it
+    landing = args.settings.get("budget_scope") == "landing"
+    if landing:  # each seed's one search first; every budget lands it
         searches = sorted({(m, s) for m, _, s in plan})
         plan = [(m, None, s) for m, s in searches] + [t for t in plan if t[1] is not None]
     todo = [t for t in plan if run_name(t[0], args.tag, t[1], t[2]) not in done]
-    phases = [[t for t in todo if t[1] is None], [t for t in todo if t[1] is not None]] \
-        if args.settings.get("budget_scope") == "landing" else [todo]
+    phases = [[t for t in todo if t[1] is None], [t for t in todo if t[1] is not None]] if landing else [todo]
     bar = tqdm(total=len(plan), initial=len(plan) - len(todo), desc="searches", dynamic_ncols=True)
     with ProcessPoolExecutor(max_workers=max(1, args.jobs), initializer=_cached_datasets) as pool:
         for phase in phases:

@@ -46,8 +46,7 @@ def land_search(search_dir: str | Path, landing: dict[str, Any], run_dir: str | 
     if not config.budgets():
         raise ConfigError("give the budget to land in (--max-params, --max-flops, or --max-latency with "
                           "--latency-device)")
-    config.validate()  # refuses a space that cannot list its architectures in a budget (darts)
-    prepared = prepare_search(config)  # refuses a budget no network of this setting meets
+    prepared = prepare_search(config)  # validates, and refuses a budget no network of this setting meets
     out = prepare_run_dir(run_dir, False, f"{search_dir.name}-landed", resumable=False)  # refuses one holding files
     write_json(out / "config.json", config.to_dict())
     result = consensus_search(config, [searched["mixing_weights"]], prepared, out, searched["search_seconds"],

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from .common import parse_count, stderr_log
-from .search import _print_result
+from .search import print_search_result
 
 ORDER = 32
 
@@ -16,7 +16,7 @@ def cmd_land(args: argparse.Namespace) -> int:
     landing = {name: getattr(args, name, None) for name in LANDING_FIELDS}
     result = land_search(args.search_dir, landing, args.run_dir, log=stderr_log if not args.quiet else
                          (lambda message: None))
-    return _print_result(args, result.to_dict())
+    return print_search_result(args, result.to_dict())
 
 
 def register(command) -> None:

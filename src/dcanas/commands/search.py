@@ -55,7 +55,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.resume and is_repeats_dir(args.resume) and not options_given(args):
         r = run_repeats(None, run_dir=args.resume, resume=True, jobs=args.repeat_jobs, log=stderr_log,
                         progress=not args.quiet)
-        return _print_result(args, r)
+        return print_search_result(args, r)
     if args.resume:
         given = options_given(args)
         if given:
@@ -85,14 +85,14 @@ def cmd_search(args: argparse.Namespace) -> int:
         if args.repeats is not None:
             r = run_repeats(config, args.repeats, args.run_dir, jobs=args.repeat_jobs,
                             select=args.repeat_select or DEFAULT_SELECTION, log=stderr_log, progress=not args.quiet)
-            return _print_result(args, r)
+            return print_search_result(args, r)
         result = run_search(config, args.run_dir, progress=not args.quiet, log=stderr_log)
     if not _is_rank_0():
         return 0  # under torchrun: one summary per job, from rank 0
-    return _print_result(args, result.to_dict())
+    return print_search_result(args, result.to_dict())
 
 
-def _print_result(args: argparse.Namespace, r: dict) -> int:
+def print_search_result(args: argparse.Namespace, r: dict) -> int:
     """The search's summary: genotype, sizes, budgets, repairs, and (with --repeats) every seed's score."""
     setting = r.get("setting") or {}
     lines = [f"genotype  {r['genotype']}"]
@@ -232,9 +232,8 @@ def register(command) -> None:
                         "budget is lost accuracy")
     g.add_argument("--budget-scope", choices=BUDGET_SCOPES,
                    help="which ops the budget's gradient may favour: any cheaper op (all, the paper's) or only "
-                        "cheaper convolutions, unless the budget needs parameter-free ops (parametric); or none: "
-                        "search without the budget and land the alphas' best architecture inside it (landing, "
-                        "nb201 only)")
+                        "cheaper convolutions, unless the budget needs parameter-free ops (parametric); or search "
+                        "without the budget and land the alphas' best architecture inside it (landing, nb201 only)")
     g.add_argument("--lug", help="look-up graph JSON: maps the device budget to the search budget")
     g.add_argument("--no-repair", dest="repair", action="store_const", const=False,
                    help="do not repair a derived network that exceeds a budget")
