@@ -313,7 +313,9 @@ def test_land_refuses_what_it_cannot_land_in_one_line_and_writes_nothing(tmp_pat
         folder.mkdir()
         (folder / "config.json").write_text(json.dumps(SearchConfig(space="nb201").to_dict()))
         (folder / "result.json").write_text(json.dumps(result))
-    for argv, words in (([str(tmp_path / "none"), "--max-params", "1M"], "holds no finished search"),
+    (tmp_path / "empty").mkdir()
+    for argv, words in (([str(tmp_path / "none"), "--max-params", "1M"], "is not a folder"),
+                        ([str(tmp_path / "empty"), "--max-params", "1M"], "holds no finished search"),
                         ([str(darts), "--max-params", "300K"], "--space nb201"),
                         ([str(nb)], "give the budget"),
                         ([str(old), "--max-params", "1M"], "no final mixing weights"),

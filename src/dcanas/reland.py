@@ -62,6 +62,8 @@ def land_search(search_dir: str | Path, landing: dict[str, Any], run_dir: str | 
 
 def _finished_search(search_dir: Path) -> tuple[dict[str, Any], SearchConfig]:
     """The finished search's result.json and its config, or one line saying why it cannot be landed."""
+    if not search_dir.is_dir():
+        raise RunDirError(f"{search_dir} is not a folder; give the run folder of a finished `dcanas search`")
     if not (search_dir / "result.json").is_file() or not (search_dir / "config.json").is_file():
         raise RunDirError(f"{search_dir} holds no finished search (config.json and result.json); finish it with "
                           f"`dcanas search --resume {search_dir}` first")
