@@ -61,6 +61,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--search-warmup", type=float, help="weights-only warm-up epochs of each search (default 0)")
     g.add_argument("--max-skips", type=int, help="cap on skip connections in the searched normal cell (default none)")
     g.add_argument("--search-cells", type=int, help="supernet cells (default: dcanas search's 8)")
+    g.add_argument("--width", default="auto",
+                   help="the searched network's width: 'auto' (dcanas search --channels auto), 'baseline' (the narrowed "
+                        "DARTS_V2's, so only the cells differ) or a number")
     g = p.add_argument_group("training (identical for both methods)")
     g.add_argument("--train-epochs", type=int, default=600)
     g.add_argument("--train-subset", type=int, help="class-balanced subset of the training images")
@@ -80,6 +83,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--note", default="", help="what was cut to fit the machine (goes into the report)")
     p.add_argument("--report-only", action="store_true", help="rebuild the report from results.jsonl")
     args = p.parse_args(argv)
+    if args.width not in ("auto", "baseline") and not args.width.isdigit():
+        p.error(f"--width must be auto, baseline or a number, got {args.width!r}")
     tag = args.dataset if args.dataset != "imagefolder" else Path(args.data_dir or "imagefolder").name
     tag += "" if args.metric == "params" else f"_{args.metric}"
     args.runs_dir = Path(args.runs_dir or f"runs/end_to_end_{tag}")
@@ -116,11 +121,18 @@ def train_cost(train: dict[str, Any], metric: str) -> int:
     return deployed(load_genotype(train["genotype"]), EvalSetting(**train["setting"]), metric)
 
 
-def run_dcanas_method(args: argparse.Namespace, budget: str, seed: int) -> dict[str, Any]:
+def searched_width(args: argparse.Namespace, setting: EvalSetting, budget: str) -> str:
+    """`--channels` of the DCA-NAS search: auto, the baseline's width, or a given number."""
+    if args.width == "baseline":
+        return str(narrowest_fit(setting, parse_count(budget), metric=args.metric)[0])
+    return args.width
+
+
+def run_dcanas_method(args: argparse.Namespace, setting: EvalSetting, budget: str, seed: int) -> dict[str, Any]:
     """Search under the budget, then train the found genotype."""
     folder = args.runs_dir / f"dcanas_{budget}_s{seed}"
     search_argv = ["search", *data_argv(args), f"--max-{args.metric}", budget, "--cells", str(args.cells),
-                   "--channels", "auto", "--epochs", str(args.search_epochs), "--batch-size",
+                   "--channels", searched_width(args, setting, budget), "--epochs", str(args.search_epochs), "--batch-size",
                    str(args.search_batch), "--seed", str(seed), "--device", args.device,
                    "--run-dir", str(folder / "search")]
     search_argv += ["--max-steps", str(args.search_steps)] if args.search_steps else []
@@ -158,7 +170,7 @@ def run_study(args: argparse.Namespace) -> None:
 
     def task(method: str, budget: str, seed: int) -> None:
         print(f"start  {method} {budget} seed {seed}", flush=True)
-        run = (run_dcanas_method(args, budget, seed) if method == METHODS[0]
+        run = (run_dcanas_method(args, setting, budget, seed) if method == METHODS[0]
                else run_baseline(args, setting, budget, seed))
         row = {"method": method, "budget": budget, "seed": seed, **run}
         with lock, open(results_path, "a") as f:
@@ -235,6 +247,7 @@ def write_report(args: argparse.Namespace, rows: list[dict[str, Any]], command: 
            + (f", weights-only warm-up {args.search_warmup:g} epoch" if args.search_warmup else "")
            + (f", at most {args.max_skips} skip connections per normal cell" if args.max_skips is not None else "")
            + (f", {args.search_cells}-cell supernet" if args.search_cells else "")
+           + ("" if args.width == "auto" else f", width {args.width}")
            + f". Training (both methods): {args.train_epochs} epochs"
            + (f" over a class-balanced subset of {args.train_subset} training images" if args.train_subset else "")
            + f", batch {args.train_batch}, lr {args.lr} cosine, cutout {args.cutout}, drop-path {args.drop_path}; "

@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # end_to_end.py on Fashion-MNIST (issue 11 item 6) on a lent GPU: 3 seeds x 250K/500K/1M, DCA-NAS (search, then
 # train) against DARTS_V2 narrowed to the same budget, both trained on all 60,000 images for as many epochs as
-# fit one call. A probe first times a search step and a training step with all 18 processes running at once (as
-# the study runs them), then picks the search steps and training epochs that fit SEARCH_SECONDS/TRAIN_SECONDS.
+# fit one call. A probe first times a search step and a training step with all the study's processes running at
+# once, then picks the search steps and training epochs that fit SEARCH_SECONDS/TRAIN_SECONDS.
+# Measured on an H200 (BENCHMARKS.md 8c): processes sharing the card without MPS are served one after another,
+# so 18 at once gave 1 training epoch; 6 at once (one budget, SEARCH_STEPS=300 EPOCHS=4) took 314 s. The whole
+# study at 4 epochs needs two calls (BUDGETS=500K, then BUDGETS="1M 250K").
+# WIDTH=baseline searches at the narrowed DARTS_V2's width, so only the cells differ (default auto).
 #   local:  mkdir -p gpu_data/fashion-mnist && cp /usr/share/datasets/fashion-mnist/*.gz gpu_data/fashion-mnist/
 #   device: run(command="bash benchmarks/gpu_end_to_end.sh", carry=["gpu_data"], timeout_s=570)
 #   smoke test on a CPU: DEVICE=cpu SEEDS=0 BUDGETS=250K PROBE_STEPS=2 MAX_SEARCH_STEPS=3 MAX_EPOCHS=1 \
@@ -65,7 +69,7 @@ warmup=$(python3 -c "print(round(0.25 * $SEARCH_STEPS * $SEARCH_BATCH / 30000, 3
 args=(--dataset fashion-mnist --data-dir "$DATA" --budgets $BUDGETS --seeds $SEEDS --cells $CELLS
       --search-steps "$SEARCH_STEPS" --search-batch $SEARCH_BATCH --arch-lr 3e-3 --search-warmup "$warmup"
       --train-epochs "$EPOCHS" --train-batch $TRAIN_BATCH --lr $LR --cutout 0 --drop-path 0 --eval-every "$EPOCHS"
-      $subset --device "$DEVICE" --jobs $(( 2 * n )) --runs-dir "$OUT/runs"
+      --width "${WIDTH:-auto}" $subset --device "$DEVICE" --jobs $(( 2 * n )) --runs-dir "$OUT/runs"
       --out "$OUT/end_to_end_fashion-mnist_gpu.md" --plot "$OUT/end_to_end_fashion-mnist_gpu.png"
       --note "one call on a lent GPU: search stopped after $SEARCH_STEPS steps (paper: 50 epochs), $CELLS-cell networks (paper: 20), $EPOCHS training epochs (paper: 600)")
 left=$(( DEADLINE - ($(date +%s) - start) ))
