@@ -16,7 +16,7 @@ from dcanas.data import load_dataset
 from dcanas.model_io import load_model
 from dcanas.spaces.darts.genotype import GENOTYPES, genotype_to_dict
 from dcanas.spaces.darts.network import EvalNetwork, eval_setting_for
-from dcanas.train_loop import TrainConfig, eval_loader, evaluate, lr_factor, make_config
+from dcanas.train_loop import TrainConfig, _build_network, eval_loader, evaluate, lr_factor, make_config
 
 # A tiny network and short epochs: 44 steps of batch 32 per digits epoch.
 TINY = ["--cells", "3", "--channels", "8", "--batch-size", "32", "--device", "cpu", "--quiet"]
@@ -192,6 +192,18 @@ def test_recipe_defaults():
     # cosine to zero exactly as CosineAnnealingLR, optionally after a linear warm-up
     assert [lr_factor(e, 4, 0) for e in range(5)] == pytest.approx([1, 0.8535534, 0.5, 0.1464466, 0])
     assert [lr_factor(e, 6, 2) for e in range(3)] == pytest.approx([0.5, 1.0, 1.0])
+
+
+@pytest.mark.parametrize("asked, expected", [(None, True), (True, True), (False, False)])
+def test_channels_last_is_the_default_on_cpu_too(asked: bool | None, expected: bool):
+    # None is what configs saved before the CPU default read back as
+    setting = eval_setting_for("digits", cells=3, channels=8)
+    net, channels_last = _build_network(GENOTYPES.get("DARTS_V2"), setting, TrainConfig(channels_last=asked),
+                                        torch.device("cpu"), 1)
+    conv = next(m for m in net.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3))
+    assert channels_last is expected
+    assert (conv.weight.stride(1) == 1) is expected  # NHWC: the channels are the innermost dimension
+    assert TrainConfig().channels_last is True
 
 
 def test_train_subset_sets_the_epoch_length(tmp_path, capsys):

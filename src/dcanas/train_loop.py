@@ -89,7 +89,8 @@ class TrainConfig:
     max_steps: int | None = None
     device: str = "auto"
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
-    channels_last: bool | None = None  # None: on CUDA
+    # NHWC: faster on CUDA and, through oneDNN, on CPU too (1.4-1.6x a step, BENCHMARKS.md section 16); None = on
+    channels_last: bool | None = True
     sync_bn: bool = False  # SyncBatchNorm across processes (CUDA only)
     threads: int | None = None  # torch CPU threads; None = chosen at start (threads.py), then recorded here
 
@@ -549,7 +550,7 @@ def _build_network(genotype: Genotype, setting: EvalSetting, config: TrainConfig
     """The deployed network, seeded alike on every process; and whether it runs channels-last."""
     torch.manual_seed(config.seed)  # the same initial weights on every process
     net = EvalNetwork(genotype, setting).to(device)
-    channels_last = config.channels_last if config.channels_last is not None else device.type == "cuda"
+    channels_last = config.channels_last is not False  # None: a config saved before CPU runs defaulted to it
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
     if config.sync_bn and world_size > 1:
