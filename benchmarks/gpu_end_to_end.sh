@@ -36,6 +36,7 @@ subset=${TRAIN_SUBSET:+--train-subset $TRAIN_SUBSET}
 n=$(( $(echo $SEEDS | wc -w) * $(echo $BUDGETS | wc -w) ))
 
 if [ -z "${SEARCH_STEPS:-}" ]; then  # SEARCH_STEPS=S EPOCHS=E skip the probe (e.g. a rerun at a first call's sizes)
+rm -rf /tmp/probe_s* /tmp/probe_t*  # a second call on a warm machine finds the last probe's run folders
 echo "== probe: $PROBE_STEPS steps, $n searches and $n trainings at once (the study's load) =="
 for i in $(seq 1 "$n"); do
   python3 -m dcanas search --dataset fashion-mnist --data-dir "$DATA" --max-params 1M --cells $CELLS --channels auto \
@@ -63,6 +64,7 @@ print(steps, epochs)
 EOF
 )
 fi
+if [ -z "${SEARCH_STEPS:-}" ] || [ -z "${EPOCHS:-}" ]; then echo "the probe failed: see /tmp/probe_*.err"; exit 1; fi
 echo "search steps: $SEARCH_STEPS (batch $SEARCH_BATCH); training epochs: $EPOCHS (batch $TRAIN_BATCH)" | tee -a "$OUT/card.txt"
 warmup=$(python3 -c "print(round(0.25 * $SEARCH_STEPS * $SEARCH_BATCH / 30000, 3))")  # a quarter, weights only
 
@@ -73,9 +75,10 @@ args=(--dataset fashion-mnist --data-dir "$DATA" --budgets $BUDGETS --seeds $SEE
       --out "$OUT/end_to_end_fashion-mnist_gpu.md" --plot "$OUT/end_to_end_fashion-mnist_gpu.png"
       --note "one call on a lent GPU: search stopped after $SEARCH_STEPS steps (paper: 50 epochs), $CELLS-cell networks (paper: 20), $EPOCHS training epochs (paper: 600)")
 left=$(( DEADLINE - ($(date +%s) - start) ))
+if [ "$left" -lt 60 ]; then echo "only ${left} s left before the deadline: no study"; exit 1; fi
 echo "== the study: ${left} s left before the deadline =="
 timeout --signal=TERM "$left" python3 benchmarks/end_to_end.py "${args[@]}" 2>&1 | tee "$OUT/study.log"
-pkill -TERM -f "python3 -m dcanas" && sleep 3  # runs the deadline cut short (their results are not counted)
+# (timeout signals its whole process group, so the dcanas runs the deadline cut short stop too; not counted)
 python3 benchmarks/end_to_end.py "${args[@]}" --report-only > /dev/null 2>&1 || echo "no finished run to report"
 # what the report needs, not the checkpoints
 (cd "$OUT" && find runs -name 'results.jsonl' -o -name '*.log' | tar czf runs.tar.gz -T - && rm -rf runs)

@@ -438,3 +438,18 @@ def test_both_spaces_cost_tables_follow_the_shared_contract():
         assert {"params", "flops"} <= set(table.entries) and set(table.fixed) >= {"params", "flops"}
         low, high = table.bounds("params")
         assert 0 < low < high
+
+
+@needs_table
+def test_a_params_budget_that_demands_parameter_free_ops_is_noted_beside_a_latency_device(tmp_path):
+    """The note's narrower widths are counted without the device's latency table (which holds one width):
+    a latency device beside a tight params budget must not break the end of the search."""
+    SearchConfig = _generic_search()
+    from dcanas.search_loop import run_search
+
+    result = run_search(SearchConfig(space="nb201", dataset="synthetic", bench_table=str(TABLE), cells=3, channels=8,
+                                     batch_size=16, epochs=1, max_steps=2, device="cpu", seed=0, rerank="none",
+                                     threads=1, max_params=240_000, max_latency=36.0, latency_device="pixel3"),
+                        tmp_path / "run", progress=False, log=lambda m: None)
+    (note,) = result.notes  # the params budget only: 36 ms holds any none-free cell on a Pixel 3 but the slowest
+    assert note.startswith("--max-params 240,000") and "--channels 14," in note

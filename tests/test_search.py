@@ -467,3 +467,43 @@ def test_repair_brings_a_peak_over_budget_within_it():
     alphas = [torch.zeros(14, 8), torch.zeros(14, 8)]
     fixed, changes = repair(heavy, DartsSpace().op_changes(alphas), table, [budget])
     assert changes and table.genotype_cost(fixed)["memory"] <= low
+
+
+def test_cheapest_parametric_cost_is_the_network_with_every_edge_at_its_cheapest_weighted_op():
+    from dcanas.constraint import cheapest_parametric_cost
+    from dcanas.spaces.darts.genotype import GENOTYPES, make_genotype
+
+    setting = eval_setting_for("digits")
+    table = build_cost_table(setting)
+    genotype = GENOTYPES.get("DARTS_V2")
+    # built by hand: a dilated 3x3 (the cheapest convolution) on every normal edge; on reduction edges from the
+    # cell inputs the skip, a stride-2 FactorizedReduce (1x1 convolutions: cheaper still); dilated 3x3 elsewhere
+    normal = [("dil_conv_3x3", i) for _, i in genotype.normal]
+    reduce = [("skip_connect" if i < 2 else "dil_conv_3x3", i) for _, i in genotype.reduce]
+    by_hand = network_cost(make_genotype(normal, reduce), setting)
+    assert cheapest_parametric_cost(table, genotype, "params") == by_hand.params == 250_682
+    assert cheapest_parametric_cost(table, genotype, "flops") == by_hand.flops
+
+
+def test_a_budget_that_demands_parameter_free_ops_says_so(tmp_path, capsys):
+    from dcanas.cli import main
+    from dcanas.constraint import cheapest_parametric_cost
+
+    # the digits default: 200K at 8 cells x 16, where no network with weights on every edge fits
+    assert main(["search", "--max-steps", "2", "--epochs", "1", "--quiet", "--json", "--run-dir",
+                 str(tmp_path / "tight")]) == 0
+    result = json.loads(capsys.readouterr().out)
+    (note,) = result["notes"]
+    genotype = load_genotype(result["genotype"])
+    cheapest = cheapest_parametric_cost(build_cost_table(eval_setting_for("digits")), genotype, "params")
+    assert cheapest > 200_000 and f"{cheapest:,.0f}" in note
+    # the width it names is the widest narrower one where the same cells could hold weights on every edge
+    width = int(note.split("--channels ")[1].split(",")[0])
+    fits = [cheapest_parametric_cost(build_cost_table(eval_setting_for("digits", channels=c)), genotype, "params")
+            <= 200_000 for c in (width, width + 2)]
+    assert fits == [True, False]
+    assert "Note: --max-params 200,000 cannot hold" in (tmp_path / "tight" / "report.md").read_text()
+    # a budget with room for a convolution on every edge: no note
+    assert main(["search", "--max-steps", "2", "--epochs", "1", "--quiet", "--json", "--max-params", "400K",
+                 "--run-dir", str(tmp_path / "roomy")]) == 0
+    assert "notes" not in json.loads(capsys.readouterr().out)

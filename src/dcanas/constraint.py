@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -34,6 +35,7 @@ CONSTRAINT_SCOPES = ("all", "parametric")  # which ops the budget's gradient may
 # (only where it can list every architecture in a budget: nb201). One search then serves any budget.
 BUDGET_SCOPES = CONSTRAINT_SCOPES + ("landing",)
 UNITS = {"params": "parameters", "flops": "MACs", "latency": "ms", "memory": "bytes"}
+COUNTED = ("params", "flops")  # exact counts at any width (latency is measured, memory a peak)
 PEAK_METRICS = ("memory",)  # a maximum over the network, not a sum: the table gives its gradient per genotype
 
 
@@ -152,21 +154,11 @@ class Constraint:
                 result.append(soft + (exact[b.metric] - soft).detach())
                 continue
             weights = probs
-            if self.scope == "parametric" and not self._needs_parameter_free(f, kept, costs, b.limit):
+            if self.scope == "parametric" and cheapest_parametric_cost(self.table, genotype, b.metric) <= b.limit:
                 weights = [_parametric_only(a, p, m) for a, p, m in zip(alphas, probs, self._parametric)]
             soft = f + sum((m * p * c).sum() for m, p, c in zip(kept, weights, costs))
             result.append(soft + (exact[b.metric] - soft).detach())  # value exact, gradient soft
         return result
-
-    def _needs_parameter_free(self, fixed: float, kept: list[torch.Tensor], costs: list[torch.Tensor],
-                              limit: float) -> bool:
-        """Whether the kept edges, each at its cheapest parametric op, would still break `limit`."""
-        cheapest = fixed
-        for m, c, par in zip(kept, costs, self._parametric):
-            per_edge = torch.where(par, c, torch.full_like(c, float("inf"))).min(-1).values
-            per_edge = torch.where(par.any(-1), per_edge, c.min(-1).values)  # no parametric op: its cheapest
-            cheapest += float((m[:, 0] * per_edge).sum())
-        return cheapest > limit
 
     def violations(self, costs: list[torch.Tensor]) -> torch.Tensor:
         """Normalised violations k/K - 1 (positive = over budget), differentiable."""
@@ -213,6 +205,46 @@ def _parametric_only(alpha: torch.Tensor, probs: torch.Tensor, parametric: torch
     # a large negative, not -inf: an edge without parametric ops gets a uniform (and unused) softmax, not NaN
     within = F.softmax(alpha.masked_fill(~parametric, -1e9), dim=-1) * parametric
     return torch.where(parametric, share.detach() * within, probs.detach())
+
+
+def cheapest_parametric_cost(table: SpaceCostTable, genotype: Any, metric: str) -> float:
+    """`metric` of `genotype`'s network with every kept edge at its cheapest op that has weights (an edge with
+    none at its cheapest op): above a budget, the budget itself demands parameter-free ops on some edges."""
+    total = float(table.fixed[metric])
+    for kept, costs, params in zip(table.kept_edges(genotype), table.alpha_costs(metric), table.alpha_costs("params")):
+        parametric = params > 0  # a stride-2 skip is a FactorizedReduce, which has weights
+        per_edge = np.where(parametric, costs, np.inf).min(-1)
+        per_edge = np.where(parametric.any(-1), per_edge, costs.min(-1))
+        total += float((np.asarray(kept, dtype=float) * per_edge).sum())
+    return total
+
+
+NARROWER_TRIES = 4  # widths tried below the network's for the note's suggestion (a table build each, ~1-5 s)
+
+
+def parameter_free_notes(table: SpaceCostTable, genotype: Any, budgets: list[Budget],
+                         table_for: Callable[[int], SpaceCostTable] | None = None) -> list[str]:
+    """One line per budget that cannot hold an op with weights on every kept edge of this network: why the
+    derived cells hold pools and skips however the search went, and (given `table_for(width)`, counted metrics
+    only) the widest of the next few narrower widths that would leave that choice to the search."""
+    notes = []
+    for b in budgets:
+        if b.metric in PEAK_METRICS or b.metric not in table.fixed:
+            continue
+        cheapest = cheapest_parametric_cost(table, genotype, b.metric)
+        if cheapest <= b.limit:
+            continue
+        width = table.setting.channels
+        tries = range(width - 2, max(1, width - 2 * NARROWER_TRIES - 1), -2)
+        narrower = next((c for c in tries if table_for is not None and b.metric in COUNTED
+                         and cheapest_parametric_cost(table_for(c), genotype, b.metric) <= b.limit), None)
+        asked = b.asked or f"--max-{b.metric} {readable(b.limit)}"
+        room = (f"--channels {narrower}, or a budget of {readable(cheapest)} {b.metric},"
+                if narrower else f"a budget of {readable(cheapest)} {b.metric} (or a narrower --channels)")
+        notes.append(f"{asked} cannot hold an op with weights on every edge at {width} channels, so this network "
+                     f"needs parameter-free ops (pools, skips) whatever the search prefers; {room} would leave that "
+                     f"choice to the search")
+    return notes
 
 
 def cost_summary(table: SpaceCostTable, genotype: Any, budgets: list[Budget]) -> dict[str, dict]:

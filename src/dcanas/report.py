@@ -231,6 +231,7 @@ def write_search_report(result: "SearchResult", config: "SearchConfig", table: S
         lines += ["The budget acted at the landing only (`--budget-scope landing`): the search ran without it, and "
                   "the network is the alphas' best inside the budget. What the search itself derived: `"
                   + space.to_text(result.raw_genotype) + "`.", ""]
+    lines += [f"Note: {note}." for note in result.notes] + ([""] if result.notes else [])
     if result.repairs:
         lines += ["The derived network exceeded a budget and was repaired (cheaper ops the alphas rank next):", ""]
         lines += [f"- {r}" for r in result.repairs] + ["", "Before repair: `" + space.to_text(result.raw_genotype)

@@ -8,7 +8,7 @@ batch_size / (processes x accum_steps), not on how many processes share the work
 """
 from __future__ import annotations
 
-from dataclasses import asdict, astuple, dataclass, field
+from dataclasses import asdict, astuple, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from . import distributed as dist_utils
-from .constraint import Budget, Constraint, check_budgets, cost_summary
+from .constraint import Budget, Constraint, check_budgets, cost_summary, parameter_free_notes
 from .search_config import SearchConfig
 from .data import BatchPlan, balanced_indices, default_augment, load_dataset, split_indices
 from .data.stream import StreamedDataset, make_loader
@@ -227,6 +227,7 @@ class SearchResult:
     unfilled_genotype: Any = None  # what fill started from (raw, or raw repaired); None when fill changed nothing
     mixing_weights: dict[str, list] = field(default_factory=dict)  # final weights per alpha name (--repeats consensus)
     rerank: dict[str, Any] = field(default_factory=dict)  # --rerank: the proxy and every candidate it scored
+    notes: list[str] = field(default_factory=list)  # e.g. a budget that itself demands parameter-free ops
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (what `dcanas search --json` prints)."""
@@ -246,6 +247,8 @@ class SearchResult:
             result["mixing_weights"] = self.mixing_weights
         if self.rerank:
             result["rerank"] = self.rerank
+        if self.notes:
+            result["notes"] = self.notes
         return result
 
 
@@ -281,10 +284,14 @@ def derived_result(space: SearchSpace, config: SearchConfig, raw: Any, alphas: l
         genotype, scored = rerank(space, candidates, setting, proxy, probe, config.seed)
         reranked = {"proxy": proxy, "top": config.rerank_top, "candidates": scored}
     deployed = space.deployed_cost(genotype, setting)
+    # the note's narrower widths are counted (params, FLOPs): a measured latency table holds one width only
+    counted_only = replace(config, latency_table=None, latency_device=None, max_latency=None)
     return SearchResult(space, genotype, run_dir, setting, deployed["params"], deployed["flops"],
                         cost_summary(table, genotype, budgets), repairs, raw, seconds, steps,
                         space.describe(genotype, config), fills=fills, unfilled_genotype=unfilled if fills else None,
-                        mixing_weights=evaluation_weights(space, alphas), rerank=reranked)
+                        mixing_weights=evaluation_weights(space, alphas), rerank=reranked,
+                        notes=parameter_free_notes(table, genotype, budgets, lambda c: space.cost_table(
+                            setting.replace(channels=c), counted_only)))
 
 
 PROBE_IMAGES = 64  # NASWOT's authors score a batch of 128 at 32 px; 64 ranks NB201 alike (BENCHMARKS.md §12)

@@ -89,7 +89,7 @@ class TrainConfig:
     max_steps: int | None = None
     device: str = "auto"
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
-    # NHWC: faster on CUDA and, through oneDNN, on CPU too (1.4-1.6x a step, BENCHMARKS.md section 16); None = on
+    # NHWC: faster on CUDA and, through oneDNN, on CPU too (1.3-1.5x a step, BENCHMARKS.md section 16); None = on
     channels_last: bool | None = True
     sync_bn: bool = False  # SyncBatchNorm across processes (CUDA only)
     threads: int | None = None  # torch CPU threads; None = chosen at start (threads.py), then recorded here

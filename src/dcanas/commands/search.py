@@ -107,6 +107,7 @@ def print_search_result(args: argparse.Namespace, r: dict) -> int:
                      f"{'ok' if b['ok'] else 'EXCEEDED'}")
     if r["repairs"]:
         lines.append(f"repaired  {len(r['repairs'])} op(s) replaced to meet the budget (see report.md)")
+    lines += [f"note      {note}" for note in r.get("notes", [])]
     if r.get("rerank"):
         chosen = next(c for c in r["rerank"]["candidates"] if c.get("chosen"))
         lines.append(f"reranked  by {r['rerank']['proxy']}: the alphas' choice no. {chosen['alpha_rank']} of "
