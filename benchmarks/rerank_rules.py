@@ -141,6 +141,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--table", default=str(DEFAULT_TABLE))
     p.add_argument("--out", default=str(RESULTS / "rerank_rules.md"))
     p.add_argument("--naswot-top", type=int, default=NASWOT_TOP, help="score naswot for each search's first K candidates")
+    p.add_argument("--floors", type=float, nargs="+", help="the landing's band floors, tightest first (default: the "
+                   "library's FILL_FLOORS); e.g. 0.85 ranks the whole 85-100 %% band")
     argv = sys.argv[1:] if argv is None else argv
     args = p.parse_args(argv)
     if args.collect:
@@ -159,6 +161,9 @@ def main(argv: list[str] | None = None) -> None:
 
     torch.set_num_threads(1)
     t0 = time.perf_counter()
+    if args.floors:
+        import dcanas.spaces.nb201.space as nb201_space
+        nb201_space.FILL_FLOORS = tuple(args.floors)
     runs = json.loads(Path(args.weights).read_text())["runs"]
     bench = load_nb201_table(args.table)
     accuracy = lambda arch: float(bench.accuracy["cifar10"][bench.row(arch)])  # noqa: E731
@@ -175,8 +180,9 @@ def main(argv: list[str] | None = None) -> None:
     cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
     data = load_dataset("imagefolder", args.data)
     images = probe_batch(data, SearchConfig(space="nb201", seed=0))
-    proxy_scores({a for x in landings for a in x["band"]}, "synflow", cache, images)
-    cache_path.write_text(json.dumps(cache) + "\n")
+    for name in ("synflow", "meco"):  # cheap enough for every architecture of every band
+        proxy_scores({a for x in landings for a in x["band"]}, name, cache, images)
+        cache_path.write_text(json.dumps(cache) + "\n")
     proxy_scores({a for x in landings for a in x["candidates"][:args.naswot_top]}, "naswot", cache, images)
     cache_path.write_text(json.dumps(cache) + "\n")
     k_nas = args.naswot_top
@@ -187,28 +193,37 @@ def main(argv: list[str] | None = None) -> None:
     def rank_sum(proxy: str, k: int) -> Callable[[dict], str]:
         def rule(x: dict) -> str:
             top = x["candidates"][:k]
-            return top[rank_sum_choice([cache[proxy][a] for a in top])[0]]
+            return top[rank_sum_choice([[cache[proxy][a] for a in top]])[0]]
         return rule
 
     def ensemble_rank_sum(proxies: tuple[str, ...], k: int) -> Callable[[dict], str]:
         def rule(x: dict) -> str:
             top = x["candidates"][:k]
-            ranks = [rank_sum_choice([cache[p][a] for a in top])[1] for p in proxies]
-            return top[min(range(len(top)), key=lambda i: (i + sum(r[i] for r in ranks), i))]
+            return top[rank_sum_choice([[cache[p][a] for a in top] for p in proxies])[0]]
+        return rule
+
+    def proxies_only(proxies: tuple[str, ...]) -> Callable[[dict], str]:
+        def rule(x: dict) -> str:
+            ranks = rank_sum_choice([[cache[p][a] for a in x["band"]] for p in proxies])[1]
+            return x["band"][min(range(len(x["band"])), key=lambda i: (sum(r[i] for r in ranks), i))]
         return rule
 
     rules: dict[str, Callable[[dict], str]] = {
         "alphas (no rerank)": lambda x: x["candidates"][0],
         **{f"oracle top-{k} (ceiling)": (lambda k: lambda x: max(x["candidates"][:k], key=accuracy))(k) for k in (5, 20)},
-        **{f"{p} top-{k}": top_by(p, k) for p in ("synflow", "naswot") for k in (5, 20)},
-        "synflow top-500": top_by("synflow", WHOLE_BAND),
-        "synflow alone (whole band, alphas ignored)": lambda x: max(x["band"], key=lambda a: cache["synflow"][a]),
+        **{f"{p} top-{k}": top_by(p, k) for p in ("synflow", "naswot", "meco") for k in (5, 20)},
+        **{f"{p} top-500": top_by(p, WHOLE_BAND) for p in ("synflow", "meco")},
+        **{f"{p} alone (whole band, alphas ignored)": (lambda p: lambda x: max(x["band"], key=lambda a: cache[p][a]))(p)
+           for p in ("synflow", "meco")},
         f"naswot rank sum, top-{k_nas}": rank_sum("naswot", k_nas),
         f"synflow rank sum, top-{NASWOT_TOP}": rank_sum("synflow", NASWOT_TOP),
         "synflow rank sum, top-100": rank_sum("synflow", 100),
         **{f"synflow + naswot rank sum, top-{k}": ensemble_rank_sum(("synflow", "naswot"), k)
            for k in sorted({NASWOT_TOP, k_nas})},
         "**synflow rank sum, top-500 (--rerank default)**": rank_sum("synflow", WHOLE_BAND),
+        **{f"meco rank sum, top-{k}": rank_sum("meco", k) for k in (20, 100, WHOLE_BAND)},
+        "synflow + meco rank sum, top-500": ensemble_rank_sum(("synflow", "meco"), WHOLE_BAND),
+        "synflow + meco rank sum, whole band, alphas ignored": proxies_only(("synflow", "meco")),
     }
     rows = ["| rule | unconstrained: CIFAR-10 % (min) | constrained: mean regret | runs < 90 % | min % | "
             "vs alphas: higher / lower / equal |", "|---|---|---|---|---|---|"]
@@ -229,7 +244,7 @@ def main(argv: list[str] | None = None) -> None:
         "",
         f"{machine()}. {len(landings)} searches ({n_free} unconstrained, {len(landings) - n_free} constrained) from "
         f"{', '.join(sorted({x['run']['source'] for x in landings}))}; proxies of {len(cache['synflow'])} (synflow) "
-        f"and {len(cache['naswot'])} (naswot) architectures; {time.perf_counter() - t0:.0f} s.", "", *rows, "",
+        f"{len(cache['meco'])} (meco) and {len(cache['naswot'])} (naswot) architectures; {time.perf_counter() - t0:.0f} s.", "", *rows, "",
         "Mean regret (points) per budget; the ceilings are the best architecture of the band the landing chooses "
         "from, and of the whole 85-100 % band:", "", *per_budget, ""])
     Path(args.out).write_text(text)

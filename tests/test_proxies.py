@@ -10,7 +10,8 @@ from torch import nn
 
 from dcanas.constraint import Budget
 from dcanas.errors import ConfigError
-from dcanas.proxies import PROXIES, naswot_score, proxy_score, rank_sum_choice, rerank, synflow_score
+from dcanas.proxies import MECO_IMAGES, PROXIES, meco_score, naswot_score, proxy_score, rank_sum_choice, rerank, \
+    synflow_score
 from dcanas.search_config import SearchConfig
 from dcanas.spaces.nb201.arch import Arch
 from dcanas.spaces.nb201.cost import build_nb201_cost_table
@@ -41,8 +42,30 @@ def test_naswot_is_the_log_determinant_of_the_activation_agreement_kernel():
         naswot_score(nn.Flatten(), images)
 
 
+def test_meco_is_the_least_eigenvalue_of_the_channel_correlation_summed_over_layers():
+    # two zero-mean, uncorrelated channels (over the 4 pixels): correlation I, least eigenvalue 1
+    images = torch.tensor([[[[1.0, -1.0], [1.0, -1.0]], [[1.0, 1.0], [-1.0, -1.0]]]])
+    conv = nn.Conv2d(2, 2, 1, bias=False)
+    with torch.no_grad():
+        conv.weight.copy_(torch.eye(2).view(2, 2, 1, 1))
+    assert proxy_score("meco", conv, images) == pytest.approx(1.0)
+    # a second layer that copies channel 0 into both: correlation all ones (least eigenvalue 0); sum 1 + 0
+    copy_first = nn.Conv2d(2, 2, 1, bias=False)
+    with torch.no_grad():
+        copy_first.weight.copy_(torch.tensor([[1.0, 0.0], [2.0, 0.0]]).view(2, 2, 1, 1))
+    assert proxy_score("meco", nn.Sequential(conv, copy_first), images) == pytest.approx(1.0)
+    # a constant channel has no correlation: it counts as 0, so [[1, 0], [0, 0]] has least eigenvalue 0
+    flat = torch.cat([images[:, :1], torch.ones_like(images[:, :1])], 1)
+    assert meco_score(conv, flat) == pytest.approx(0.0)
+    # only the first MECO_IMAGES images are scored; a network without such layers is refused
+    batch = torch.randn(MECO_IMAGES + 3, 2, 4, 4, generator=torch.Generator().manual_seed(0))
+    assert proxy_score("meco", conv, batch) == proxy_score("meco", conv, batch[:MECO_IMAGES])
+    with pytest.raises(ConfigError, match="meco proxy needs"):
+        meco_score(nn.Flatten(), images)
+
+
 def test_proxies_are_registered_deterministic_and_unknown_names_are_refused():
-    assert set(PROXIES.names()) == {"synflow", "naswot"}
+    assert set(PROXIES.names()) == {"synflow", "naswot", "meco"}
     net, images = NB201Space().build_network(Arch(("nor_conv_3x3",) * 6), NB201Setting(image_size=8)), \
         torch.randn(8, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     for name in PROXIES.names():
@@ -89,10 +112,11 @@ def test_rerank_takes_the_best_sum_of_alpha_and_proxy_ranks_ties_to_the_alphas()
     images = torch.randn(16, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     skips, conv3, conv1 = Arch(("skip_connect",) * 6), Arch(("nor_conv_3x3",) * 6), Arch(("nor_conv_1x1",) * 6)
     chosen, records = rerank(space, [skips, conv3, conv1], setting, "synflow", images, seed=0)
-    scores = [r["score"] for r in records]
+    scores = [r["scores"]["synflow"] for r in records]
     assert scores[1] > scores[2] > scores[0]  # synflow: 3x3 over 1x1 over skips
     # alpha ranks 1, 2, 3 and proxy ranks 3, 1, 2: sums favour the all-3x3 cell
     assert [r["alpha_rank"] for r in records] == [1, 2, 3] and [r["proxy_rank"] for r in records] == [3, 1, 2]
+    assert [r["ranks"] for r in records] == [{"synflow": 3}, {"synflow": 1}, {"synflow": 2}]
     assert chosen == conv3 and [r.get("chosen", False) for r in records] == [False, True, False]
     assert records[1]["genotype"] == space.to_text(conv3)
     # the same seed gives the same networks and scores
@@ -102,11 +126,30 @@ def test_rerank_takes_the_best_sum_of_alpha_and_proxy_ranks_ties_to_the_alphas()
     assert rerank(space, [conv3], setting, "synflow", images, seed=0)[0] == conv3
 
 
-def test_rank_sum_choice_adds_the_two_ranks_and_breaks_ties_by_the_alphas():
-    assert rank_sum_choice([1.0, 3.0, 2.0]) == (1, [3, 1, 2])  # sums 2 + 0, 1 + 2, 0 + 1 (0 = worst)
-    assert rank_sum_choice([1.0, 2.0]) == (0, [2, 1])  # sums 1 + 0 and 0 + 1: a tie, to the alphas' first
-    assert rank_sum_choice([5.0, 5.0, 9.0]) == (0, [3, 3, 1])  # equal scores share the worse rank; 2 + 0 ties 0 + 2
-    assert rank_sum_choice([4.0]) == (0, [1])
+def test_rank_sum_choice_adds_the_ranks_and_breaks_ties_by_the_alphas():
+    assert rank_sum_choice([[1.0, 3.0, 2.0]]) == (1, [[3, 1, 2]])  # alpha + proxy rank: 1 + 3, 2 + 1, 3 + 2
+    assert rank_sum_choice([[1.0, 2.0]]) == (0, [[2, 1]])  # 1 + 2 and 2 + 1: a tie, to the alphas' first
+    assert rank_sum_choice([[5.0, 5.0, 9.0]]) == (0, [[3, 3, 1]])  # equal scores share the worse rank; 1 + 3 ties 3 + 1
+    assert rank_sum_choice([[4.0]]) == (0, [[1]])
+    # two proxies: 1 + 3 + 1, 2 + 1 + 3, 3 + 2 + 2 -> the first (5 against 6 and 7)
+    assert rank_sum_choice([[1.0, 3.0, 2.0], [9.0, 1.0, 5.0]]) == (0, [[3, 1, 2], [1, 3, 2]])
+    # a second proxy that agrees with the first moves the choice off the alphas' first
+    assert rank_sum_choice([[1.0, 3.0, 2.0], [1.0, 3.0, 2.0]]) == (1, [[3, 1, 2], [3, 1, 2]])
+
+
+def test_rerank_with_two_proxies_adds_both_ranks_and_records_each():
+    space, setting = NB201Space(), NB201Setting(image_size=8)
+    images = torch.randn(16, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    archs = [Arch(("skip_connect",) * 6), Arch(("nor_conv_3x3",) * 6), Arch(("nor_conv_1x1",) * 6)]
+    chosen, records = rerank(space, archs, setting, "synflow+meco", images, seed=0)
+    for name in ("synflow", "meco"):  # each proxy's scores are the ones it gives alone, on the same networks
+        alone = rerank(space, archs, setting, name, images, seed=0)[1]
+        assert [r["scores"][name] for r in records] == [r["scores"][name] for r in alone]
+        assert [r["ranks"][name] for r in records] == [r["proxy_rank"] for r in alone]
+    sums = [r["alpha_rank"] + r["proxy_rank"] for r in records]
+    assert all(r["proxy_rank"] == sum(r["ranks"].values()) for r in records)
+    assert records[archs.index(chosen)]["chosen"] and sums[archs.index(chosen)] == min(sums)
+    assert archs.index(chosen) == min(range(3), key=lambda i: (sums[i], i))
 
 
 def test_config_refuses_an_unknown_proxy_a_space_without_candidates_and_a_bad_top():
@@ -121,11 +164,17 @@ def test_config_refuses_an_unknown_proxy_a_space_without_candidates_and_a_bad_to
     old = {k: v for k, v in SearchConfig(space="nb201").to_dict().items() if not k.startswith("rerank")}
     assert SearchConfig.from_dict(old).rerank_proxy() is None
     assert SearchConfig(space="nb201", rerank="naswot").rerank_proxy() == "naswot"
+    SearchConfig(space="nb201", rerank="meco+synflow").validate()  # several proxies, joined by '+'
+    with pytest.raises(ConfigError, match="unknown proxy 'zen'"):
+        SearchConfig(space="nb201", rerank="synflow+zen").validate()
+    with pytest.raises(ConfigError, match="names a proxy twice"):
+        SearchConfig(space="nb201", rerank="meco+meco").validate()
 
 
 @pytest.mark.parametrize("flags, message", [
     (["--space", "darts", "--rerank", "synflow"], "--space nb201"),
     (["--space", "nb201", "--rerank", "zen"], "unknown proxy"),
+    (["--space", "nb201", "--rerank", "synflow+synflow"], "names a proxy twice"),
     (["--space", "nb201", "--rerank", "synflow", "--rerank-top", "0"], "--rerank-top"),
 ])
 def test_cli_bad_rerank_is_one_line_exit_2_and_writes_nothing(tmp_path, flags, message):

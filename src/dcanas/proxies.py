@@ -13,6 +13,10 @@ on the deployed network at full size looks at the architecture itself, so the tw
   build the network without it.
 - ``naswot`` (Mellor et al., "Neural Architecture Search without Training", ICML 2021): the log
   determinant of the Hamming-similarity kernel of the ReLU activation patterns a batch of images makes.
+- ``meco`` (Jiang et al., "MeCo: Zero-Shot NAS with One Data and Single Forward Pass via Minimum Eigenvalue
+  of Correlation", NeurIPS 2023): the sum over layers of the smallest eigenvalue of the Pearson correlation
+  between a layer's channels. Channels that copy each other (a cell of skips and pools, or convolutions
+  whose outputs are nearly collinear) pull it towards 0.
 """
 from __future__ import annotations
 
@@ -69,6 +73,38 @@ def naswot_score(model: nn.Module, images: torch.Tensor) -> float:
     return float(torch.linalg.slogdet(kernel)[1])
 
 
+MECO_LAYERS = (nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.AvgPool2d, nn.MaxPool2d)
+# MeCo's authors score one image; on NB201 1 to 64 images rank alike (Spearman 0.92-0.94 on 200 cells) and 8
+# cost 0.1 s a network on one core, 64 ten times that (BENCHMARKS.md §12)
+MECO_IMAGES = 8
+
+
+@PROXIES.register("meco")
+def meco_score(model: nn.Module, images: torch.Tensor) -> float:
+    """Sum over conv, norm, activation and pooling outputs of the least eigenvalue of their channels' correlation
+    on the first `MECO_IMAGES` images."""
+    net = model.float().train()  # batch statistics, as in training: fresh running statistics would be the identity
+    least: list[float] = []
+
+    def record(_module: nn.Module, _inputs: Any, out: torch.Tensor) -> None:
+        if out.dim() != 4 or out.shape[1] < 2:
+            return
+        channels = out.detach().transpose(0, 1).flatten(1).double()  # C x (N*H*W): every pixel of every image
+        corr = torch.nan_to_num(torch.corrcoef(channels), nan=0.0, posinf=0.0, neginf=0.0)  # constant channel: 0
+        least.append(float(torch.linalg.eigvalsh(corr)[0]))
+
+    hooks = [m.register_forward_hook(record) for m in net.modules() if isinstance(m, MECO_LAYERS)]
+    try:
+        with torch.no_grad():
+            net(images[:MECO_IMAGES].float())
+    finally:
+        for hook in hooks:
+            hook.remove()
+    if not least:
+        raise ConfigError("the meco proxy needs a network with 2-D convolution, normalisation or pooling layers")
+    return sum(least)
+
+
 def proxy_score(name: str, model: nn.Module, images: torch.Tensor, seed: int = 0, *, in_place: bool = False) -> float:
     """`name`'s score of `model` under a fixed RNG seed; a copy is scored unless `in_place` (then `model` may be
     changed: a network built only to be scored)."""
@@ -78,33 +114,54 @@ def proxy_score(name: str, model: nn.Module, images: torch.Tensor, seed: int = 0
         return proxy(model if in_place else copy.deepcopy(model), images)
 
 
-def rank_sum_choice(scores: Sequence[float]) -> tuple[int, list[int]]:
-    """Given proxy scores of candidates in the alphas' order (best first), the index with the best sum of
-    alpha rank and proxy rank (ties to the alphas' order), and each candidate's proxy rank (1 = best; equal
-    scores share the worse rank)."""
-    n = len(scores)
-    below = np.searchsorted(np.sort(np.asarray(scores, dtype=np.float64)), scores, side="left")  # strictly lower
-    best = max(range(n), key=lambda i: ((n - 1 - i) + int(below[i]), -i))
-    return best, [n - int(b) for b in below]
+def proxy_names(spec: str) -> list[str]:
+    """The proxies a --rerank value names: one, or several joined by '+' (each a registered name, once)."""
+    names = spec.split("+")
+    for name in names:
+        PROXIES.get(name)  # an unknown name: one line listing the known ones
+    if len(set(names)) < len(names):
+        raise ConfigError(f"--rerank {spec} names a proxy twice; join different ones, e.g. synflow+meco")
+    return names
+
+
+def proxy_ranks(record: dict[str, Any], proxy: str) -> dict[str, int]:
+    """Each proxy's rank of one --rerank candidate record (runs before several proxies recorded one rank)."""
+    return record.get("ranks") or {proxy: record["proxy_rank"]}
+
+
+def rank_sum_choice(scores: Sequence[Sequence[float]]) -> tuple[int, list[list[int]]]:
+    """Given each proxy's scores of the candidates in the alphas' order (best first), the index with the best
+    sum of its alpha rank and its proxy ranks (ties to the alphas' order), and each proxy's ranks of the
+    candidates (1 = best; equal scores share the worse rank)."""
+    n = len(scores[0])
+    ranks = [[n - int(b) for b in np.searchsorted(np.sort(np.asarray(s, dtype=np.float64)), s, side="left")]
+             for s in scores]  # n minus the number strictly lower
+    best = min(range(n), key=lambda i: (i + sum(r[i] for r in ranks), i))
+    return best, ranks
 
 
 def rerank(space: "SearchSpace", candidates: Sequence[Any], setting: Any, proxy: str, images: torch.Tensor,
            seed: int) -> tuple[Any, list[dict[str, Any]]]:
     """Of `candidates` (best-scored by the alphas first), the genotype with the best sum of its rank by the
-    alphas and its rank by `proxy` (of its deployed network, built from `seed`), ties to the alphas' order;
-    and every candidate's record.
+    alphas and its rank by each proxy `proxy` names ("synflow+meco": both), each scoring its deployed network
+    built from `seed`, ties to the alphas' order; and every candidate's record.
 
-    Neither signal alone is trusted: on NAS-Bench-201 the proxy alone ignores the search and the alphas of
-    a short search favour cells that learn fast; their rank sum landed best (BENCHMARKS.md §12).
+    Neither signal alone is trusted: on NAS-Bench-201 a proxy alone ignores the search and the alphas of a
+    short search favour cells that learn fast; their rank sum landed best, and best with two proxies that
+    err differently (BENCHMARKS.md §12).
     """
-    scores = []
+    names = proxy_names(proxy)
+    scores: list[list[float]] = [[] for _ in names]
     for genotype in candidates:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             net = space.build_network(genotype, setting)
-        scores.append(proxy_score(proxy, net, images, seed, in_place=True))
-    best, proxy_rank = rank_sum_choice(scores)
-    records = [{"genotype": space.to_text(g), "alpha_rank": i + 1, "proxy_rank": proxy_rank[i],
-                "score": scores[i]} for i, g in enumerate(candidates)]
+        for i, name in enumerate(names):  # the last proxy may change the network it scores
+            scores[i].append(proxy_score(name, net, images, seed, in_place=i == len(names) - 1))
+    best, ranks = rank_sum_choice(scores)
+    records = [{"genotype": space.to_text(g), "alpha_rank": i + 1,
+                "proxy_rank": sum(r[i] for r in ranks),  # the sum of the proxies' ranks, which the choice adds
+                "ranks": {n: r[i] for n, r in zip(names, ranks)}, "scores": {n: s[i] for n, s in zip(names, scores)}}
+               for i, g in enumerate(candidates)]
     records[best]["chosen"] = True
     return candidates[best], records

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from .cost import FLOPS_CONVENTION
 
+from .proxies import proxy_names, proxy_ranks
 from .spaces.base import SpaceCostTable
 from .runs import atomic_write_text, write_json
 from .units import readable
@@ -240,12 +241,19 @@ def write_search_report(result: "SearchResult", config: "SearchConfig", table: S
         lines += ["Unused budget was spent on costlier convolutions the alphas rank next (--fill-budget):", ""]
         lines += [f"- {r}" for r in result.fills] + ["", "Before: `" + space.to_text(result.unfilled_genotype) + "`", ""]
     if result.rerank:
+        proxy = result.rerank["proxy"]
+        names = proxy_names(proxy)
         shown = [c for c in result.rerank["candidates"] if c["alpha_rank"] <= RERANK_ROWS or c.get("chosen")]
         lines += [f"The landing ranks the {len(result.rerank['candidates'])} architectures the alphas score highest "
-                  f"by the {result.rerank['proxy']} proxy of each deployed network too, and takes the best sum of "
-                  f"both ranks (--rerank; all of them in result.json):", "",
-                  "| alphas' rank | proxy's rank | architecture | proxy score |", "|---|---|---|---|"]
-        lines += [f"| {c['alpha_rank']} | {c['proxy_rank']} | `{c['genotype']}`{' (chosen)' if c.get('chosen') else ''}"
-                  f" | {c['score']:.2f} |" for c in shown] + [""]
+                  f"by the {' and '.join(names)} prox{'y' if len(names) == 1 else 'ies'} of each deployed network too, and takes the best sum of "
+                  f"the ranks (--rerank {proxy}; all of them in result.json):", "",
+                  "| alphas' rank | " + " | ".join(f"{n} rank" for n in names) + " | architecture | "
+                  + " | ".join(f"{n} score" for n in names) + " |", "|---|" + "---|" * (2 * len(names) + 1)]
+        for c in shown:
+            ranks, scores = proxy_ranks(c, proxy), c.get("scores") or {proxy: c["score"]}  # one proxy: older runs
+            lines.append(f"| {c['alpha_rank']} | " + " | ".join(str(ranks[n]) for n in names)
+                         + f" | `{c['genotype']}`{' (chosen)' if c.get('chosen') else ''} | "
+                         + " | ".join(f"{scores[n]:.2f}" for n in names) + " |")
+        lines.append("")
     lines += [f"![{name}]({name}.png)\n" for name in ("search", "alphas") if (run_dir / f"{name}.png").is_file()]
     atomic_write_text(run_dir / "report.md", "\n".join(lines + list(extra)))

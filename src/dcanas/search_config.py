@@ -12,7 +12,7 @@ from .constraint import BUDGET_SCOPES, Budget
 from .data import dataset_info
 from .errors import ConfigError
 from .units import DTYPE_BYTES, readable
-from .proxies import PROXIES
+from .proxies import proxy_names
 from .remedies import DEFAULT_BETA_WEIGHT, DEFAULT_REMEDY, check_remedy
 from .spaces import SPACES
 
@@ -119,7 +119,7 @@ class SearchConfig:
                               f"inside it, which the {self.space} space cannot; use it with --space nb201, or "
                               f"--budget-scope all or parametric")
         if self.rerank not in (None, "none"):
-            PROXIES.get(self.rerank)  # an unknown name: one line listing the known ones
+            proxy_names(self.rerank)  # an unknown name: one line listing the known ones
             if not SPACES.get(self.space).can_rerank:
                 raise ConfigError(f"--rerank chooses among the alphas' top architectures in the budget, which the "
                                   f"{self.space} space cannot list; use it with --space nb201, or --rerank none")
