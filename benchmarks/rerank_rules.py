@@ -11,17 +11,21 @@ architectures the alphas score highest in the fill's band; every none-free cell 
 - `alphas`: the first candidate (the landing without --rerank);
 - `oracle top-K`: the best *true* accuracy among the first K candidates (a ceiling no rule can pass);
 - `PROXY top-K`: the best proxy score among the first K;
-- `synflow alone`: the best synflow score in the whole band, ignoring the alphas;
-- `PROXY rank sum, top-K`: `proxies.rank_sum_choice` over the first K (what --rerank does);
-- `synflow + naswot rank sum, top-K`: the alphas' rank plus both proxies' ranks (an ensemble of proxies,
-  as Abdelfattah et al. vote), over the first K.
+- `PROXY alone`: the best proxy score in the whole band, ignoring the alphas;
+- `PROXY rank sum, top-K`: `proxies.rank_sum_choice` over the first K (what --rerank PROXY does);
+- `synflow + PROXY rank sum, top-K`: the alphas' rank plus both proxies' ranks (an ensemble of proxies,
+  as Abdelfattah et al. vote), over the first K (what --rerank synflow+PROXY does); `... alphas ignored`:
+  the two proxies' ranks alone over the whole band.
+
+`--floors` replaces the landing's band floors (e.g. `--floors 0.85`: rank the whole 85-100 % band).
 
 A second table gives each rule's mean regret per budget, beside two ceilings: the best architecture of the
 band the landing chooses from (the tightest of `FILL_FLOORS`, whatever the rule) and of the whole 85-100 %
 band. Where the first ceiling is above 1 point of regret, no rule over these candidates meets the target.
 
 Proxy scores are computed once per architecture with the library's proxies on networks built from seed 0
-and cached in `nb201_proxies.json` (synflow for all 4,096 none-free cells, ~4 min on one core; naswot on a
+and cached in `nb201_proxies.json` (synflow and meco for all 4,096 none-free cells, ~4 min each on one
+core; naswot on a
 fixed batch of 64 CIFAR-10 training images, only for the first `--naswot-top` candidates of each search:
 ~1 s a network, 17 min for the 792 new ones of top-100). A
 search run with --rerank builds its networks from its own seed instead, so `search_quality.py --extra
@@ -220,9 +224,9 @@ def main(argv: list[str] | None = None) -> None:
         "synflow rank sum, top-100": rank_sum("synflow", 100),
         **{f"synflow + naswot rank sum, top-{k}": ensemble_rank_sum(("synflow", "naswot"), k)
            for k in sorted({NASWOT_TOP, k_nas})},
-        "**synflow rank sum, top-500 (--rerank default)**": rank_sum("synflow", WHOLE_BAND),
+        "synflow rank sum, top-500 (the default before meco)": rank_sum("synflow", WHOLE_BAND),
         **{f"meco rank sum, top-{k}": rank_sum("meco", k) for k in (20, 100, WHOLE_BAND)},
-        "synflow + meco rank sum, top-500": ensemble_rank_sum(("synflow", "meco"), WHOLE_BAND),
+        "**synflow + meco rank sum, top-500 (--rerank default)**": ensemble_rank_sum(("synflow", "meco"), WHOLE_BAND),
         "synflow + meco rank sum, whole band, alphas ignored": proxies_only(("synflow", "meco")),
     }
     rows = ["| rule | unconstrained: CIFAR-10 % (min) | constrained: mean regret | runs < 90 % | min % | "

@@ -208,34 +208,38 @@ def alphas_own_landing(bench: Any, result: dict[str, Any]) -> dict[str, Any]:
 def consensus_runs(args: argparse.Namespace, runs: list[dict[str, Any]], k: int) -> list[dict[str, Any]]:
     """`dcanas search --repeats K` (consensus) replayed on the sweep's own searches: per method and budget, the
     seeds in disjoint groups of K (seed order), their final mixing weights averaged, derived and landed by the
-    library's `consensus_search`, and looked up like one search."""
+    library's `consensus_search`, and looked up like one search; --jobs groups at a time."""
+    from tqdm.auto import tqdm
+
+    groups: dict[tuple, list[dict]] = {}
+    for r in runs:
+        groups.setdefault((r["remedy"], json.dumps(r["budget"], sort_keys=True)), []).append(r)
+    tasks = []
+    for (remedy, key), members in groups.items():
+        members.sort(key=lambda r: r["seed"])
+        tasks += [(remedy, key, members[g * k:(g + 1) * k]) for g in range(len(members) // k)]
+    with ProcessPoolExecutor(max_workers=max(1, args.jobs), initializer=_cached_datasets) as pool:
+        return list(tqdm(pool.map(functools.partial(consensus_one, args), tasks), total=len(tasks),
+                         desc="landings", dynamic_ncols=True))
+
+
+def consensus_one(args: argparse.Namespace, task: tuple[str, str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """One group of `consensus_runs`: (method, budget key, its searches' records) -> the consensus' record."""
     from dcanas.repeats import consensus_search
     from dcanas.search_config import SearchConfig
     from dcanas.search_loop import prepare_search
 
-    _cached_datasets()
-    groups: dict[tuple, list[dict]] = {}
-    for r in runs:
-        groups.setdefault((r["remedy"], json.dumps(r["budget"], sort_keys=True)), []).append(r)
-    out = []
-    for (remedy, key), members in groups.items():
-        members.sort(key=lambda r: r["seed"])
-        for g in range(len(members) // k):
-            group = members[g * k:(g + 1) * k]
-            dirs = [Path(args.runs_dir) / r["name"] for r in group]
-            # as the searches ran, with this sweep's --extra on top: how a landing option (e.g. --rerank) is
-            # replayed on searches recorded without it
-            config = SearchConfig.from_dict({**json.loads((dirs[0] / "config.json").read_text()),
-                                             **args.extra_settings})
-            result = consensus_search(config, [final_weights(d) for d in dirs], prepare_search(config), dirs[0],
-                                      sum(r["search_s"] for r in group), sum(r["steps"] for r in group))
-            seeds = [r["seed"] for r in group]
-            record = looked_up(args, remedy, json.loads(key), seeds[0], result.to_dict(),
-                               sum(r["wall_s"] for r in group), group[0]["name"].replace(
-                                   f"seed{seeds[0]}", "consensus-" + "-".join(map(str, seeds))))
-            out.append({**record, "consensus_of": seeds,
-                        "members_acc_cifar10": [r["test_acc_cifar10"] for r in group]})
-    return out
+    remedy, key, group = task
+    dirs = [Path(args.runs_dir) / r["name"] for r in group]
+    # as the searches ran, with this sweep's --extra on top: how a landing option (e.g. --rerank) is
+    # replayed on searches recorded without it
+    config = SearchConfig.from_dict({**json.loads((dirs[0] / "config.json").read_text()), **args.extra_settings})
+    result = consensus_search(config, [final_weights(d) for d in dirs], prepare_search(config), dirs[0],
+                              sum(r["search_s"] for r in group), sum(r["steps"] for r in group))
+    seeds = [r["seed"] for r in group]
+    record = looked_up(args, remedy, json.loads(key), seeds[0], result.to_dict(), sum(r["wall_s"] for r in group),
+                       group[0]["name"].replace(f"seed{seeds[0]}", "consensus-" + "-".join(map(str, seeds))))
+    return {**record, "consensus_of": seeds, "members_acc_cifar10": [r["test_acc_cifar10"] for r in group]}
 
 
 def _cached_datasets() -> None:

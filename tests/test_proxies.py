@@ -218,4 +218,4 @@ def test_lug_points_land_what_the_search_derives():
 
     point = point_config(SearchConfig(space="nb201", max_params=1e6), "params", 3e5, 1, 1e6)
     assert point.rerank_proxy() is None and point.fill_budget is False and point.repair is False
-    assert SearchConfig(space="nb201").rerank_proxy() == "synflow" and SearchConfig(space="darts").rerank_proxy() is None
+    assert SearchConfig(space="nb201").rerank_proxy() == "synflow+meco" and SearchConfig(space="darts").rerank_proxy() is None

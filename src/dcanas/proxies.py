@@ -74,9 +74,10 @@ def naswot_score(model: nn.Module, images: torch.Tensor) -> float:
 
 
 MECO_LAYERS = (nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.AvgPool2d, nn.MaxPool2d)
-# MeCo's authors score one image; on NB201 1 to 64 images rank alike (Spearman 0.92-0.94 on 200 cells) and 8
-# cost 0.1 s a network on one core, 64 ten times that (BENCHMARKS.md §12)
-MECO_IMAGES = 8
+# MeCo's authors score one image. On NB201, 1 to 64 images rank alike (Spearman 0.92-0.94 on 200 cells, the
+# landing rules within 0.03 points of regret with 1 or 8); one costs 0.05 s a network on one core, 64 twenty
+# times that (BENCHMARKS.md §12)
+MECO_IMAGES = 1
 
 
 @PROXIES.register("meco")

@@ -54,7 +54,7 @@ class NB201Space(SearchSpace):
     name = "nb201"
     alpha_names = ("alpha",)
     fills_by_default = True  # measured on the NB201 yardstick: BENCHMARKS.md §12
-    reranks_by_default = "synflow"  # likewise
+    reranks_by_default = "synflow+meco"  # likewise
 
     # -- settings and tables ----------------------------------------------------------------
 
