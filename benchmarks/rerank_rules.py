@@ -88,8 +88,9 @@ def landing_inputs(run: dict[str, Any], table_path: str, cache: dict) -> tuple[l
     return alphas, budgets, table
 
 
-def proxy_scores(archs: set, name: str, cache: dict, images: Any) -> None:
-    """Fill cache[name][arch text] for `archs` with the library's proxy on seed-0 networks (C=16, N=5, 32 px)."""
+def proxy_scores(archs: set, name: str, cache: dict, images: Any, seed: int = 0) -> None:
+    """Fill cache[name][arch text] for `archs` with the library's proxy on networks built from `seed` (C=16, N=5,
+    32 px)."""
     import torch
     from tqdm import tqdm
 
@@ -100,9 +101,9 @@ def proxy_scores(archs: set, name: str, cache: dict, images: Any) -> None:
     space, setting, scores = SPACES.get("nb201"), NB201Setting(), cache.setdefault(name, {})
     for arch in tqdm(sorted(archs - set(scores)), desc=name, leave=False):
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
+            torch.manual_seed(seed)
             net = space.build_network(arch, setting)
-        scores[arch] = proxy_score(name, net, images, 0, in_place=True)
+        scores[arch] = proxy_score(name, net, images, seed, in_place=True)
 
 
 def band_best(budget: dict[str, Any], floor: float, table_path: str) -> float:
@@ -145,6 +146,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--table", default=str(DEFAULT_TABLE))
     p.add_argument("--out", default=str(RESULTS / "rerank_rules.md"))
     p.add_argument("--naswot-top", type=int, default=NASWOT_TOP, help="score naswot for each search's first K candidates")
+    p.add_argument("--proxy-seed", type=int, default=0, help="build the scored networks from this seed (use its own "
+                   "--cache: the cache does not record the seed)")
     p.add_argument("--floors", type=float, nargs="+", help="the landing's band floors, tightest first (default: the "
                    "library's FILL_FLOORS); e.g. 0.85 ranks the whole 85-100 %% band")
     argv = sys.argv[1:] if argv is None else argv
@@ -185,9 +188,10 @@ def main(argv: list[str] | None = None) -> None:
     data = load_dataset("imagefolder", args.data)
     images = probe_batch(data, SearchConfig(space="nb201", seed=0))
     for name in ("synflow", "meco"):  # cheap enough for every architecture of every band
-        proxy_scores({a for x in landings for a in x["band"]}, name, cache, images)
+        proxy_scores({a for x in landings for a in x["band"]}, name, cache, images, args.proxy_seed)
         cache_path.write_text(json.dumps(cache) + "\n")
-    proxy_scores({a for x in landings for a in x["candidates"][:args.naswot_top]}, "naswot", cache, images)
+    proxy_scores({a for x in landings for a in x["candidates"][:args.naswot_top]}, "naswot", cache, images,
+                 args.proxy_seed)
     cache_path.write_text(json.dumps(cache) + "\n")
     k_nas = args.naswot_top
 
