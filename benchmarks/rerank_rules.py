@@ -15,7 +15,10 @@ architectures the alphas score highest in the fill's band; every none-free cell 
 - `PROXY rank sum, top-K`: `proxies.rank_sum_choice` over the first K (what --rerank PROXY does);
 - `synflow + PROXY rank sum, top-K`: the alphas' rank plus both proxies' ranks (an ensemble of proxies,
   as Abdelfattah et al. vote), over the first K (what --rerank synflow+PROXY does); `... alphas ignored`:
-  the two proxies' ranks alone over the whole band.
+  the two proxies' ranks alone over the whole band;
+- `... + budget share rank sum, 85-100 % band`: the alphas' first 500 in the whole 85-100 % band (not the floors'
+  tightest band), each candidate's share of its budget (`constraint.budget_share`) voting beside the proxies
+  (what --rerank synflow+meco+budget does).
 
 `--floors` replaces the landing's band floors (e.g. `--floors 0.85`: rank the whole 85-100 % band).
 
@@ -158,6 +161,7 @@ def main(argv: list[str] | None = None) -> None:
     import numpy as np
     import torch
 
+    from dcanas.constraint import budget_share
     from dcanas.data import load_dataset
     from dcanas.proxies import rank_sum_choice
     from dcanas.search_config import SearchConfig
@@ -180,7 +184,10 @@ def main(argv: list[str] | None = None) -> None:
         alphas, budgets, table = landing_inputs(run, args.table, tables)
         candidates = [space.to_text(a) for a in space.landing_candidates(alphas, table, budgets, WHOLE_BAND, True)]
         band = [space.to_text(a) for a in space.landing_candidates(alphas, table, budgets, NUM_ARCHS, True)]
+        wide = space.landing_candidates(alphas, table, budgets, WHOLE_BAND, True, whole_band=True)
         landings.append({"run": run, "candidates": candidates, "band": band,
+                         "wide": [space.to_text(a) for a in wide],
+                         "shares": [budget_share(table, a, budgets) for a in wide] if budgets else None,
                          "best": best_in_budget(run["budget"], args.table)})
 
     cache_path = Path(args.cache)
@@ -188,7 +195,7 @@ def main(argv: list[str] | None = None) -> None:
     data = load_dataset("imagefolder", args.data)
     images = probe_batch(data, SearchConfig(space="nb201", seed=0))
     for name in ("synflow", "meco"):  # cheap enough for every architecture of every band
-        proxy_scores({a for x in landings for a in x["band"]}, name, cache, images, args.proxy_seed)
+        proxy_scores({a for x in landings for a in x["band"] + x["wide"]}, name, cache, images, args.proxy_seed)
         cache_path.write_text(json.dumps(cache) + "\n")
     proxy_scores({a for x in landings for a in x["candidates"][:args.naswot_top]}, "naswot", cache, images,
                  args.proxy_seed)
@@ -208,6 +215,17 @@ def main(argv: list[str] | None = None) -> None:
         def rule(x: dict) -> str:
             top = x["candidates"][:k]
             return top[rank_sum_choice([[cache[p][a] for a in top] for p in proxies])[0]]
+        return rule
+
+    def budget_vote(proxies: tuple[str, ...], alphas: bool = True) -> Callable[[dict], str]:
+        """The rank sum over the whole 85-100 % band with each candidate's budget share as one more voter (what
+        --rerank synflow+meco+budget does); without `alphas`, the voters alone."""
+        def rule(x: dict) -> str:
+            votes = [[cache[p][a] for a in x["wide"]] for p in proxies] + ([x["shares"]] if x["shares"] else [])
+            if alphas:
+                return x["wide"][rank_sum_choice(votes)[0]]
+            ranks = rank_sum_choice(votes)[1]
+            return x["wide"][min(range(len(x["wide"])), key=lambda i: (sum(r[i] for r in ranks), i))]
         return rule
 
     def proxies_only(proxies: tuple[str, ...]) -> Callable[[dict], str]:
@@ -230,8 +248,14 @@ def main(argv: list[str] | None = None) -> None:
            for k in sorted({NASWOT_TOP, k_nas})},
         "synflow rank sum, top-500 (the default before meco)": rank_sum("synflow", WHOLE_BAND),
         **{f"meco rank sum, top-{k}": rank_sum("meco", k) for k in (20, 100, WHOLE_BAND)},
-        "**synflow + meco rank sum, top-500 (--rerank default)**": ensemble_rank_sum(("synflow", "meco"), WHOLE_BAND),
+        "synflow + meco rank sum, top-500 (the default before the budget vote)":
+            ensemble_rank_sum(("synflow", "meco"), WHOLE_BAND),
         "synflow + meco rank sum, whole band, alphas ignored": proxies_only(("synflow", "meco")),
+        "**synflow + meco + budget share rank sum, 85-100 % band, top-500 (--rerank default)**":
+            budget_vote(("synflow", "meco")),
+        "synflow + budget share rank sum, 85-100 % band": budget_vote(("synflow",)),
+        "meco + budget share rank sum, 85-100 % band": budget_vote(("meco",)),
+        "synflow + meco + budget share, 85-100 % band, alphas ignored": budget_vote(("synflow", "meco"), False),
     }
     rows = ["| rule | unconstrained: CIFAR-10 % (min) | constrained: mean regret | runs < 90 % | min % | "
             "vs alphas: higher / lower / equal |", "|---|---|---|---|---|---|"]

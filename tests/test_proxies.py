@@ -10,8 +10,10 @@ from torch import nn
 
 from dcanas.constraint import Budget
 from dcanas.errors import ConfigError
+from dcanas.constraint import budget_share
+from dcanas.landing import LANDING_BAND
 from dcanas.proxies import MECO_IMAGES, PROXIES, meco_score, naswot_score, proxy_score, rank_sum_choice, rerank, \
-    synflow_score
+    synflow_score, votes_on_budget
 from dcanas.search_config import SearchConfig
 from dcanas.spaces.nb201.arch import Arch
 from dcanas.spaces.nb201.cost import build_nb201_cost_table
@@ -152,6 +154,47 @@ def test_rerank_with_two_proxies_adds_both_ranks_and_records_each():
     assert archs.index(chosen) == min(range(3), key=lambda i: (sums[i], i))
 
 
+def test_the_budget_voter_ranks_each_candidates_share_of_the_budget_beside_the_proxies():
+    space, setting, table = NB201Space(), NB201Setting(image_size=8), build_nb201_cost_table()
+    images = torch.randn(16, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    archs = [Arch(("skip_connect",) * 6), Arch(("nor_conv_3x3",) * 6), Arch(("nor_conv_1x1",) * 6)]
+    budgets = [Budget("params", 2e6), Budget("flops", 4e8)]
+    params = [table.genotype_cost(a)["params"] for a in archs]
+    flops = [table.genotype_cost(a)["flops"] for a in archs]
+    shares = [budget_share(table, a, budgets) for a in archs]
+    assert shares == pytest.approx([(p / 2e6 + f / 4e8) / 2 for p, f in zip(params, flops)])  # the mean of cost/limit
+    chosen, records = rerank(space, archs, setting, "synflow+budget", images, seed=0, budget_use=shares)
+    assert [r["ranks"]["budget"] for r in records] == [3, 1, 2]  # the 3x3 cell uses most of the budget
+    assert [r["scores"]["budget"] for r in records] == shares
+    synflow = rerank(space, archs, setting, "synflow", images, seed=0)[1]
+    assert [r["scores"]["synflow"] for r in records] == [r["scores"]["synflow"] for r in synflow]
+    sums = [r["alpha_rank"] + r["ranks"]["synflow"] + r["ranks"]["budget"] for r in records]
+    assert records[archs.index(chosen)]["chosen"] and archs.index(chosen) == min(range(3), key=lambda i: (sums[i], i))
+    # the budget alone decides against the alphas' order: 1 + 3, 2 + 1, 3 + 2
+    assert rerank(space, archs, setting, "budget", None, seed=0, budget_use=shares)[0] == archs[1]
+    # no budget (an unconstrained search): the voter drops out, the proxies vote as without it
+    assert rerank(space, archs, setting, "synflow+budget", images, seed=0)[1] == synflow
+    alone, records = rerank(space, archs, setting, "budget", None, seed=0)
+    assert alone == archs[0] and records[0]["chosen"] and records[0]["ranks"] == {}
+    assert votes_on_budget("meco+budget") and not votes_on_budget("synflow+meco") and not votes_on_budget("none")
+
+
+def test_with_the_budget_voter_the_candidates_fill_the_whole_landing_band():
+    """The soft vote replaces the floors' "top of the budget first": every none-free cell using 85-100 %."""
+    space, table = NB201Space(), build_nb201_cost_table()
+    digits, params = _enumeration_digits(), _enumeration_costs(table, "params")
+    alpha = torch.randn(6, 5, generator=torch.Generator().manual_seed(3))
+    budget = Budget("params", 700_000)  # its 85-100 % band holds 559,386..671,386 parameters
+    whole = space.landing_candidates([alpha], table, [budget], 100_000, True, whole_band=True)
+    band = (digits != NONE_INDEX).all(1) & (params <= budget.limit) & (params >= LANDING_BAND * budget.limit)
+    assert len(whole) == int(band.sum()) == len(set(whole))
+    uses = [table.genotype_cost(a)["params"] / budget.limit for a in whole]
+    assert min(uses) < FILL_FLOORS[0] and min(uses) >= LANDING_BAND and max(uses) <= 1.0
+    tight = space.landing_candidates([alpha], table, [budget], 100_000, True)
+    assert len(tight) < len(whole) and set(tight) <= set(whole)
+    assert whole[:5] == space.landing_candidates([alpha], table, [budget], 5, True, whole_band=True)
+
+
 def test_config_refuses_an_unknown_proxy_a_space_without_candidates_and_a_bad_top():
     with pytest.raises(ConfigError, match="unknown proxy"):
         SearchConfig(space="nb201", rerank="zen").validate()
@@ -169,6 +212,11 @@ def test_config_refuses_an_unknown_proxy_a_space_without_candidates_and_a_bad_to
         SearchConfig(space="nb201", rerank="synflow+zen").validate()
     with pytest.raises(ConfigError, match="names a proxy twice"):
         SearchConfig(space="nb201", rerank="meco+meco").validate()
+    SearchConfig(space="nb201", rerank="synflow+budget").validate()  # the budget's share votes like a proxy
+    with pytest.raises(ConfigError, match="unknown proxy 'zen'.* or budget"):
+        SearchConfig(space="nb201", rerank="budget+zen").validate()
+    with pytest.raises(ConfigError, match="names a proxy twice"):
+        SearchConfig(space="nb201", rerank="budget+meco+budget").validate()
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -213,9 +261,26 @@ def test_search_with_rerank_lands_the_proxys_choice_and_a_consensus_of_it_lands_
     assert counts == [saved.threads, before] and torch.get_num_threads() == before
 
 
+def test_the_default_landing_votes_on_the_budget_share_across_the_whole_band(tmp_path):
+    from dcanas.search_loop import run_search
+
+    config = SearchConfig(space="nb201", dataset="synthetic", max_params=4e5, cells=3, channels=8, batch_size=16,
+                          epochs=1, max_steps=3, device="cpu", seed=0, rerank_top=30)
+    run_search(config, tmp_path / "run", progress=False, log=lambda m: None)
+    record = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert record["rerank"]["proxy"] == "synflow+meco+budget"
+    candidates = record["rerank"]["candidates"]
+    assert all(set(c["ranks"]) == {"synflow", "meco", "budget"} for c in candidates)
+    shares = [c["scores"]["budget"] for c in candidates]
+    assert min(shares) >= LANDING_BAND and max(shares) <= 1.0 and record["budgets"]["params"]["ok"]
+    assert record["budgets"]["params"]["value"] / 4e5 == pytest.approx(
+        next(c for c in candidates if c.get("chosen"))["scores"]["budget"])
+    assert "the share of the budget each uses" in (tmp_path / "run" / "report.md").read_text()
+
+
 def test_lug_points_land_what_the_search_derives():
     from dcanas.lug import point_config
 
     point = point_config(SearchConfig(space="nb201", max_params=1e6), "params", 3e5, 1, 1e6)
     assert point.rerank_proxy() is None and point.fill_budget is False and point.repair is False
-    assert SearchConfig(space="nb201").rerank_proxy() == "synflow+meco" and SearchConfig(space="darts").rerank_proxy() is None
+    assert SearchConfig(space="nb201").rerank_proxy() == "synflow+meco+budget" and SearchConfig(space="darts").rerank_proxy() is None

@@ -247,6 +247,12 @@ def parameter_free_notes(table: SpaceCostTable, genotype: Any, budgets: list[Bud
     return notes
 
 
+def budget_share(table: SpaceCostTable, genotype: Any, budgets: list[Budget]) -> float:
+    """How much of its budgets `genotype` uses: the mean over budgets of cost / limit."""
+    cost = table.genotype_cost(genotype)
+    return sum(cost[b.metric] / b.limit for b in budgets) / len(budgets)
+
+
 def cost_summary(table: SpaceCostTable, genotype: Any, budgets: list[Budget]) -> dict[str, dict]:
     """Per budget: the limit, the deployed value, and whether it holds."""
     cost = table.genotype_cost(genotype)

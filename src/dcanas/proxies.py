@@ -4,7 +4,8 @@ The landing's last step can rank the architectures the search's alphas score hig
 budget by one as well, and take the best sum of both ranks (`--rerank`). A short, low-resolution
 search is biased towards ops that learn fast (on NAS-Bench-201 the 1x1 convolution); a proxy computed
 on the deployed network at full size looks at the architecture itself, so the two err differently
-(BENCHMARKS.md §12).
+(BENCHMARKS.md §12). Under a budget, each candidate's share of it can vote the same way (``budget``): unused
+budget is lost accuracy, and a vote lets the proxies outweigh it where a fuller network is a worse one.
 
 - ``synflow`` (Tanaka et al. 2020; Abdelfattah et al., "Zero-Cost Proxies for Lightweight NAS", ICLR
   2021): with every weight replaced by its absolute value and an all-ones input, the sum over
@@ -115,14 +116,29 @@ def proxy_score(name: str, model: nn.Module, images: torch.Tensor, seed: int = 0
         return proxy(model if in_place else copy.deepcopy(model), images)
 
 
+# Not a proxy but a voter the landing ranks like one: each candidate's share of its budgets (the mean of cost /
+# limit), higher first. Unused budget is lost accuracy; as a vote it replaces the hard rule "look in the top of
+# the budget first" with a soft one the proxies can outvote (BENCHMARKS.md §12).
+BUDGET_VOTER = "budget"
+
+
 def proxy_names(spec: str) -> list[str]:
-    """The proxies a --rerank value names: one, or several joined by '+' (each a registered name, once)."""
+    """The voters a --rerank value names: one proxy, or several joined by '+' (each a registered name, or
+    `BUDGET_VOTER`, once)."""
     names = spec.split("+")
-    for name in names:
-        PROXIES.get(name)  # an unknown name: one line listing the known ones
+    unknown = [n for n in names if n != BUDGET_VOTER and n not in PROXIES.names()]
+    if unknown:
+        raise ConfigError(f"unknown proxy {unknown[0]!r}; choose one of: {', '.join(PROXIES.names())}, or "
+                          f"{BUDGET_VOTER} (each candidate's share of the budget), joined by '+'")
     if len(set(names)) < len(names):
         raise ConfigError(f"--rerank {spec} names a proxy twice; join different ones, e.g. synflow+meco")
     return names
+
+
+def votes_on_budget(spec: str | None) -> bool:
+    """Whether a --rerank value ranks the candidates by their share of the budget too (then the landing lists
+    the whole budget band, not its top first)."""
+    return spec is not None and spec != "none" and BUDGET_VOTER in proxy_names(spec)
 
 
 def proxy_ranks(record: dict[str, Any], proxy: str) -> dict[str, int]:
@@ -141,28 +157,37 @@ def rank_sum_choice(scores: Sequence[Sequence[float]]) -> tuple[int, list[list[i
     return best, ranks
 
 
-def rerank(space: "SearchSpace", candidates: Sequence[Any], setting: Any, proxy: str, images: torch.Tensor,
-           seed: int) -> tuple[Any, list[dict[str, Any]]]:
+def rerank(space: "SearchSpace", candidates: Sequence[Any], setting: Any, proxy: str, images: torch.Tensor | None,
+           seed: int, budget_use: Sequence[float] | None = None) -> tuple[Any, list[dict[str, Any]]]:
     """Of `candidates` (best-scored by the alphas first), the genotype with the best sum of its rank by the
-    alphas and its rank by each proxy `proxy` names ("synflow+meco": both), each scoring its deployed network
-    built from `seed`, ties to the alphas' order; and every candidate's record.
+    alphas and its rank by each voter `proxy` names ("synflow+meco": both proxies, each scoring the deployed
+    network built from `seed`; "budget": `budget_use`, dropped without one), ties to the alphas' order; and
+    every candidate's record.
 
     Neither signal alone is trusted: on NAS-Bench-201 a proxy alone ignores the search and the alphas of a
     short search favour cells that learn fast; their rank sum landed best, and best with two proxies that
-    err differently (BENCHMARKS.md §12).
+    err differently and the budget's share as a third voter (BENCHMARKS.md §12).
     """
-    names = proxy_names(proxy)
-    scores: list[list[float]] = [[] for _ in names]
-    for genotype in candidates:
+    names = [n for n in proxy_names(proxy) if n != BUDGET_VOTER or budget_use is not None]
+    networks = [n for n in names if n != BUDGET_VOTER]
+    scores: dict[str, list[float]] = {n: [] for n in networks}
+    for genotype in candidates if networks else ():
+        if images is None:
+            raise ConfigError(f"--rerank {proxy} needs a batch of images to score the candidates on")
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             net = space.build_network(genotype, setting)
-        for i, name in enumerate(names):  # the last proxy may change the network it scores
-            scores[i].append(proxy_score(name, net, images, seed, in_place=i == len(names) - 1))
-    best, ranks = rank_sum_choice(scores)
+        for i, name in enumerate(networks):  # the last proxy may change the network it scores
+            scores[name].append(proxy_score(name, net, images, seed, in_place=i == len(networks) - 1))
+    if BUDGET_VOTER in names:
+        scores[BUDGET_VOTER] = [float(u) for u in budget_use]  # type: ignore[union-attr]
+    if not names:  # only the budget was named, and there is none: the alphas alone
+        return candidates[0], [{"genotype": space.to_text(g), "alpha_rank": i + 1, "proxy_rank": 0, "ranks": {},
+                                "scores": {}, **({"chosen": True} if i == 0 else {})} for i, g in enumerate(candidates)]
+    best, ranks = rank_sum_choice([scores[n] for n in names])
     records = [{"genotype": space.to_text(g), "alpha_rank": i + 1,
-                "proxy_rank": sum(r[i] for r in ranks),  # the sum of the proxies' ranks, which the choice adds
-                "ranks": {n: r[i] for n, r in zip(names, ranks)}, "scores": {n: s[i] for n, s in zip(names, scores)}}
+                "proxy_rank": sum(r[i] for r in ranks),  # the sum of the voters' ranks, which the choice adds
+                "ranks": {n: r[i] for n, r in zip(names, ranks)}, "scores": {n: scores[n][i] for n in names}}
                for i, g in enumerate(candidates)]
     records[best]["chosen"] = True
     return candidates[best], records

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from .cost import FLOPS_CONVENTION
 
-from .proxies import proxy_names, proxy_ranks
+from .proxies import BUDGET_VOTER, proxy_ranks
 from .spaces.base import SpaceCostTable
 from .runs import atomic_write_text, write_json
 from .units import readable
@@ -242,10 +242,14 @@ def write_search_report(result: "SearchResult", config: "SearchConfig", table: S
         lines += [f"- {r}" for r in result.fills] + ["", "Before: `" + space.to_text(result.unfilled_genotype) + "`", ""]
     if result.rerank:
         proxy = result.rerank["proxy"]
-        names = proxy_names(proxy)
+        names = list(proxy_ranks(result.rerank["candidates"][0], proxy))  # the voters that voted
+        proxies = [n for n in names if n != BUDGET_VOTER]
         shown = [c for c in result.rerank["candidates"] if c["alpha_rank"] <= RERANK_ROWS or c.get("chosen")]
+        by = [f"the {' and '.join(proxies)} prox{'y' if len(proxies) == 1 else 'ies'} of each deployed network"] \
+            if proxies else []
+        by += ["the share of the budget each uses"] if BUDGET_VOTER in names else []
         lines += [f"The landing ranks the {len(result.rerank['candidates'])} architectures the alphas score highest "
-                  f"by the {' and '.join(names)} prox{'y' if len(names) == 1 else 'ies'} of each deployed network too, and takes the best sum of "
+                  f"by {' and by '.join(by) or 'nothing else (no budget to share)'} too, and takes the best sum of "
                   f"the ranks (--rerank {proxy}; all of them in result.json):", "",
                   "| alphas' rank | " + " | ".join(f"{n} rank" for n in names) + " | architecture | "
                   + " | ".join(f"{n} score" for n in names) + " |", "|---|" + "---|" * (2 * len(names) + 1)]

@@ -16,12 +16,12 @@ import torch
 import torch.nn.functional as F
 
 from . import distributed as dist_utils
-from .constraint import Budget, Constraint, check_budgets, cost_summary, parameter_free_notes
+from .constraint import Budget, Constraint, budget_share, check_budgets, cost_summary, parameter_free_notes
 from .search_config import SearchConfig
 from .data import BatchPlan, balanced_indices, default_augment, load_dataset, split_indices
 from .data.stream import StreamedDataset, make_loader
 from .errors import ConfigError, RunDirError
-from .proxies import rerank
+from .proxies import rerank, votes_on_budget
 from .run_loop import Run
 from .runs import CHECKPOINT, load_checkpoint, prepare_run_dir, record_run_info, write_json
 from .remedies import alpha_noise_level, beta_decay_loss, beta_decay_weight, random_perturbations
@@ -278,10 +278,10 @@ def derived_result(space: SearchSpace, config: SearchConfig, raw: Any, alphas: l
     if landing_only and proxy is None:
         genotype = space.landing_candidates(alphas, table, budgets, 1, bool(fill))[0]
     elif proxy is not None:
-        if probe is None:
-            raise ConfigError(f"--rerank {proxy} needs a batch of images to score the candidates on")
-        candidates = space.landing_candidates(alphas, table, budgets, config.rerank_top, bool(fill))
-        genotype, scored = rerank(space, candidates, setting, proxy, probe, config.seed)
+        candidates = space.landing_candidates(alphas, table, budgets, config.rerank_top, bool(fill),
+                                              whole_band=votes_on_budget(proxy))
+        shares = [budget_share(table, g, budgets) for g in candidates] if budgets else None
+        genotype, scored = rerank(space, candidates, setting, proxy, probe, config.seed, shares)
         reranked = {"proxy": proxy, "top": config.rerank_top, "candidates": scored}
     deployed = space.deployed_cost(genotype, setting)
     # the note's narrower widths are counted (params, FLOPs): a measured latency table holds one width only

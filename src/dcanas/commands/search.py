@@ -227,8 +227,9 @@ def register(command) -> None:
     g.add_argument("--rerank", metavar="PROXY",
                    help="land the architecture with the best sum of its rank by the alphas and its rank by a "
                         "zero-cost proxy of the deployed network (synflow, naswot, meco; several joined by '+' add "
-                        "their ranks: nb201's default synflow+meco), among the alphas' --rerank-top best in the "
-                        "budget; none: the alphas alone (nb201 only)")
+                        "their ranks; budget votes for the share of the budget used and widens the candidates to "
+                        "the whole 85-100 %% band: nb201's default synflow+meco+budget), among the alphas' "
+                        "--rerank-top best in the budget; none: the alphas alone (nb201 only)")
     g.add_argument("--rerank-top", type=int, help="how many of the alphas' best landings --rerank ranks (default "
                                                   "500; each costs one proxy evaluation)")
     g.add_argument("--budget-floor", type=float,

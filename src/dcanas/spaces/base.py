@@ -90,8 +90,9 @@ class SearchSpace(ABC):
         return fill(genotype, self.op_changes(alphas), table, budgets)
 
     def landing_candidates(self, alphas: list, table: Any, budgets: list["Budget"], top: int,
-                           fill: bool) -> list[Any]:
-        """The `top` genotypes the alphas score highest among those the landing may choose, best first."""
+                           fill: bool, whole_band: bool = False) -> list[Any]:
+        """The `top` genotypes the alphas score highest among those the landing may choose (with `whole_band`,
+        anywhere in the landing's widest band), best first."""
         raise NotImplementedError(f"the {self.name} space cannot list its landing candidates")
 
     def build_network(self, genotype: Any, setting: Any) -> nn.Module:

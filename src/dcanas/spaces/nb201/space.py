@@ -54,7 +54,7 @@ class NB201Space(SearchSpace):
     name = "nb201"
     alpha_names = ("alpha",)
     fills_by_default = True  # measured on the NB201 yardstick: BENCHMARKS.md §12
-    reranks_by_default = "synflow+meco"  # likewise
+    reranks_by_default = "synflow+meco+budget"  # likewise
 
     # -- settings and tables ----------------------------------------------------------------
 
@@ -171,11 +171,13 @@ class NB201Space(SearchSpace):
                       if a != b]
 
     def landing_candidates(self, alphas: list, table: NB201CostTable, budgets: list[Budget], top: int,
-                           fill: bool) -> list[Arch]:
-        """The `top` architectures the alphas score highest in the band the fill chooses from (or anywhere
-        within budget without the fill; any none-free architecture without a budget), best first."""
+                           fill: bool, whole_band: bool = False) -> list[Arch]:
+        """The `top` architectures the alphas score highest in the band the fill chooses from (with `whole_band`,
+        anywhere in LANDING_BAND..100 %; anywhere within budget without the fill; any none-free architecture
+        without a budget), best first."""
         logp = _log_weights(alphas)
-        return (_top_in_band(logp, table, budgets, top) if fill and budgets else []) or \
+        floors = (LANDING_BAND,) if whole_band else FILL_FLOORS
+        return (_top_in_band(logp, table, budgets, top, floors) if fill and budgets else []) or \
             _top_scored(logp, _band_mask(table, budgets, 0.0), top)
 
     def build_network(self, genotype: Arch, setting: NB201Setting) -> nn.Module:
@@ -261,10 +263,11 @@ def _best_scored(logp: np.ndarray, table: NB201CostTable, budgets: list[Budget],
     return found[0] if found else None
 
 
-def _top_in_band(logp: np.ndarray, table: NB201CostTable, budgets: list[Budget], top: int) -> list[Arch]:
-    """`_top_scored` in the tightest of FILL_FLOORS' bands that holds MIN_BAND_SIZE architectures, else in the
+def _top_in_band(logp: np.ndarray, table: NB201CostTable, budgets: list[Budget], top: int,
+                 floors: tuple[float, ...] = FILL_FLOORS) -> list[Arch]:
+    """`_top_scored` in the tightest of `floors`' bands that holds MIN_BAND_SIZE architectures, else in the
     widest (the bands nest, so it holds any there are); [] when none does."""
-    bands = [_band_mask(table, budgets, floor) for floor in FILL_FLOORS]
+    bands = [_band_mask(table, budgets, floor) for floor in floors]
     return _top_scored(logp, next((ok for ok in bands if ok.sum() >= MIN_BAND_SIZE), bands[-1]), top)
 
 
