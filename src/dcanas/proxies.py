@@ -174,11 +174,11 @@ def rerank(space: "SearchSpace", candidates: Sequence[Any], setting: Any, proxy:
     for genotype in candidates if networks else ():
         if images is None:
             raise ConfigError(f"--rerank {proxy} needs a batch of images to score the candidates on")
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            net = space.build_network(genotype, setting)
-        for i, name in enumerate(networks):  # the last proxy may change the network it scores
-            scores[name].append(proxy_score(name, net, images, seed, in_place=i == len(networks) - 1))
+        for name in networks:  # a proxy may change the network it scores: each gets its own, built from the seed
+            with torch.random.fork_rng(devices=[]):  # (building again costs less than half a deep copy)
+                torch.manual_seed(seed)
+                net = space.build_network(genotype, setting)
+            scores[name].append(proxy_score(name, net, images, seed, in_place=True))
     if BUDGET_VOTER in names:
         scores[BUDGET_VOTER] = [float(u) for u in budget_use]  # type: ignore[union-attr]
     if not names:  # only the budget was named, and there is none: the alphas alone
