@@ -262,13 +262,15 @@ def test_search_with_rerank_lands_the_proxys_choice_and_a_consensus_of_it_lands_
 
 
 def test_the_default_landing_votes_on_the_budget_share_across_the_whole_band(tmp_path):
-    from dcanas.search_loop import run_search
+    from dcanas.search_loop import prepare_search, run_search
 
     config = SearchConfig(space="nb201", dataset="synthetic", max_params=4e5, cells=3, channels=8, batch_size=16,
                           epochs=1, max_steps=3, device="cpu", seed=0, rerank_top=30)
     run_search(config, tmp_path / "run", progress=False, log=lambda m: None)
     record = json.loads((tmp_path / "run" / "result.json").read_text())
     assert record["rerank"]["proxy"] == "synflow+meco+budget"
+    # the default is written out, so the run resumes and lands with this rule after the default changes
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["rerank"] == "synflow+meco+budget"
     candidates = record["rerank"]["candidates"]
     assert all(set(c["ranks"]) == {"synflow", "meco", "budget"} for c in candidates)
     shares = [c["scores"]["budget"] for c in candidates]
@@ -276,6 +278,42 @@ def test_the_default_landing_votes_on_the_budget_share_across_the_whole_band(tmp
     assert record["budgets"]["params"]["value"] / 4e5 == pytest.approx(
         next(c for c in candidates if c.get("chosen"))["scores"]["budget"])
     assert "the share of the budget each uses" in (tmp_path / "run" / "report.md").read_text()
+    # the candidates are the whole 85-100 % band, not the floors' tightest band (the budget alone: no networks)
+    run_search(SearchConfig(**{**config.to_dict(), "rerank": "budget", "rerank_top": 100_000}), tmp_path / "budget",
+               progress=False, log=lambda m: None)
+    listed = json.loads((tmp_path / "budget" / "result.json").read_text())["rerank"]["candidates"]
+    _, _, table, budgets = prepare_search(config)
+    whole = NB201Space().landing_candidates([torch.zeros(6, 5)], table, budgets, 100_000, True, whole_band=True)
+    tight = NB201Space().landing_candidates([torch.zeros(6, 5)], table, budgets, 100_000, True)
+    assert len(listed) == len(whole) > len(tight)
+    assert {c["genotype"] for c in listed} == {NB201Space().to_text(a) for a in whole}
+
+
+def test_the_budget_voter_alone_without_a_budget_lands_the_alphas_choice_and_reports_it(tmp_path):
+    from dcanas.search_loop import run_search
+
+    config = SearchConfig(space="nb201", dataset="synthetic", cells=3, channels=8, batch_size=16, epochs=1,
+                          max_steps=2, device="cpu", seed=0, rerank="budget", rerank_top=5)
+    result = run_search(config, tmp_path / "run", progress=False, log=lambda m: None)
+    record = json.loads((tmp_path / "run" / "result.json").read_text())
+    chosen = [c for c in record["rerank"]["candidates"] if c.get("chosen")]
+    assert len(chosen) == 1 and chosen[0]["alpha_rank"] == 1 and chosen[0]["ranks"] == {}
+    assert record["genotype"] == str(result.genotype) == record["rerank"]["candidates"][0]["genotype"]
+    assert "nothing else (no budget to share)" in (tmp_path / "run" / "report.md").read_text()
+
+
+def test_a_search_saved_before_the_default_was_written_out_lands_with_the_rule_it_ran_with(tmp_path):
+    from dcanas.reland import land_search
+    from dcanas.search_loop import run_search
+
+    config = SearchConfig(space="nb201", dataset="synthetic", cells=3, channels=8, batch_size=16, epochs=1,
+                          max_steps=2, device="cpu", seed=0, rerank="synflow", rerank_top=4)
+    run_search(config, tmp_path / "old", progress=False, log=lambda m: None)
+    saved = json.loads((tmp_path / "old" / "config.json").read_text())
+    (tmp_path / "old" / "config.json").write_text(json.dumps({**saved, "rerank": None}))  # as older versions saved
+    landed = land_search(tmp_path / "old", {"max_params": 4e5}, tmp_path / "landed", log=lambda m: None)
+    assert landed.rerank["proxy"] == "synflow"  # the search's own rule, not today's default
+    assert json.loads((tmp_path / "landed" / "config.json").read_text())["rerank"] == "synflow"
 
 
 def test_lug_points_land_what_the_search_derives():

@@ -141,9 +141,19 @@ def votes_on_budget(spec: str | None) -> bool:
     return spec is not None and spec != "none" and BUDGET_VOTER in proxy_names(spec)
 
 
+def scores_networks(spec: str | None) -> bool:
+    """Whether a --rerank value names a proxy that scores networks (which needs a batch of images)."""
+    return spec is not None and spec != "none" and any(n != BUDGET_VOTER for n in proxy_names(spec))
+
+
 def proxy_ranks(record: dict[str, Any], proxy: str) -> dict[str, int]:
-    """Each proxy's rank of one --rerank candidate record (runs before several proxies recorded one rank)."""
-    return record.get("ranks") or {proxy: record["proxy_rank"]}
+    """Each voter's rank of one --rerank candidate record (runs before several proxies recorded one rank)."""
+    return record["ranks"] if "ranks" in record else {proxy: record["proxy_rank"]}
+
+
+def proxy_scores_of(record: dict[str, Any], proxy: str) -> dict[str, float]:
+    """Each voter's score of one --rerank candidate record (runs before several proxies recorded one score)."""
+    return record["scores"] if "scores" in record else {proxy: record["score"]}
 
 
 def rank_sum_choice(scores: Sequence[Sequence[float]]) -> tuple[int, list[list[int]]]:

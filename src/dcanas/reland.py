@@ -39,6 +39,8 @@ def land_search(search_dir: str | Path, landing: dict[str, Any], run_dir: str | 
     budgets_before = {k: getattr(config, k) for k in BUDGET_FIELDS if getattr(config, k) is not None}
     for name in BUDGET_FIELDS:  # the new budgets replace the search's own
         setattr(config, name, None)
+    if config.rerank is None:  # saved before the default was written out: the rule the search landed with
+        config.rerank = (searched.get("rerank") or {}).get("proxy", "none")
     for name, value in landing.items():
         if value is not None:
             setattr(config, name, value)

@@ -64,6 +64,7 @@ def run_repeats(config: Any, repeats: int | None = None, run_dir: str | Path | N
         if select not in SELECTIONS:
             raise ConfigError(f"unknown --repeat-select {select!r}; choose one of: {', '.join(SELECTIONS)}")
         prepared = prepare_search(config)  # refuse bad budgets and options before anything is written
+        config = config.with_rerank_pinned()
         seeds = [config.seed + k for k in range(repeats)]
         run_dir = prepare_run_dir(run_dir, False, _run_name(config) + f"-x{repeats}")
         write_json(run_dir / REPEATS_FILE, {"config": config.to_dict(), "seeds": seeds, "select": select, "runs": []})
@@ -118,6 +119,7 @@ def consensus_search(config: Any, weight_sets: list[dict[str, list]], prepared: 
     import numpy as np
     import torch
 
+    from .proxies import scores_networks
     from .search_loop import derived_result, probe_batch
     from .spaces import SPACES
     from .threads import choose_threads, use_threads
@@ -129,7 +131,7 @@ def consensus_search(config: Any, weight_sets: list[dict[str, list]], prepared: 
     # the log of the averaged weights: ranking logits whose softmax is exactly that average
     logits = [torch.log(torch.as_tensor(averaged[name], dtype=torch.float32).clamp_min(1e-30))
               for name in space.alpha_names]
-    probe = probe_batch(data, config) if config.rerank_proxy() else None
+    probe = probe_batch(data, config) if scores_networks(config.rerank_proxy()) else None
     # the searches' own thread rule: --rerank builds and scores hundreds of networks here
     before = torch.get_num_threads()
     use_threads(choose_threads(data.image_numel, "cpu", config.threads))

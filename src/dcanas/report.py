@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from .cost import FLOPS_CONVENTION
 
-from .proxies import BUDGET_VOTER, proxy_ranks
+from .proxies import BUDGET_VOTER, proxy_ranks, proxy_scores_of
 from .spaces.base import SpaceCostTable
 from .runs import atomic_write_text, write_json
 from .units import readable
@@ -254,7 +254,7 @@ def write_search_report(result: "SearchResult", config: "SearchConfig", table: S
                   "| alphas' rank | " + " | ".join(f"{n} rank" for n in names) + " | architecture | "
                   + " | ".join(f"{n} score" for n in names) + " |", "|---|" + "---|" * (2 * len(names) + 1)]
         for c in shown:
-            ranks, scores = proxy_ranks(c, proxy), c.get("scores") or {proxy: c["score"]}  # one proxy: older runs
+            ranks, scores = proxy_ranks(c, proxy), proxy_scores_of(c, proxy)
             lines.append(f"| {c['alpha_rank']} | " + " | ".join(str(ranks[n]) for n in names)
                          + f" | `{c['genotype']}`{' (chosen)' if c.get('chosen') else ''} | "
                          + " | ".join(f"{scores[n]:.2f}" for n in names) + " |")

@@ -3,7 +3,7 @@ dataset's preset and what the user typed (`make_search_config`). Its own module 
 spaces, the LUG and the CLI can name it without importing the search loop."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from .checks import (MAX_CELLS, MAX_CHANNELS, MAX_IMAGE_SIZE, check_device, int_in, positive, raise_first,
@@ -200,6 +200,11 @@ class SearchConfig:
              f"--warmup-epochs must be in [0, --epochs={self.epochs}), got {self.warmup_epochs}"),
         ])
         check_device(self.device)
+
+    def with_rerank_pinned(self) -> "SearchConfig":
+        """This config with the space's default --rerank written out, so that a run folder resumes and lands
+        with the rule it started with after the default changes."""
+        return self if self.rerank is not None else replace(self, rerank=self.rerank_proxy() or "none")
 
     def rerank_proxy(self) -> str | None:
         """The proxy the landing chooses by (None: the alphas alone), with the space's default resolved."""

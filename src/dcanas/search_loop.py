@@ -21,7 +21,7 @@ from .search_config import SearchConfig
 from .data import BatchPlan, balanced_indices, default_augment, load_dataset, split_indices
 from .data.stream import StreamedDataset, make_loader
 from .errors import ConfigError, RunDirError
-from .proxies import rerank, votes_on_budget
+from .proxies import rerank, scores_networks, votes_on_budget
 from .run_loop import Run
 from .runs import CHECKPOINT, load_checkpoint, prepare_run_dir, record_run_info, write_json
 from .remedies import alpha_noise_level, beta_decay_loss, beta_decay_weight, random_perturbations
@@ -324,6 +324,7 @@ def run_search(config: SearchConfig | None, run_dir: str | Path | None = None, *
     if config is None:
         raise ConfigError("give a SearchConfig, or resume=True with the run folder to continue")
     config.validate()
+    config = config.with_rerank_pinned()
     rank, world_size, device = dist_utils.init_distributed(config.device)
     threads_before = torch.get_num_threads()
     try:
@@ -434,7 +435,7 @@ def _search(config: SearchConfig, run_dir: str | Path | None, checkpoint: dict |
 
     # -- derive, verify against every budget, and repair if the derived network breaks one
     space = SPACES.get(config.space)
-    probe = probe_batch(data, config) if config.rerank_proxy() else None
+    probe = probe_batch(data, config) if scores_networks(config.rerank_proxy()) else None
     result = derived_result(space, config, model.derive(), model.ranking_alphas(), setting, table, budgets, run_dir,
                             seconds, total_steps, probe)
     if config.score_derived:

@@ -112,9 +112,9 @@ def print_search_result(args: argparse.Namespace, r: dict) -> int:
         from ..proxies import proxy_ranks
 
         chosen = next(c for c in r["rerank"]["candidates"] if c.get("chosen"))
-        ranks = ", ".join(f"{name}'s no. {rank}" for name, rank in proxy_ranks(chosen, r["rerank"]["proxy"]).items())
+        ranks = "".join(f", {name}'s no. {rank}" for name, rank in proxy_ranks(chosen, r["rerank"]["proxy"]).items())
         lines.append(f"reranked  by {r['rerank']['proxy']}: the alphas' choice no. {chosen['alpha_rank']} of "
-                     f"{len(r['rerank']['candidates'])}, {ranks} (--rerank none: the alphas alone)")
+                     f"{len(r['rerank']['candidates'])}{ranks} (--rerank none: the alphas alone)")
     for run in r.get("repeats", []):
         mark = "  <- kept" if run["seed"] == r["selected_seed"] else ""
         lines.append(f"seed {run['seed']:<4} one-shot val acc {run['derived_val_acc']:.4f}  {run['genotype']}{mark}")
@@ -227,8 +227,8 @@ def register(command) -> None:
     g.add_argument("--rerank", metavar="PROXY",
                    help="land the architecture with the best sum of its rank by the alphas and its rank by a "
                         "zero-cost proxy of the deployed network (synflow, naswot, meco; several joined by '+' add "
-                        "their ranks; budget votes for the share of the budget used and widens the candidates to "
-                        "the whole 85-100 %% band: nb201's default synflow+meco+budget), among the alphas' "
+                        "their ranks; budget votes for the share of the budget used and, with the fill, widens the "
+                        "candidates to the whole 85-100 %% band: nb201's default synflow+meco+budget), among the alphas' "
                         "--rerank-top best in the budget; none: the alphas alone (nb201 only)")
     g.add_argument("--rerank-top", type=int, help="how many of the alphas' best landings --rerank ranks (default "
                                                   "500; each costs one proxy evaluation)")
