@@ -191,10 +191,8 @@ def rerank(space: "SearchSpace", candidates: Sequence[Any], setting: Any, proxy:
             scores[name].append(proxy_score(name, net, images, seed, in_place=True))
     if BUDGET_VOTER in names:
         scores[BUDGET_VOTER] = [float(u) for u in budget_use]  # type: ignore[union-attr]
-    if not names:  # only the budget was named, and there is none: the alphas alone
-        return candidates[0], [{"genotype": space.to_text(g), "alpha_rank": i + 1, "proxy_rank": 0, "ranks": {},
-                                "scores": {}, **({"chosen": True} if i == 0 else {})} for i, g in enumerate(candidates)]
-    best, ranks = rank_sum_choice([scores[n] for n in names])
+    # only the budget was named, and there is none: no voter, the alphas alone
+    best, ranks = rank_sum_choice([scores[n] for n in names]) if names else (0, [])
     records = [{"genotype": space.to_text(g), "alpha_rank": i + 1,
                 "proxy_rank": sum(r[i] for r in ranks),  # the sum of the voters' ranks, which the choice adds
                 "ranks": {n: r[i] for n, r in zip(names, ranks)}, "scores": {n: scores[n][i] for n in names}}
