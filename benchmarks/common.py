@@ -152,8 +152,10 @@ def train_argv(args: argparse.Namespace, seed: int) -> list[str]:
 
 
 def data_argv(args: argparse.Namespace) -> list[str]:
-    """--dataset and --data-dir."""
-    return ["--dataset", args.dataset] + (["--data-dir", args.data_dir] if args.data_dir else [])
+    """--dataset and --data-dir (and --image-size where the study resizes its images)."""
+    size = getattr(args, "image_size", None)
+    return (["--dataset", args.dataset] + (["--data-dir", args.data_dir] if args.data_dir else [])
+            + (["--image-size", str(size)] if size else []))
 
 
 # -- NAS-Bench-201's truth (search_quality.py, rerank_rules.py) --------------------------------------------------------------------------------------

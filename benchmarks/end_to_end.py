@@ -48,10 +48,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="fashion-mnist")
     p.add_argument("--data-dir")
+    p.add_argument("--image-size", type=int,
+                   help="resize every image to this many pixels square, for search and both trainings (default: as "
+                        "loaded); parameter budgets do not depend on it, FLOPs do")
     p.add_argument("--budgets", nargs="+", default=["250K", "500K", "1M"], help="deployed budgets (of --metric)")
     p.add_argument("--metric", choices=METRICS, default="params",
                    help="what the budgets limit: parameters, or peak activation bytes of one fp32 inference")
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
+                   help="run only these (e.g. a second DCA-NAS setting beside baselines already trained)")
     p.add_argument("--cells", type=int, default=8, help="cells of the deployed network (both methods)")
     g = p.add_argument_group("search")
     g.add_argument("--search-epochs", type=int, default=50)
@@ -164,7 +169,7 @@ def run_study(args: argparse.Namespace) -> None:
     """Run every (method, budget, seed) not yet in results.jsonl, `--jobs` at a time."""
     results_path = args.runs_dir / "results.jsonl"
     done = {(r["method"], r["budget"], r["seed"]) for r in load_results(results_path)}
-    config = SearchConfig(dataset=args.dataset, data_dir=args.data_dir, eval_cells=args.cells)
+    config = SearchConfig(dataset=args.dataset, data_dir=args.data_dir, eval_cells=args.cells, image_size=args.image_size)
     setting = EvalSetting(**dry_run(config)["setting"])  # the deployed network's input, classes, depth
     lock = threading.Lock()
 
@@ -181,7 +186,7 @@ def run_study(args: argparse.Namespace) -> None:
 
     # the largest budgets first, so the slowest jobs do not end up alone at the end
     todo = [(m, b, s) for b in sorted(args.budgets, key=parse_count, reverse=True) for s in args.seeds
-            for m in METHODS if (m, b, s) not in done]
+            for m in args.methods if (m, b, s) not in done]
     args.runs_dir.mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor(args.jobs) as pool:
         for future in [pool.submit(task, *t) for t in todo]:
@@ -241,7 +246,9 @@ def write_report(args: argparse.Namespace, rows: list[dict[str, Any]], command: 
     plot(lines, args.plot, f"{args.dataset}: DCA-NAS vs {BASELINE} narrowed", args.metric)
     what = "parameter budget" if args.metric == "params" else "peak activation memory budget (bytes, fp32, batch 1)"
     out = [f"# End to end on {args.dataset}: DCA-NAS vs {BASELINE} narrowed to the same {what}", "",
-           f"Deployed networks: {args.cells} cells (CIFAR-style). Search: {args.search_epochs} epochs"
+           f"Deployed networks: {args.cells} cells (CIFAR-style)"
+           + (f", images resized to {args.image_size}x{args.image_size}" if args.image_size else "")
+           + f". Search: {args.search_epochs} epochs"
            + (f", stopped after {args.search_steps} steps" if args.search_steps else "")
            + f", batch {args.search_batch}" + (f", alpha lr {args.arch_lr}" if args.arch_lr else "")
            + (f", weights-only warm-up {args.search_warmup:g} epoch" if args.search_warmup else "")
