@@ -261,7 +261,7 @@ def test_search_with_rerank_lands_the_proxys_choice_and_a_consensus_of_it_lands_
     assert counts == [saved.threads, before] and torch.get_num_threads() == before
 
 
-def test_the_default_landing_votes_on_the_budget_share_across_the_whole_band(tmp_path):
+def test_the_default_landing_votes_on_the_budget_share_across_the_whole_band(tmp_path, monkeypatch):
     from dcanas.search_loop import prepare_search, run_search
 
     config = SearchConfig(space="nb201", dataset="synthetic", max_params=4e5, cells=3, channels=8, batch_size=16,
@@ -278,7 +278,15 @@ def test_the_default_landing_votes_on_the_budget_share_across_the_whole_band(tmp
     assert record["budgets"]["params"]["value"] / 4e5 == pytest.approx(
         next(c for c in candidates if c.get("chosen"))["scores"]["budget"])
     assert "the share of the budget each uses" in (tmp_path / "run" / "report.md").read_text()
-    # the candidates are the whole 85-100 % band, not the floors' tightest band (the budget alone: no networks)
+    # the record keeps what --rerank none lands from the same search, for comparison
+    alone = run_search(SearchConfig(**{**config.to_dict(), "rerank": "none"}), tmp_path / "none", progress=False,
+                       log=lambda m: None)
+    assert record["rerank"]["without_rerank"] == str(alone.genotype)
+    # the candidates are the whole 85-100 % band, not the floors' tightest band (the budget alone: no networks,
+    # so no probe images either)
+    import dcanas.search_loop
+
+    monkeypatch.setattr(dcanas.search_loop, "probe_batch", lambda *a: pytest.fail("probe images built"))
     run_search(SearchConfig(**{**config.to_dict(), "rerank": "budget", "rerank_top": 100_000}), tmp_path / "budget",
                progress=False, log=lambda m: None)
     listed = json.loads((tmp_path / "budget" / "result.json").read_text())["rerank"]["candidates"]
@@ -289,7 +297,7 @@ def test_the_default_landing_votes_on_the_budget_share_across_the_whole_band(tmp
     assert {c["genotype"] for c in listed} == {NB201Space().to_text(a) for a in whole}
 
 
-def test_the_budget_voter_alone_without_a_budget_lands_the_alphas_choice_and_reports_it(tmp_path):
+def test_the_budget_voter_alone_without_a_budget_lands_the_alphas_choice_and_reports_it(tmp_path, capsys):
     from dcanas.search_loop import run_search
 
     config = SearchConfig(space="nb201", dataset="synthetic", cells=3, channels=8, batch_size=16, epochs=1,
@@ -300,6 +308,12 @@ def test_the_budget_voter_alone_without_a_budget_lands_the_alphas_choice_and_rep
     assert len(chosen) == 1 and chosen[0]["alpha_rank"] == 1 and chosen[0]["ranks"] == {}
     assert record["genotype"] == str(result.genotype) == record["rerank"]["candidates"][0]["genotype"]
     assert "nothing else (no budget to share)" in (tmp_path / "run" / "report.md").read_text()
+    import argparse
+    from dcanas.commands.search import print_search_result
+
+    print_search_result(argparse.Namespace(json=False, quiet=False), record)
+    summary = capsys.readouterr().out
+    assert "reranked  by budget: nothing voted (no budget to share)" in summary and "of 5" not in summary
 
 
 def test_a_search_saved_before_the_default_was_written_out_lands_with_the_rule_it_ran_with(tmp_path):
@@ -314,6 +328,21 @@ def test_a_search_saved_before_the_default_was_written_out_lands_with_the_rule_i
     landed = land_search(tmp_path / "old", {"max_params": 4e5}, tmp_path / "landed", log=lambda m: None)
     assert landed.rerank["proxy"] == "synflow"  # the search's own rule, not today's default
     assert json.loads((tmp_path / "landed" / "config.json").read_text())["rerank"] == "synflow"
+
+
+def test_a_saved_config_reused_in_another_space_takes_that_spaces_landing_rule(tmp_path):
+    from dcanas.search_config import make_search_config
+
+    saved = SearchConfig(space="nb201", dataset="synthetic").with_rerank_pinned().to_dict()
+    assert saved["rerank"] == "synflow+meco+budget"
+    # the pinned rule belongs to NB201: the DARTS space (which cannot rerank) takes its own default, no refusal
+    darts = make_search_config("synthetic", base=saved, space="darts")
+    darts.validate()
+    assert darts.rerank is None and darts.rerank_proxy() is None
+    assert make_search_config("synthetic", base=saved).rerank == "synflow+meco+budget"  # same space: kept
+    typed = make_search_config("synthetic", base={**saved, "space": "darts", "rerank": "none"}, space="nb201",
+                               rerank="synflow")
+    assert typed.rerank == "synflow"  # what was typed always wins
 
 
 def test_lug_points_land_what_the_search_derives():

@@ -262,6 +262,8 @@ def make_search_config(dataset: str = SearchConfig.dataset, *, unconstrained: bo
     given = {k: v for k, v in given.items() if v is not None}
     if base is not None:  # a saved config.json: everything as it was, then what was typed
         values.update({**base, "dataset": dataset})  # the caller resolved --dataset over the file's
+        if given.get("space", values["space"]) != values["space"] and "rerank" not in given:
+            values["rerank"] = None  # a saved run pins its space's landing rule; another space takes its own
     else:
         values.update(dataset_info(dataset).search_preset)
         if not unconstrained and not any(k in given for k in BUDGET_FIELDS):

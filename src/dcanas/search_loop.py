@@ -281,8 +281,10 @@ def derived_result(space: SearchSpace, config: SearchConfig, raw: Any, alphas: l
         candidates = space.landing_candidates(alphas, table, budgets, config.rerank_top, bool(fill),
                                               whole_band=votes_on_budget(proxy))
         shares = [budget_share(table, g, budgets) for g in candidates] if budgets else None
+        unranked = genotype  # what --rerank none lands (repair, fill): kept for comparison
         genotype, scored = rerank(space, candidates, setting, proxy, probe, config.seed, shares)
-        reranked = {"proxy": proxy, "top": config.rerank_top, "candidates": scored}
+        reranked = {"proxy": proxy, "top": config.rerank_top, "candidates": scored,
+                    "without_rerank": space.to_text(unranked)}
     deployed = space.deployed_cost(genotype, setting)
     # the note's narrower widths are counted (params, FLOPs): a measured latency table holds one width only
     counted_only = replace(config, latency_table=None, latency_device=None, max_latency=None)

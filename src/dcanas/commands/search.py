@@ -113,8 +113,12 @@ def print_search_result(args: argparse.Namespace, r: dict) -> int:
 
         chosen = next(c for c in r["rerank"]["candidates"] if c.get("chosen"))
         ranks = "".join(f", {name}'s no. {rank}" for name, rank in proxy_ranks(chosen, r["rerank"]["proxy"]).items())
-        lines.append(f"reranked  by {r['rerank']['proxy']}: the alphas' choice no. {chosen['alpha_rank']} of "
-                     f"{len(r['rerank']['candidates'])}{ranks} (--rerank none: the alphas alone)")
+        if ranks:
+            lines.append(f"reranked  by {r['rerank']['proxy']}: the alphas' choice no. {chosen['alpha_rank']} of "
+                         f"{len(r['rerank']['candidates'])}{ranks} (--rerank none: the alphas alone)")
+        else:  # --rerank budget with no budget: no voter beside the alphas
+            lines.append(f"reranked  by {r['rerank']['proxy']}: nothing voted (no budget to share); the alphas' "
+                         f"choice no. 1 kept")
     for run in r.get("repeats", []):
         mark = "  <- kept" if run["seed"] == r["selected_seed"] else ""
         lines.append(f"seed {run['seed']:<4} one-shot val acc {run['derived_val_acc']:.4f}  {run['genotype']}{mark}")
