@@ -289,7 +289,16 @@ def test_the_default_landing_votes_on_the_budget_share_across_the_whole_band(tmp
     monkeypatch.setattr(dcanas.search_loop, "probe_batch", lambda *a: pytest.fail("probe images built"))
     run_search(SearchConfig(**{**config.to_dict(), "rerank": "budget", "rerank_top": 100_000}), tmp_path / "budget",
                progress=False, log=lambda m: None)
-    listed = json.loads((tmp_path / "budget" / "result.json").read_text())["rerank"]["candidates"]
+    budget_record = json.loads((tmp_path / "budget" / "result.json").read_text())
+    listed = budget_record["rerank"]["candidates"]
+    # --repeats' consensus of that search lands it the same way, again without probe images
+    from dcanas.repeats import consensus_search
+
+    saved = SearchConfig.from_dict(json.loads((tmp_path / "budget" / "config.json").read_text()))
+    again = consensus_search(saved, [budget_record["mixing_weights"]], prepare_search(saved), tmp_path / "budget")
+    assert str(again.genotype) == budget_record["genotype"]
+    # (the averaged weights are softmaxes read back from JSON: ties deep in the list may order differently)
+    assert {c["genotype"] for c in again.rerank["candidates"]} == {c["genotype"] for c in listed}
     _, _, table, budgets = prepare_search(config)
     whole = NB201Space().landing_candidates([torch.zeros(6, 5)], table, budgets, 100_000, True, whole_band=True)
     tight = NB201Space().landing_candidates([torch.zeros(6, 5)], table, budgets, 100_000, True)
