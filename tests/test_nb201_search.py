@@ -316,7 +316,7 @@ def test_land_refuses_what_it_cannot_land_in_one_line_and_writes_nothing(tmp_pat
     (tmp_path / "empty").mkdir()
     for argv, words in (([str(tmp_path / "none"), "--max-params", "1M"], "is not a folder"),
                         ([str(tmp_path / "empty"), "--max-params", "1M"], "holds no finished search"),
-                        ([str(darts), "--max-params", "300K"], "--space nb201"),
+                        ([str(darts), "--max-params", "300K"], "do not fit its darts search"),
                         ([str(nb)], "give the budget"),
                         ([str(old), "--max-params", "1M"], "no final mixing weights"),
                         ([str(darts), "--max-params", "lots"], "--max-params")):

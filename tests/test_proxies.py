@@ -195,11 +195,16 @@ def test_with_the_budget_voter_the_candidates_fill_the_whole_landing_band():
     assert whole[:5] == space.landing_candidates([alpha], table, [budget], 5, True, whole_band=True)
 
 
-def test_config_refuses_an_unknown_proxy_a_space_without_candidates_and_a_bad_top():
+def test_config_refuses_an_unknown_proxy_a_space_without_candidates_and_a_bad_top(monkeypatch):
     with pytest.raises(ConfigError, match="unknown proxy"):
         SearchConfig(space="nb201", rerank="zen").validate()
-    with pytest.raises(ConfigError, match="--rerank .* --space nb201"):
+    from dcanas.spaces.base import SearchSpace
+    from dcanas.spaces.darts.space import DartsSpace
+
+    monkeypatch.setattr(DartsSpace, "landing_candidates", SearchSpace.landing_candidates)  # a space with no list
+    with pytest.raises(ConfigError, match="cannot list; use --rerank none"):
         SearchConfig(space="darts", rerank="synflow").validate()
+    monkeypatch.undo()
     with pytest.raises(ConfigError, match="--rerank-top"):
         SearchConfig(space="nb201", rerank="synflow", rerank_top=0).validate()
     SearchConfig(space="darts", rerank="none").validate()  # off is fine anywhere
@@ -220,7 +225,7 @@ def test_config_refuses_an_unknown_proxy_a_space_without_candidates_and_a_bad_to
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--space", "darts", "--rerank", "synflow"], "--space nb201"),
+    (["--space", "darts", "--rerank", "synflow", "--max-skips", "2"], "--max-skips"),
     (["--space", "nb201", "--rerank", "zen"], "unknown proxy"),
     (["--space", "nb201", "--rerank", "synflow+synflow"], "names a proxy twice"),
     (["--space", "nb201", "--rerank", "synflow", "--rerank-top", "0"], "--rerank-top"),

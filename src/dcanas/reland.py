@@ -2,7 +2,7 @@
 
 With `--budget-scope landing` the budget never reaches the search (the unconstrained search of the same seed,
 bit for bit), so one search serves every budget: its final mixing weights are landed in each one by the space's
-exact landing (NB201: the alphas' best architectures in the budget's band, then `--rerank`), as `--repeats`
+exact landing (the alphas' best architectures in the budget's band, then `--rerank`), as `--repeats`
 lands a consensus. A search that ran under a budget can be landed elsewhere too; its alphas then carry the
 pull of the budget it ran under (the report says which).
 """
@@ -34,8 +34,8 @@ def land_search(search_dir: str | Path, landing: dict[str, Any], run_dir: str | 
         raise ConfigError(f"a landing takes budgets and the rerank only, not {', '.join(unknown)}")
     searched, config = _finished_search(search_dir)
     if not SPACES.get(config.space).can_rerank:
-        raise ConfigError(f"dcanas land lists every architecture inside the new budget, which the {config.space} "
-                          f"space cannot; it lands --space nb201 searches (for {config.space}, search with the budget)")
+        raise ConfigError(f"dcanas land lists the alphas' best architectures inside the new budget, which the "
+                          f"{config.space} space cannot (search with the budget instead)")
     budgets_before = {k: getattr(config, k) for k in BUDGET_FIELDS if getattr(config, k) is not None}
     for name in BUDGET_FIELDS:  # the new budgets replace the search's own
         setattr(config, name, None)
@@ -49,6 +49,7 @@ def land_search(search_dir: str | Path, landing: dict[str, Any], run_dir: str | 
         raise ConfigError("give the budget to land in (--max-params, --max-flops, or --max-latency with "
                           "--latency-device)")
     prepared = prepare_search(config)  # validates, and refuses a budget no network of this setting meets
+    _check_weights(searched["mixing_weights"], SPACES.get(config.space), prepared[2], search_dir)
     out = prepare_run_dir(run_dir, False, f"{search_dir.name}-landed", resumable=False)  # refuses one holding files
     write_json(out / "config.json", config.to_dict())
     result = consensus_search(config, [searched["mixing_weights"]], prepared, out, searched["search_seconds"],
@@ -60,6 +61,20 @@ def land_search(search_dir: str | Path, landing: dict[str, Any], run_dir: str | 
         f"mixing weights, landed in the budgets above without searching again. The plots are that search's.", ""])
     log(f"landed {search_dir} in {', '.join(f'{b.metric} {b.limit:g}' for b in prepared[3])}: {out}")
     return result
+
+
+def _check_weights(weights: Any, space: Any, table: Any, search_dir: Path) -> None:
+    """Refuse in one line mixing weights that are not one [edges, ops] array per alpha of the search's space."""
+    import numpy as np
+
+    for name, costs in zip(space.alpha_names, table.alpha_costs("params")):
+        try:
+            shape = np.asarray(weights[name], dtype=np.float64).shape
+        except (KeyError, TypeError, ValueError):
+            shape = None
+        if shape != costs.shape:
+            raise RunDirError(f"{search_dir}/result.json's mixing weights do not fit its {space.name} search "
+                              f"({name}: expected {list(costs.shape)}); search again")
 
 
 def _finished_search(search_dir: Path) -> tuple[dict[str, Any], SearchConfig]:

@@ -116,13 +116,15 @@ class SearchConfig:
         check_remedy(self.remedy)
         if self.budget_scope == "landing" and not SPACES.get(self.space).can_rerank:
             raise ConfigError(f"--budget-scope landing lands the search in the budget by listing every architecture "
-                              f"inside it, which the {self.space} space cannot; use it with --space nb201, or "
-                              f"--budget-scope all or parametric")
+                              f"inside it, which the {self.space} space cannot; use --budget-scope all or parametric")
         if self.rerank not in (None, "none"):
             proxy_names(self.rerank)  # an unknown name: one line listing the known ones
             if not SPACES.get(self.space).can_rerank:
                 raise ConfigError(f"--rerank chooses among the alphas' top architectures in the budget, which the "
-                                  f"{self.space} space cannot list; use it with --space nb201, or --rerank none")
+                                  f"{self.space} space cannot list; use --rerank none")
+            if self.max_skips is not None:  # the listed candidates are not capped: the cap would be ignored
+                raise ConfigError("--max-skips caps the alphas' own derivation, and --rerank chooses among listed "
+                                  "genotypes without that cap; give one of them (or --rerank none)")
         bottleneck_ok = int_in(self.bottleneck, 1) and int_in(self.channels, 2, MAX_CHANNELS) and \
             self.channels % self.bottleneck == 0 and (self.channels // self.bottleneck) % 2 == 0
         raise_first([

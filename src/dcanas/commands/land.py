@@ -21,7 +21,7 @@ def cmd_land(args: argparse.Namespace) -> int:
 
 def register(command) -> None:
     """Add the subcommand."""
-    p = command("land", cmd_land, "land a finished nb201 search in other budgets, without searching again")
+    p = command("land", cmd_land, "land a finished search in other budgets, without searching again")
     p.add_argument("search_dir", help="the folder of a finished `dcanas search` (best: --budget-scope landing or "
                                       "unconstrained, whose alphas no budget pulled)")
     g = p.add_argument_group("budgets to land in (K, M, G suffixes allowed); they replace the search's own")

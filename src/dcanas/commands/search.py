@@ -233,7 +233,8 @@ def register(command) -> None:
                         "zero-cost proxy of the deployed network (synflow, naswot, meco; several joined by '+' add "
                         "their ranks; budget votes for the share of the budget used and, with the fill, widens the "
                         "candidates to the whole 85-100 %% band: nb201's default synflow+meco+budget), among the alphas' "
-                        "--rerank-top best in the budget; none: the alphas alone (nb201 only)")
+                        "--rerank-top best in the budget (darts: a beam over the node choices lists them); none: the "
+                        "alphas alone (the default for darts)")
     g.add_argument("--rerank-top", type=int, help="how many of the alphas' best landings --rerank ranks (default "
                                                   "500; each costs one proxy evaluation)")
     g.add_argument("--budget-floor", type=float,
@@ -242,7 +243,7 @@ def register(command) -> None:
     g.add_argument("--budget-scope", choices=BUDGET_SCOPES,
                    help="which ops the budget's gradient may favour: any cheaper op (all, the paper's) or only "
                         "cheaper convolutions, unless the budget needs parameter-free ops (parametric); or search "
-                        "without the budget and land the alphas' best architecture inside it (landing, nb201 only)")
+                        "without the budget and land the alphas' best architecture inside it (landing)")
     g.add_argument("--lug", help="look-up graph JSON: maps the device budget to the search budget")
     g.add_argument("--no-repair", dest="repair", action="store_const", const=False,
                    help="do not repair a derived network that exceeds a budget")

@@ -86,6 +86,27 @@ class DartsSpace(SearchSpace):
 
         return changes
 
+    def landing_candidates(self, alphas: list, table: Any, budgets: list["Budget"], top: int,
+                           fill: bool, whole_band: bool = False) -> list[Genotype]:
+        """The `top` genotypes the alphas score highest that use LANDING_BAND..100 % of every budget with the fill
+        (anywhere within budget without it, or when that band holds none; any genotype without a budget), best
+        first: a beam over the node choices (candidates.py)."""
+        from ...landing import LANDING_BAND
+        from .candidates import top_genotypes
+
+        from ...errors import BudgetError
+
+        found = top_genotypes(alphas, table, budgets, top, LANDING_BAND) if fill and budgets else []
+        found = found or top_genotypes(alphas, table, budgets, top)
+        if not found:
+            raise BudgetError("no genotype the landing can list meets every budget; raise one of them")
+        return found
+
+    def build_network(self, genotype: Genotype, setting: Any) -> nn.Module:
+        from .network import build_network
+
+        return build_network(genotype, setting.replace(auxiliary=False))  # scored as deployed: no training head
+
     def to_text(self, genotype: Genotype) -> str:
         return genotype_to_text(genotype)
 

@@ -1,0 +1,98 @@
+"""The alphas' best DARTS genotypes inside a budget: what `--rerank` chooses among in the DARTS space.
+
+NAS-Bench-201 has 15,625 architectures and its landing scores every one; a DARTS genotype is 8 node choices
+(two distinct inputs and an op on each) of up to 490 options each, about 10^15 genotypes per cell pair, so
+the list is built by a beam over the node choices instead: best sum of log softmax(alpha) first, keeping only
+partial genotypes that can still end inside every additive budget's band (parameters, FLOPs, a latency
+table are exact sums of the cost table's entries). Peak memory is a maximum, not a sum: it is checked on the
+finished genotypes only. A beam is not an exact k-best list, but with a beam `BEAM_FACTOR` times the list it
+returns the same top of the list on the tests' tables as an exhaustive count of a 2-node cell does.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .cost import CostTable
+from .genotype import Genotype, make_genotype
+from .ops import PRIMITIVES
+
+if TYPE_CHECKING:
+    from ...constraint import Budget
+
+BEAM_FACTOR = 4  # partial genotypes kept per candidate asked for (at least MIN_BEAM)
+MIN_BEAM = 256
+
+
+def node_options(logp: np.ndarray, costs: np.ndarray, node: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every choice of node `node` (2..): two distinct inputs and a non-none op on each, as (score [O],
+    cost [O, M], choice [O, 4] = input 1, op 1, input 2, op 2); rows of `logp`/`costs` in DARTS alpha order."""
+    first_row = sum(range(2, node))  # nodes 2..node-1 have 2, 3, ... incoming edges before this node's
+    ops = [o for o, name in enumerate(PRIMITIVES) if name != "none"]
+    choices = np.array([(i1, o1, i2, o2) for i1 in range(node) for i2 in range(i1 + 1, node)
+                        for o1 in ops for o2 in ops], dtype=np.int64)
+    r1, r2 = first_row + choices[:, 0], first_row + choices[:, 2]
+    score = logp[r1, choices[:, 1]] + logp[r2, choices[:, 3]]
+    cost = costs[r1, choices[:, 1]] + costs[r2, choices[:, 3]]
+    return score, cost, choices
+
+
+def top_genotypes(alphas: list, table: CostTable, budgets: list["Budget"], top: int,
+                  floor: float = 0.0) -> list[Genotype]:
+    """Up to `top` genotypes with the highest sum of log softmax(alpha) (none excluded) whose cost is
+    `floor`..1 x every budget, best first; [] when the beam finds none."""
+    logp = [F.log_softmax(torch.as_tensor(a).detach().float().cpu(), -1).numpy().astype(np.float64) for a in alphas]
+    additive = [b for b in budgets if b.metric != "memory"]
+    steps = table.steps
+    # per cell type, per additive budget: [edges, ops] cost; 0 columns when nothing is additive
+    costs = [np.stack([table.alpha_costs(b.metric)[k] for b in additive], -1) if additive
+             else np.zeros((logp[k].shape[0], logp[k].shape[1], 0)) for k in range(2)]
+    options = [node_options(logp[k], costs[k], node) for k in range(2) for node in range(2, 2 + steps)]
+    limits = np.array([b.limit for b in additive], dtype=np.float64)
+    fixed = np.array([table.fixed[b.metric] for b in additive], dtype=np.float64)
+    # what the choices not yet made can add at least / at most: keeps every partial genotype finishable
+    least = np.array([o[1].min(axis=0) if len(limits) else np.zeros(0) for o in options])
+    most = np.array([o[1].max(axis=0) if len(limits) else np.zeros(0) for o in options])
+    rest_least = np.concatenate([np.cumsum(least[::-1], axis=0)[::-1][1:], np.zeros((1, len(limits)))])
+    rest_most = np.concatenate([np.cumsum(most[::-1], axis=0)[::-1][1:], np.zeros((1, len(limits)))])
+
+    beam = max(MIN_BEAM, BEAM_FACTOR * top)
+    score, cost, picks = np.zeros(1), fixed[None, :], np.zeros((1, 0), dtype=np.int64)
+    for n, (o_score, o_cost, _) in enumerate(options):
+        total = (score[:, None] + o_score[None, :]).ravel()
+        spent = (cost[:, None, :] + o_cost[None, :, :]).reshape(total.size, len(limits))
+        ok = ((spent + rest_least[n] <= limits) & (spent + rest_most[n] >= floor * limits)).all(axis=1)
+        kept = np.flatnonzero(ok)
+        if kept.size == 0:
+            return []
+        if kept.size > beam:  # the best `beam` by score; ties to the earlier choice, for a fixed order
+            kept = kept[np.lexsort((kept, -total[kept]))[:beam]]
+        else:
+            kept = kept[np.lexsort((kept, -total[kept]))]
+        parent, choice = np.divmod(kept, len(o_score))
+        score, cost, picks = total[kept], spent[kept], np.column_stack([picks[parent], choice])
+
+    found: list[Genotype] = []
+    for row in picks:
+        genotype = _genotype(row, options, steps)
+        exact = table.genotype_cost(genotype)
+        if all(floor * b.limit <= exact[b.metric] <= b.limit for b in budgets):
+            found.append(genotype)
+            if len(found) == top:
+                break
+    return found
+
+
+def _genotype(picks: np.ndarray, options: list, steps: int) -> Genotype:
+    """The genotype of one row of node-choice indices (normal nodes first, then reduction nodes)."""
+    cells = []
+    for k in range(2):
+        edges = []
+        for node in range(steps):
+            i1, o1, i2, o2 = options[k * steps + node][2][picks[k * steps + node]]
+            edges += [(PRIMITIVES[o1], int(i1)), (PRIMITIVES[o2], int(i2))]
+        cells.append(edges)
+    return make_genotype(cells[0], cells[1])
