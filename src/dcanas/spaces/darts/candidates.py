@@ -68,10 +68,7 @@ def top_genotypes(alphas: list, table: CostTable, budgets: list["Budget"], top: 
         kept = np.flatnonzero(ok)
         if kept.size == 0:
             return []
-        if kept.size > beam:  # the best `beam` by score; ties to the earlier choice, for a fixed order
-            kept = kept[np.lexsort((kept, -total[kept]))[:beam]]
-        else:
-            kept = kept[np.lexsort((kept, -total[kept]))]
+        kept = kept[np.lexsort((kept, -total[kept]))][:beam]  # the best by score; ties to the earlier choice
         parent, choice = np.divmod(kept, len(o_score))
         score, cost, picks = total[kept], spent[kept], np.column_stack([picks[parent], choice])
 
