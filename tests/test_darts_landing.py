@@ -90,6 +90,33 @@ def test_several_additive_budgets_are_all_met(table):
         assert all(cost[b.metric] >= 0.85 * b.limit for b in budgets)
 
 
+def test_the_beam_reaches_the_cheapest_and_the_dearest_genotype_exactly(table):
+    alphas = random_alphas(3)
+    for metric in ("params", "flops"):
+        low, high = table.bounds(metric)
+        cheapest = darts_candidates.top_genotypes(alphas, table, [Budget(metric, low)], 3)
+        assert cheapest and all(table.genotype_cost(g)[metric] == low for g in cheapest)
+        dearest = darts_candidates.top_genotypes(alphas, table, [Budget(metric, high)], 3, floor=1 - 1e-9)
+        assert dearest and all(table.genotype_cost(g)[metric] == high for g in dearest)
+
+
+def test_a_memory_budget_is_a_limit_on_the_finished_genotypes_and_the_band_stays_the_additive_budgets():
+    table = build_cost_table(eval_setting_for("digits"), memory_dtype="float32")
+    alphas = random_alphas(4)
+    low, high = table.bounds("params")
+    params = Budget("params", low + 0.4 * (high - low))
+    alone = DartsSpace().landing_candidates(alphas, table, [params], 10, True)
+    # a memory limit every genotype meets changes nothing, though no genotype's peak is within 85 % of it
+    roomy = Budget("memory", table.bounds("memory")[1] * 4)
+    assert DartsSpace().landing_candidates(alphas, table, [params, roomy], 10, True) == alone
+    # a tighter one: every candidate under it, and still in the parameter band
+    peaks = sorted(table.genotype_cost(g)["memory"] for g in alone)
+    tight = Budget("memory", peaks[len(peaks) // 2])
+    found = DartsSpace().landing_candidates(alphas, table, [params, tight], 10, True)
+    assert found and all(table.genotype_cost(g)["memory"] <= tight.limit for g in found)
+    assert all(0.85 * params.limit <= table.genotype_cost(g)["params"] <= params.limit for g in found)
+
+
 def test_the_node_options_are_every_pair_of_inputs_with_every_op_but_none():
     logp = np.zeros((14, len(PRIMITIVES)))
     costs = np.ones((14, len(PRIMITIVES), 1))
@@ -99,11 +126,20 @@ def test_the_node_options_are_every_pair_of_inputs_with_every_op_but_none():
     assert PRIMITIVES.index("none") not in set(choices[:, 1]) | set(choices[:, 3])
 
 
-def test_rerank_and_max_skips_together_are_refused_but_rerank_alone_is_fine_in_darts():
+def test_rerank_or_a_landing_scope_with_max_skips_is_refused_but_each_alone_is_fine_in_darts(monkeypatch):
     SearchConfig(space="darts", rerank="synflow+meco+budget").validate()
+    SearchConfig(space="darts", budget_scope="landing", max_params=200_000).validate()
     with pytest.raises(ConfigError, match="--max-skips"):
         SearchConfig(space="darts", rerank="synflow", max_skips=2).validate()
+    with pytest.raises(ConfigError, match="--max-skips"):
+        SearchConfig(space="darts", budget_scope="landing", max_skips=2, rerank="none").validate()
     SearchConfig(space="darts", rerank="none", max_skips=2).validate()
+    # a space that cannot list its genotypes refuses the landing scope in one line
+    from dcanas.spaces.base import SearchSpace
+
+    monkeypatch.setattr(DartsSpace, "landing_candidates", SearchSpace.landing_candidates)
+    with pytest.raises(ConfigError, match="cannot; use --budget-scope all or parametric"):
+        SearchConfig(space="darts", budget_scope="landing", rerank="none").validate()
 
 
 def test_land_a_darts_search_in_another_budget_with_a_rerank(tmp_path):
@@ -127,6 +163,37 @@ def test_land_a_darts_search_in_another_budget_with_a_rerank(tmp_path):
     assert str(again.genotype) == str(landed.genotype)
     saved = json.loads((tmp_path / "landed" / "result.json").read_text())
     assert saved["params"] == landed.params
+    # a search derived under --max-skips lands without the cap, and says so
+    capped = SearchConfig(dataset="digits", epochs=1, max_steps=2, batch_size=32, seed=0, threads=1,
+                          max_params=200_000, max_skips=1, rerank="none")
+    run_search(capped, tmp_path / "capped", progress=False, log=lambda m: None)
+    said: list[str] = []
+    land_search(tmp_path / "capped", {"max_params": 190_000}, tmp_path / "capped-landed", log=said.append)
+    assert any("--max-skips 1 does not apply" in line for line in said)
+    assert json.loads((tmp_path / "capped-landed" / "config.json").read_text())["max_skips"] is None
+
+
+def test_land_refuses_a_space_that_cannot_list_and_leaves_no_folder_when_the_landing_fails(tmp_path, monkeypatch):
+    from dcanas.errors import BudgetError
+    from dcanas.reland import land_search
+    from dcanas.search_loop import run_search
+    from dcanas.spaces.base import SearchSpace
+
+    config = SearchConfig(dataset="digits", epochs=1, max_steps=2, batch_size=32, seed=0, threads=1,
+                          max_params=200_000, rerank="none")
+    run_search(config, tmp_path / "search", progress=False, log=lambda m: None)
+
+    def nothing_listed(*args, **kwargs):
+        raise BudgetError("no genotype the landing can list meets every budget; raise one of them")
+
+    monkeypatch.setattr(DartsSpace, "landing_candidates", nothing_listed)
+    with pytest.raises(BudgetError, match="no genotype"):
+        land_search(tmp_path / "search", {"max_params": 190_000}, tmp_path / "out", log=lambda m: None)
+    assert not (tmp_path / "out").exists()
+    monkeypatch.setattr(DartsSpace, "landing_candidates", SearchSpace.landing_candidates)
+    with pytest.raises(ConfigError, match="space cannot"):
+        land_search(tmp_path / "search", {"max_params": 190_000}, tmp_path / "out", log=lambda m: None)
+    assert not (tmp_path / "out").exists()
 
 
 def test_land_refuses_mixing_weights_of_another_shape_in_one_line(tmp_path):

@@ -12,8 +12,8 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import ConfigError, RunDirError
-from .runs import prepare_run_dir, write_json
+from .errors import ConfigError, DcanasError, RunDirError
+from .runs import clear_folder, prepare_run_dir, stopped_before_checkpoint, write_json
 from .search_config import BUDGET_FIELDS, SearchConfig
 from .spaces import SPACES
 
@@ -45,15 +45,27 @@ def land_search(search_dir: str | Path, landing: dict[str, Any], run_dir: str | 
         if value is not None:
             setattr(config, name, value)
     config.budget_scope = "landing"
+    if config.max_skips is not None:  # a derivation cap of the search's: the landing's list has no such cap
+        log(f"note: the search's --max-skips {config.max_skips} does not apply to a landing (it lists genotypes "
+            f"without that cap)")
+        config.max_skips = None
     if not config.budgets():
         raise ConfigError("give the budget to land in (--max-params, --max-flops, or --max-latency with "
                           "--latency-device)")
     prepared = prepare_search(config)  # validates, and refuses a budget no network of this setting meets
     _check_weights(searched["mixing_weights"], SPACES.get(config.space), prepared[2], search_dir)
+    existed = run_dir is not None and Path(run_dir).exists()
     out = prepare_run_dir(run_dir, False, f"{search_dir.name}-landed", resumable=False)  # refuses one holding files
     write_json(out / "config.json", config.to_dict())
-    result = consensus_search(config, [searched["mixing_weights"]], prepared, out, searched["search_seconds"],
-                              searched.get("steps") or 0)
+    try:
+        result = consensus_search(config, [searched["mixing_weights"]], prepared, out, searched["search_seconds"],
+                                  searched.get("steps") or 0)
+    except DcanasError:  # e.g. nothing listed meets a memory budget: leave no half-written landing behind
+        if stopped_before_checkpoint(out):  # only what this landing wrote so far (a landing has no checkpoint)
+            clear_folder(out)
+            if not existed:
+                out.rmdir()
+        raise
     history = _history(search_dir)
     ran_under = ", ".join(f"{k.removeprefix('max_')} {v:g}" for k, v in budgets_before.items()) or "no budget"
     write_search_report(result, config, prepared[2], history, extra=[

@@ -117,6 +117,9 @@ class SearchConfig:
         if self.budget_scope == "landing" and not SPACES.get(self.space).can_rerank:
             raise ConfigError(f"--budget-scope landing lands the search in the budget by listing every architecture "
                               f"inside it, which the {self.space} space cannot; use --budget-scope all or parametric")
+        if self.budget_scope == "landing" and self.max_skips is not None:
+            raise ConfigError("--max-skips caps the alphas' own derivation, and --budget-scope landing lands a listed "
+                              "genotype without that cap; give one of them")
         if self.rerank not in (None, "none"):
             proxy_names(self.rerank)  # an unknown name: one line listing the known ones
             if not SPACES.get(self.space).can_rerank:

@@ -1,11 +1,12 @@
 """The alphas' best DARTS genotypes inside a budget: what `--rerank` chooses among in the DARTS space.
 
 NAS-Bench-201 has 15,625 architectures and its landing scores every one; a DARTS genotype is 8 node choices
-(two distinct inputs and an op on each) of up to 490 options each, about 10^15 genotypes per cell pair, so
-the list is built by a beam over the node choices instead: best sum of log softmax(alpha) first, keeping only
-partial genotypes that can still end inside every additive budget's band (parameters, FLOPs, a latency
-table are exact sums of the cost table's entries). Peak memory is a maximum, not a sum: it is checked on the
-finished genotypes only. A beam is not an exact k-best list: the tests check that a beam 32 times wider returns
+(two distinct inputs and an op on each) of 49 to 490 options, about 10^9 genotypes per cell and 10^18 per cell
+pair, so the list is built by a beam over the node choices instead: best sum of log softmax(alpha) first, keeping
+only partial genotypes that can still end inside each additive budget's band (parameters, FLOPs, a latency
+table are exact sums of the cost table's entries). Peak memory is a maximum, not a sum: it is checked (at most
+the limit; the band is the additive budgets') on the finished genotypes only, from a beam `MEMORY_BEAM` times
+wider so that enough of them pass. A beam is not an exact k-best list: the tests check that a beam 32 times wider returns
 the same top of the list, and that without a budget the first genotype is DARTS' own discretisation.
 """
 from __future__ import annotations
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 
 BEAM_FACTOR = 4  # partial genotypes kept per candidate asked for (at least MIN_BEAM)
 MIN_BEAM = 256
+MEMORY_BEAM = 8  # how much wider the beam is under a peak-memory budget, which only the finished genotypes see
 
 
 def node_options(logp: np.ndarray, costs: np.ndarray, node: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -59,7 +61,7 @@ def top_genotypes(alphas: list, table: CostTable, budgets: list["Budget"], top: 
     rest_least = np.concatenate([np.cumsum(least[::-1], axis=0)[::-1][1:], np.zeros((1, len(limits)))])
     rest_most = np.concatenate([np.cumsum(most[::-1], axis=0)[::-1][1:], np.zeros((1, len(limits)))])
 
-    beam = max(MIN_BEAM, BEAM_FACTOR * top)
+    beam = max(MIN_BEAM, BEAM_FACTOR * top) * (MEMORY_BEAM if len(additive) < len(budgets) else 1)
     score, cost, picks = np.zeros(1), fixed[None, :], np.zeros((1, 0), dtype=np.int64)
     for n, (o_score, o_cost, _) in enumerate(options):
         total = (score[:, None] + o_score[None, :]).ravel()
@@ -76,7 +78,8 @@ def top_genotypes(alphas: list, table: CostTable, budgets: list["Budget"], top: 
     for row in picks:
         genotype = _genotype(row, options, steps)
         exact = table.genotype_cost(genotype)
-        if all(floor * b.limit <= exact[b.metric] <= b.limit for b in budgets):
+        if all(exact[b.metric] <= b.limit for b in budgets) and all(exact[b.metric] >= floor * b.limit
+                                                                    for b in additive):
             found.append(genotype)
             if len(found) == top:
                 break

@@ -88,9 +88,10 @@ class DartsSpace(SearchSpace):
 
     def landing_candidates(self, alphas: list, table: Any, budgets: list["Budget"], top: int,
                            fill: bool, whole_band: bool = False) -> list[Genotype]:
-        """The `top` genotypes the alphas score highest that use LANDING_BAND..100 % of every budget with the fill
-        (anywhere within budget without it, or when that band holds none; any genotype without a budget), best
-        first: a beam over the node choices (candidates.py)."""
+        """The `top` genotypes the alphas score highest that use LANDING_BAND..100 % of every additive budget with
+        the fill (anywhere within budget without it, or when that band holds none; any genotype without a budget),
+        best first: a beam over the node choices (candidates.py). The band is always the whole one, so
+        `whole_band` changes nothing here (NB201 first looks in the top of the budget)."""
         from ...landing import LANDING_BAND
         from .candidates import top_genotypes
 
