@@ -53,6 +53,7 @@ def main() -> None:
     p.add_argument("--out-dir", default="runs/perturbation_selection", help="where the genotype JSONs go")
     args = p.parse_args()
 
+    from dcanas.data.stream import make_loader
     from dcanas.search_config import SearchConfig
     from dcanas.search_loop import build_supernet, prepare_search
     from dcanas.spaces import SPACES
@@ -73,10 +74,12 @@ def main() -> None:
         model.load_state_dict(torch.load(folder / "checkpoint.pt", weights_only=True, map_location="cpu")["model"])
         model.update_derived()
         model.eval()
-        ids = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(config.seed))[:args.images]
-        mean = torch.tensor(data.mean).view(1, -1, 1, 1)
-        std = torch.tensor(data.std).view(1, -1, 1, 1)
-        images, labels = (data.train_x[ids].float() / 255.0 - mean) / std, data.train_y[ids]
+        count = min(args.images, len(data.train_y))
+        ids = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(config.seed))[:count]
+        # the library's own loader: unaugmented and normalised as the search saw its images
+        images, labels = next(iter(make_loader(data, "train", ids, count, augment=None, seed=config.seed,
+                                               shuffle=False)))
+        images = images.float()
         drops = [op_drops(model, getattr(model, name), images, labels, PRIMITIVES) for name in space.alpha_names]
         rows = edge_sources(len(model.genotype.normal) // 2)
         cells = []

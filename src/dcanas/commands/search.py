@@ -232,8 +232,8 @@ def register(command) -> None:
                    help="land the architecture with the best sum of its rank by the alphas and its rank by a "
                         "zero-cost proxy of the deployed network (synflow, naswot, meco; several joined by '+' add "
                         "their ranks; budget votes for the share of the budget used and, with the fill, widens the "
-                        "candidates to the whole 85-100 %% band, where darts always lists: nb201's default synflow+meco+budget), among the alphas' "
-                        "--rerank-top best in the budget (darts: a beam over the node choices lists them); none: the "
+                        "candidates to the whole 85-100 %% band, where darts always lists: nb201's default "
+                        "synflow+meco+budget), among the alphas' --rerank-top best in the budget (darts: a beam over the node choices lists them); none: the "
                         "alphas alone (the default for darts)")
     g.add_argument("--rerank-top", type=int, help="how many of the alphas' best landings --rerank ranks (default "
                                                   "500; each costs one proxy evaluation)")

@@ -6,8 +6,8 @@ pair, so the list is built by a beam over the node choices instead: best sum of 
 only partial genotypes that can still end inside each additive budget's band (parameters, FLOPs, a latency
 table are exact sums of the cost table's entries). Peak memory is a maximum, not a sum: it is checked (at most
 the limit; the band is the additive budgets') on the finished genotypes only, from a beam `MEMORY_BEAM` times
-wider so that enough of them pass. A beam is not an exact k-best list: the tests check that a beam 32 times wider returns
-the same top of the list, and that without a budget the first genotype is DARTS' own discretisation.
+wider so that enough of them pass. A beam is not an exact k-best list: the tests check that a beam 32 times wider
+returns the same top of the list, and that without a budget the first genotype is DARTS' own discretisation.
 """
 from __future__ import annotations
 

@@ -92,10 +92,9 @@ class DartsSpace(SearchSpace):
         the fill (anywhere within budget without it, or when that band holds none; any genotype without a budget),
         best first: a beam over the node choices (candidates.py). The band is always the whole one, so
         `whole_band` changes nothing here (NB201 first looks in the top of the budget)."""
+        from ...errors import BudgetError
         from ...landing import LANDING_BAND
         from .candidates import top_genotypes
-
-        from ...errors import BudgetError
 
         found = top_genotypes(alphas, table, budgets, top, LANDING_BAND) if fill and budgets else []
         found = found or top_genotypes(alphas, table, budgets, top)
