@@ -51,6 +51,8 @@ def one_line_error(capsys, argv: list[str], needle: str) -> str:
     (["count", "DARTS_V2", "--image-size", "10000000"], "--image-size must be in"),
     (["count", "DARTS_V2", "--channels", "100000"], "--channels must be in"),
     (["search", "--epochs", "0"], "--epochs must be an integer >= 1"),
+    (["search", "--derive-by", "votes"], "--derive-by must be one of alphas, perturbation, not 'votes'"),
+    (["search", "--derive-images", "0"], "--derive-images must be an integer >= 1"),
 ])
 def test_bad_options_are_one_line(tmp_path, capsys, argv, needle):
     run_dir = tmp_path / "run"

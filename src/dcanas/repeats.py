@@ -87,6 +87,7 @@ def run_repeats(config: Any, repeats: int | None = None, run_dir: str | Path | N
                         "params": result["params"], "flops": result["flops"], "budgets": result["budgets"],
                         "repairs": len(result["repairs"]), "search_seconds": result["search_seconds"],
                         "steps": result["steps"], "mixing_weights": result.get("mixing_weights"),
+                        "edge_drops": result.get("selection", {}).get("edge_drops"),
                         **({"benchmark": result["benchmark"]} if "benchmark" in result else {})})
         bar.update(1)
     bar.close()
@@ -112,10 +113,12 @@ def run_repeats(config: Any, repeats: int | None = None, run_dir: str | Path | N
 
 
 def consensus_search(config: Any, weight_sets: list[dict[str, list]], prepared: tuple, run_dir: Path,
-                     seconds: float = 0.0, steps: int = 0) -> Any:
+                     seconds: float = 0.0, steps: int = 0,
+                     edge_strength_sets: list[dict[str, list]] | None = None) -> Any:
     """The SearchResult of several searches' final mixing weights (one {alpha name: weights} per search)
     averaged edge by edge, derived once and landed in the budgets (repair, fill) as one search's are;
-    `seconds` and `steps` are the searches' together."""
+    `seconds` and `steps` are the searches' together. `edge_strength_sets` (--derive-by perturbation's edge
+    drops, one {alpha name: [edges]} per search) are averaged alike and choose each node's inputs."""
     import numpy as np
     import torch
 
@@ -136,8 +139,11 @@ def consensus_search(config: Any, weight_sets: list[dict[str, list]], prepared: 
     before = torch.get_num_threads()
     use_threads(choose_threads(data.image_numel, "cpu", config.threads))
     try:
-        return derived_result(space, config, space.derive(logits, config), logits, setting, table, budgets, run_dir,
-                              seconds, steps, probe)
+        strength = None if edge_strength_sets is None else [
+            torch.as_tensor(np.mean([np.asarray(d[name], dtype=np.float64) for d in edge_strength_sets], axis=0))
+            for name in space.alpha_names]
+        return derived_result(space, config, space.derive(logits, config, strength), logits, setting, table, budgets,
+                              run_dir, seconds, steps, probe)
     finally:
         use_threads(before)
 
@@ -153,8 +159,10 @@ def consensus_result(config: Any, records: list[dict[str, Any]], run_dir: Path, 
     if missing:
         raise RunDirError(f"the searches of seeds {missing} recorded no mixing weights (made before consensus "
                           f"selection); start a new set")
+    drops = [r.get("edge_drops") for r in records]
     result = consensus_search(config, [r["mixing_weights"] for r in records], prepared, run_dir,
-                              sum(r["search_seconds"] for r in records), sum(r.get("steps") or 0 for r in records))
+                              sum(r["search_seconds"] for r in records), sum(r.get("steps") or 0 for r in records),
+                              edge_strength_sets=drops if all(drops) else None)
     runs = [f"| {r['seed']} | `{r['genotype']}` |" for r in records]
     write_search_report(result, config, prepared[2], [{"epoch": config.epochs - 1, "alphas": result.mixing_weights}],
                         extra=[f"Consensus of {len(records)} searches (`--repeats {len(records)}`): the genotype "

@@ -14,6 +14,7 @@ from .errors import ConfigError
 from .units import DTYPE_BYTES, readable
 from .proxies import proxy_names
 from .remedies import DEFAULT_BETA_WEIGHT, DEFAULT_REMEDY, check_remedy
+from .selection import DERIVATIONS, DERIVE_IMAGES
 from .spaces import SPACES
 
 
@@ -61,6 +62,8 @@ class SearchConfig:
     search_image_size: int | None = None  # the supernet sees images resized to this (None: as loaded)
     search_stem: str | None = None  # DARTS: "cifar" or "imagenet" (stride 8 before the cells); None: as deployed
     score_derived: bool = False  # after the search, the derived network's one-shot accuracy on the alpha half
+    derive_by: str = "alphas"  # or "perturbation": each op's and edge's accuracy drop in the supernet (selection.py)
+    derive_images: int = DERIVE_IMAGES  # held-out images the perturbation scores are measured on
     # optimisation (paper appendix defaults, batch scaled for a CPU)
     epochs: int = 50
     batch_size: int = 64  # the global batch, over all processes
@@ -201,6 +204,9 @@ class SearchConfig:
              f"--search-stem imagenet divides the input by 8 before the cells: --search-image-size "
              f"{self.search_image_size} leaves too little (use 32 or more)"),
             (int_in(self.rerank_top, 1), f"--rerank-top must be an integer >= 1, got {self.rerank_top}"),
+            (self.derive_by in DERIVATIONS,
+             f"--derive-by must be one of {', '.join(DERIVATIONS)}, not {self.derive_by!r}"),
+            (int_in(self.derive_images, 1), f"--derive-images must be an integer >= 1, got {self.derive_images}"),
             (positive(self.warmup_epochs, allow_zero=True) and self.warmup_epochs < self.epochs,
              f"--warmup-epochs must be in [0, --epochs={self.epochs}), got {self.warmup_epochs}"),
         ])

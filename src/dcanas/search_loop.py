@@ -24,6 +24,7 @@ from .errors import ConfigError, RunDirError
 from .proxies import rerank, scores_networks, votes_on_budget
 from .run_loop import Run
 from .runs import CHECKPOINT, load_checkpoint, prepare_run_dir, record_run_info, write_json
+from .selection import PerturbationScores, perturbation_scores
 from .remedies import alpha_noise_level, beta_decay_loss, beta_decay_weight, random_perturbations
 from .spaces import SPACES, SearchSpace
 from .threads import choose_threads, use_threads
@@ -227,6 +228,7 @@ class SearchResult:
     unfilled_genotype: Any = None  # what fill started from (raw, or raw repaired); None when fill changed nothing
     mixing_weights: dict[str, list] = field(default_factory=dict)  # final weights per alpha name (--repeats consensus)
     rerank: dict[str, Any] = field(default_factory=dict)  # --rerank: the proxy and every candidate it scored
+    selection: dict[str, Any] = field(default_factory=dict)  # --derive-by perturbation: every drop it measured
     notes: list[str] = field(default_factory=list)  # e.g. a budget that itself demands parameter-free ops
 
     def to_dict(self) -> dict[str, Any]:
@@ -247,6 +249,8 @@ class SearchResult:
             result["mixing_weights"] = self.mixing_weights
         if self.rerank:
             result["rerank"] = self.rerank
+        if self.selection:
+            result["selection"] = self.selection
         if self.notes:
             result["notes"] = self.notes
         return result
@@ -299,6 +303,43 @@ def derived_result(space: SearchSpace, config: SearchConfig, raw: Any, alphas: l
 PROBE_IMAGES = 64  # NASWOT's authors score a batch of 128 at 32 px; 64 ranks NB201 alike (BENCHMARKS.md §12)
 
 
+def search_halves(data: Any, config: SearchConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training images the weights learn from and the held-out ones the alphas learn from (all training
+    images, or a class-balanced --train-subset of them, split in two by the seed)."""
+    images = None
+    if config.train_subset is not None:
+        if config.train_subset > len(data.train_y):
+            raise ConfigError(f"--train-subset {config.train_subset} exceeds the {len(data.train_y)} training images")
+        images = balanced_indices(data.train_y, config.train_subset, seed=config.seed)
+    halves = split_indices(len(data.train_y) if images is None else len(images), 0.5, seed=config.seed)
+    return halves if images is None else (images[halves[0]], images[halves[1]])
+
+
+def derive_from_supernet(model: torch.nn.Module, space: SearchSpace, config: SearchConfig, table: Any, data: Any,
+                         val_ids: Any, resize: Callable[[torch.Tensor], torch.Tensor], device: torch.device
+                         ) -> tuple[Any, list[torch.Tensor], PerturbationScores | None]:
+    """The finished supernet's genotype, the ranking logits repair and fill go by, and (--derive-by
+    perturbation) the accuracy drops they came from; by the alphas, the supernet's own derive."""
+    alphas = model.ranking_alphas()
+    if config.derive_by != "perturbation":
+        return model.derive(), alphas, None
+    images, labels = held_out_batch(data, val_ids, config, device)
+    scores = perturbation_scores(model, resize(images), labels, list(table.ops).index("none"), space.chooses_inputs)
+    logits = [drops.to(device=a.device, dtype=torch.float32) for drops, a in zip(scores.logits(), alphas)]
+    return space.derive(logits, config, scores.edge_drops), logits, scores
+
+
+def held_out_batch(data: Any, val_ids: Any, config: SearchConfig, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """`--derive-images` images of the search's alpha half (a seeded draw), unaugmented and normalised, with their
+    labels: what --derive-by perturbation scores the supernet on."""
+    val_ids = torch.as_tensor(val_ids)
+    count = min(config.derive_images, len(val_ids))
+    order = torch.randperm(len(val_ids), generator=torch.Generator().manual_seed(config.seed))[:count]
+    images, labels = next(iter(make_loader(data, "train", val_ids[order], count, augment=None, seed=config.seed,
+                                           shuffle=False, device=device)))
+    return images.float(), labels
+
+
 def probe_batch(data: Any, config: SearchConfig) -> torch.Tensor:
     """A fixed batch of training images, unaugmented and normalised, at the deployed size, on the CPU: what
     --rerank's proxy scores the candidate networks on (the same images for a search and its resume)."""
@@ -349,13 +390,7 @@ def _search(config: SearchConfig, run_dir: str | Path | None, checkpoint: dict |
     use_threads(config.threads)
     for name in getattr(data, "skipped", []):
         log(f"skipped an empty image file: {name}")
-    images = None  # all training images; or a class-balanced subset of them
-    if config.train_subset is not None:
-        if config.train_subset > len(data.train_y):
-            raise ConfigError(f"--train-subset {config.train_subset} exceeds the {len(data.train_y)} training images")
-        images = balanced_indices(data.train_y, config.train_subset, seed=config.seed)
-    halves = split_indices(len(data.train_y) if images is None else len(images), 0.5, seed=config.seed)
-    train_ids, val_ids = halves if images is None else (images[halves[0]], images[halves[1]])
+    train_ids, val_ids = search_halves(data, config)
     resize = _resizer(config.search_image_size, data.image_size)
     augment = default_augment(config.dataset, data.image_size)
     if config.accum_steps < 1 or config.batch_size % (world_size * config.accum_steps):
@@ -438,8 +473,10 @@ def _search(config: SearchConfig, run_dir: str | Path | None, checkpoint: dict |
     # -- derive, verify against every budget, and repair if the derived network breaks one
     space = SPACES.get(config.space)
     probe = probe_batch(data, config) if scores_networks(config.rerank_proxy()) else None
-    result = derived_result(space, config, model.derive(), model.ranking_alphas(), setting, table, budgets, run_dir,
-                            seconds, total_steps, probe)
+    raw, alphas, scores = derive_from_supernet(model, space, config, table, data, val_ids, resize, device)
+    result = derived_result(space, config, raw, alphas, setting, table, budgets, run_dir, seconds, total_steps, probe)
+    if scores is not None:
+        result.selection = scores.to_dict(space.alpha_names)
     if config.score_derived:
         result.derived_val_acc = derived_accuracy(model, result.genotype, val, resize)
     if main:

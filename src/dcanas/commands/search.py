@@ -237,6 +237,12 @@ def register(command) -> None:
                         "alphas alone (the default for darts)")
     g.add_argument("--rerank-top", type=int, help="how many of the alphas' best landings --rerank ranks (default "
                                                   "500; each costs one proxy evaluation)")
+    g.add_argument("--derive-by", metavar="HOW",
+                   help="how the architecture is read off the finished supernet: alphas (each edge's largest alpha, "
+                        "DARTS; the default) or perturbation (the op, and in darts each node's inputs, whose removal "
+                        "costs the supernet most accuracy on held-out images: DARTS-PT without its fine-tuning)")
+    g.add_argument("--derive-images", type=int, help="held-out images --derive-by perturbation scores on (default "
+                                                     "1024; one evaluation per op and edge)")
     g.add_argument("--budget-floor", type=float,
                    help="also push the derived network up to this fraction of each budget (e.g. 0.9): unused "
                         "budget is lost accuracy")

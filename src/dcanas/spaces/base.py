@@ -50,6 +50,7 @@ class SearchSpace(ABC):
     alpha_names: tuple[str, ...] = ("alpha",)
     fills_by_default: bool = False  # whether --fill-budget is on unless the user says otherwise
     reranks_by_default: str = "none"  # the proxy --rerank uses unless the user says otherwise ("none": off)
+    chooses_inputs: bool = False  # whether each node keeps only some of its incoming edges (DARTS: two)
 
     @property
     def can_rerank(self) -> bool:
@@ -69,9 +70,10 @@ class SearchSpace(ABC):
         """The search supernet."""
 
     @abstractmethod
-    def derive(self, alphas: list, config: "SearchConfig") -> Any:
+    def derive(self, alphas: list, config: "SearchConfig", edge_strength: list | None = None) -> Any:
         """The discrete genotype that ranking logits `alphas` (one tensor per `alpha_names`) give, as the
-        supernet's own derive() does: what several searches' averaged weights are turned into."""
+        supernet's own derive() does: what several searches' averaged weights are turned into. Where nodes
+        choose their inputs, `edge_strength` (one [edges] tensor per alpha) ranks them instead of the logits."""
 
     @abstractmethod
     def op_changes(self, alphas: list) -> "ChangeLister":

@@ -21,6 +21,7 @@ class DartsSpace(SearchSpace):
 
     name = "darts"
     alpha_names = ("alpha_normal", "alpha_reduce")
+    chooses_inputs = True  # two inputs per node
 
     def eval_setting(self, config: "SearchConfig", in_channels: int, num_classes: int, image_size: int) -> Any:
         from ...constraint import auto_channels
@@ -55,11 +56,12 @@ class DartsSpace(SearchSpace):
                                        max_skips=config.max_skips, remedy=config.remedy,
                                        stem=config.search_stem or "cifar"))
 
-    def derive(self, alphas: list, config: "SearchConfig") -> Genotype:
+    def derive(self, alphas: list, config: "SearchConfig", edge_strength: list | None = None) -> Genotype:
         from .supernet import derive_genotype
 
         normal, reduce = alphas
-        return derive_genotype(normal, reduce, max_skips=config.max_skips)
+        return derive_genotype(normal, reduce, max_skips=config.max_skips,
+                               edge_strength=tuple(edge_strength) if edge_strength is not None else None)
 
     def op_changes(self, alphas: list) -> "ChangeLister":
         import torch.nn.functional as F

@@ -226,17 +226,22 @@ class Supernet(nn.Module):
 
 
 def derive_genotype(alpha_normal: torch.Tensor, alpha_reduce: torch.Tensor, steps: int = 4, *,
-                    max_skips: int | None = None) -> Genotype:
+                    max_skips: int | None = None,
+                    edge_strength: tuple[torch.Tensor, torch.Tensor] | None = None) -> Genotype:
     """DARTS discretisation: per node keep the two incoming edges with the largest non-none weight.
 
     With `max_skips`, the normal cell keeps only its strongest skip connections and the others take
     their edge's best remaining op (P-DARTS's remedy for the skip-connect collapse of long searches).
+    `edge_strength` (normal, reduce; [edges] each) ranks the edges instead of the weights, e.g. the accuracy
+    lost when an edge is taken out (selection.py).
     """
 
-    def cell(alpha: torch.Tensor, skip_cap: int | None) -> list[tuple[str, int]]:
+    def cell(alpha: torch.Tensor, skip_cap: int | None, given: torch.Tensor | None) -> list[tuple[str, int]]:
         weights = F.softmax(alpha.float(), dim=-1).cpu()
         weights[:, NONE_INDEX] = -1.0
         strength, best = weights.max(dim=-1)
+        if given is not None:
+            strength = torch.as_tensor(given, dtype=torch.float64).cpu()
         chosen, k = [], 0
         for j in range(2, 2 + steps):
             rows = list(range(k, k + j))
@@ -252,4 +257,5 @@ def derive_genotype(alpha_normal: torch.Tensor, alpha_reduce: torch.Tensor, step
             ops[r] = int(others.argmax())
         return [(PRIMITIVES[ops[r]], r - k) for r, k in chosen]
 
-    return make_genotype(cell(alpha_normal, max_skips), cell(alpha_reduce, None))
+    normal_strength, reduce_strength = edge_strength if edge_strength is not None else (None, None)
+    return make_genotype(cell(alpha_normal, max_skips, normal_strength), cell(alpha_reduce, None, reduce_strength))

@@ -114,10 +114,10 @@ class NB201Space(SearchSpace):
             derived_cells=config.derived_cells, remedy=config.remedy,
             partial_channels=getattr(config, "partial_channels", 1), edge_norm=getattr(config, "edge_norm", False)))
 
-    def derive(self, alphas: list, config: SearchConfig) -> Arch:
+    def derive(self, alphas: list, config: SearchConfig, edge_strength: list | None = None) -> Arch:
         from .supernet import derive_arch
 
-        return derive_arch(alphas[0])  # as the supernet: `none` is never derived
+        return derive_arch(alphas[0])  # as the supernet: `none` is never derived; every edge is kept
 
     # -- repair -----------------------------------------------------------------------------
 
