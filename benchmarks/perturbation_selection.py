@@ -23,18 +23,18 @@ PARAMETER_FREE = ("max_pool_3x3", "avg_pool_3x3", "skip_connect")
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("search_dirs", nargs="+", help="folders of finished `dcanas search` runs")
+    p.add_argument("search_dirs", nargs="+", help="folders of finished `dcanas search --space darts` runs")
     p.add_argument("--derive-images", type=int, default=1024, help="held-out images each removal is scored on")
     p.add_argument("--out-dir", default="runs/perturbation_selection", help="where the genotype JSONs go")
     args = p.parse_args()
 
     from dcanas.search_config import SearchConfig
+    from dcanas.proxies import scores_networks
     from dcanas.search_loop import _resizer, build_supernet, derive_from_supernet, derived_result, prepare_search, \
-        search_halves
+        probe_batch, search_halves
     from dcanas.spaces import SPACES
     from dcanas.threads import use_threads
 
-    use_threads(1)
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     print("| search | supernet acc % | by alphas: parameter-free ops of the normal cell | by perturbation | "
@@ -45,6 +45,7 @@ def main() -> None:
         config = SearchConfig.from_dict({**saved, "derive_by": "perturbation", "derive_images": args.derive_images})
         data, setting, table, budgets = prepare_search(config)
         space = SPACES.get(config.space)
+        use_threads(config.threads or 1)  # the search's own: the thread count changes the numerics
         model = build_supernet(config, data.in_channels, data.num_classes)
         model.load_state_dict(torch.load(folder / "checkpoint.pt", weights_only=True, map_location="cpu")["model"])
         model.update_derived()
@@ -52,7 +53,8 @@ def main() -> None:
         raw, logits, scores = derive_from_supernet(model, space, config, table, data, search_halves(data, config)[1],
                                                    _resizer(config.search_image_size, data.image_size),
                                                    torch.device("cpu"))
-        result = derived_result(space, config, raw, logits, setting, table, budgets, out, 0.0, 0)
+        probe = probe_batch(data, config) if scores_networks(config.rerank_proxy()) else None
+        result = derived_result(space, config, raw, logits, setting, table, budgets, out, 0.0, 0, probe)
         seconds = time.perf_counter() - start
         name = folder.parent.name if folder.name == "search" else folder.name
         (out / f"{name}.json").write_text(json.dumps(space.to_dict(result.genotype)))

@@ -8,6 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from dcanas.errors import ConfigError
 from dcanas.search_config import SearchConfig
 from dcanas.search_loop import run_search
 from dcanas.selection import perturbation_scores
@@ -89,8 +90,8 @@ FAST = dict(dataset="digits", epochs=1, batch_size=32, max_steps=3, channels=8, 
 def test_a_darts_search_derives_by_perturbation_within_budget(tmp_path):
     result = run_search(SearchConfig(**FAST, max_params=150_000), tmp_path / "run", progress=False)
     saved = json.loads((tmp_path / "run" / "result.json").read_text())
-    selection = saved["selection"]
-    assert selection["method"] == "perturbation" and selection["images"] == 64
+    selection = saved["derivation"]
+    assert selection["by"] == "perturbation" and selection["images"] == 64
     assert set(selection["edge_drops"]) == {"alpha_normal", "alpha_reduce"}
     assert all(b["ok"] for b in saved["budgets"].values())
     assert "Derived by perturbation" in (tmp_path / "run" / "report.md").read_text()
@@ -109,23 +110,55 @@ def test_perturbation_selection_is_deterministic(tmp_path):
     """Scored from fixed images after the last checkpoint, with the supernet left as it was: the same search
     selects the same (with the checkpoint's exact resume, a resumed search selects as an uninterrupted one)."""
     first, second = (run_search(SearchConfig(**FAST), tmp_path / d, progress=False) for d in ("a", "b"))
-    assert first.selection == second.selection and first.genotype == second.genotype
-    saved = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)["model"]
-    assert not torch.isinf(saved["alpha_normal"]).any() and saved["alpha_normal"].abs().max() < 1e3
+    assert first.derivation == second.derivation and first.genotype == second.genotype
+
+
+def test_scoring_leaves_a_real_supernet_bit_for_bit_as_it_was():
+    """What a resume relies on: the scores read the supernet and change nothing in it, not even BatchNorm's
+    running statistics that batch-statistics forwards move."""
+    from dcanas.search_loop import build_supernet
+
+    torch.manual_seed(0)
+    model = build_supernet(SearchConfig(dataset="digits", channels=8, cells=5), 1, 10)
+    model.train()
+    model(torch.randn(16, 1, 8, 8))  # running statistics away from their initial values
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    images, labels = torch.randn(40, 1, 8, 8), torch.randint(0, 10, (40,))
+    first = perturbation_scores(model, images, labels, PRIMITIVES.index("none"), choose_edges=True)
+    after = model.state_dict()
+    assert model.training and all(torch.equal(before[k], after[k]) for k in before)
+    again = perturbation_scores(model, images, labels, PRIMITIVES.index("none"), choose_edges=True)
+    assert all(torch.equal(a, b) for a, b in zip(first.op_drops[0].nan_to_num(-9), again.op_drops[0].nan_to_num(-9)))
 
 
 def test_nb201_keeps_every_edge(tmp_path):
     config = SearchConfig(space="nb201", dataset="synthetic", epochs=1, batch_size=16, max_steps=2, channels=8,
                           cells=3, derive_by="perturbation", derive_images=32, rerank="none", threads=1)
     result = run_search(config, tmp_path / "run", progress=False)
-    selection = json.loads((tmp_path / "run" / "result.json").read_text())["selection"]
+    selection = json.loads((tmp_path / "run" / "result.json").read_text())["derivation"]
     assert "edge_drops" not in selection and len(selection["op_drops"]["alpha"]) == 6
     assert result.space.to_text(result.raw_genotype).count("~") == 6
 
 
 @pytest.mark.parametrize("value", ["votes", "Perturbation"])
 def test_unknown_derivation_is_refused(value):
-    from dcanas.errors import ConfigError
-
     with pytest.raises(ConfigError, match="--derive-by must be one of alphas, perturbation"):
         SearchConfig(derive_by=value).validate()
+
+
+@pytest.mark.parametrize("options", [dict(rerank="synflow"), dict(budget_scope="landing")])
+def test_darts_landing_lists_cannot_take_the_edge_drops(options):
+    """The darts landing's list picks each node's inputs by the op logits: it would drop the edge choice."""
+    with pytest.raises(ConfigError, match="--derive-by perturbation chooses each node's inputs"):
+        SearchConfig(derive_by="perturbation", max_params=150_000, **options).validate()
+    SearchConfig(space="nb201", derive_by="perturbation", **options).validate()  # nb201 keeps every edge
+
+
+def test_dcanas_land_of_a_darts_perturbation_search_is_one_line(tmp_path, capsys):
+    from dcanas.cli import main
+
+    run_search(SearchConfig(**FAST, max_params=150_000), tmp_path / "run", progress=False)
+    code = main(["land", str(tmp_path / "run"), "--max-params", "140K", "--run-dir", str(tmp_path / "landed")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "--derive-by perturbation" in err, err
+    assert not (tmp_path / "landed").exists()

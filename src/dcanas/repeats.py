@@ -87,7 +87,7 @@ def run_repeats(config: Any, repeats: int | None = None, run_dir: str | Path | N
                         "params": result["params"], "flops": result["flops"], "budgets": result["budgets"],
                         "repairs": len(result["repairs"]), "search_seconds": result["search_seconds"],
                         "steps": result["steps"], "mixing_weights": result.get("mixing_weights"),
-                        "edge_drops": result.get("selection", {}).get("edge_drops"),
+                        "edge_drops": result.get("derivation", {}).get("edge_drops"),
                         **({"benchmark": result["benchmark"]} if "benchmark" in result else {})})
         bar.update(1)
     bar.close()

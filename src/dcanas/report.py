@@ -233,11 +233,11 @@ def write_search_report(result: "SearchResult", config: "SearchConfig", table: S
                   "the network is the alphas' best inside the budget. What the search itself derived: `"
                   + space.to_text(result.raw_genotype) + "`.", ""]
     lines += [f"Note: {note}." for note in result.notes] + ([""] if result.notes else [])
-    if result.selection:
-        inputs = " and each node's inputs" if "edge_drops" in result.selection else ""
+    if result.derivation:
+        inputs = " and each node's inputs" if "edge_drops" in result.derivation else ""
         lines += [f"Derived by perturbation (`--derive-by perturbation`): on each edge the op{inputs} whose removal "
-                  f"costs the supernet most accuracy on {result.selection['images']} held-out images (the supernet "
-                  f"scores {result.selection['supernet_accuracy']:.1f} % on them; every drop is in result.json); "
+                  f"costs the supernet most accuracy on {result.derivation['images']} held-out images (the supernet "
+                  f"scores {result.derivation['supernet_accuracy']:.1f} % on them; every drop is in result.json); "
                   f"repair and fill rank by those drops.", ""]
     if result.repairs:
         lines += ["The derived network exceeded a budget and was repaired (cheaper ops the alphas rank next):", ""]

@@ -131,6 +131,11 @@ class SearchConfig:
             if self.max_skips is not None:  # the listed candidates are not capped: the cap would be ignored
                 raise ConfigError("--max-skips caps the alphas' own derivation, and --rerank chooses among listed "
                                   "genotypes without that cap; give one of them (or --rerank none)")
+        if self.derive_by == "perturbation" and SPACES.get(self.space).chooses_inputs and (
+                self.budget_scope == "landing" or self.rerank_proxy() is not None):
+            raise ConfigError(f"--derive-by perturbation chooses each node's inputs by what removing them costs, "
+                              f"which the {self.space} landing's list (--rerank, --budget-scope landing, dcanas land) "
+                              f"does not see; use --rerank none without --budget-scope landing, or --derive-by alphas")
         bottleneck_ok = int_in(self.bottleneck, 1) and int_in(self.channels, 2, MAX_CHANNELS) and \
             self.channels % self.bottleneck == 0 and (self.channels // self.bottleneck) % 2 == 0
         raise_first([

@@ -228,7 +228,7 @@ class SearchResult:
     unfilled_genotype: Any = None  # what fill started from (raw, or raw repaired); None when fill changed nothing
     mixing_weights: dict[str, list] = field(default_factory=dict)  # final weights per alpha name (--repeats consensus)
     rerank: dict[str, Any] = field(default_factory=dict)  # --rerank: the proxy and every candidate it scored
-    selection: dict[str, Any] = field(default_factory=dict)  # --derive-by perturbation: every drop it measured
+    derivation: dict[str, Any] = field(default_factory=dict)  # --derive-by perturbation: every drop it measured
     notes: list[str] = field(default_factory=list)  # e.g. a budget that itself demands parameter-free ops
 
     def to_dict(self) -> dict[str, Any]:
@@ -249,8 +249,8 @@ class SearchResult:
             result["mixing_weights"] = self.mixing_weights
         if self.rerank:
             result["rerank"] = self.rerank
-        if self.selection:
-            result["selection"] = self.selection
+        if self.derivation:
+            result["derivation"] = self.derivation
         if self.notes:
             result["notes"] = self.notes
         return result
@@ -316,15 +316,18 @@ def search_halves(data: Any, config: SearchConfig) -> tuple[torch.Tensor, torch.
 
 
 def derive_from_supernet(model: torch.nn.Module, space: SearchSpace, config: SearchConfig, table: Any, data: Any,
-                         val_ids: Any, resize: Callable[[torch.Tensor], torch.Tensor], device: torch.device
-                         ) -> tuple[Any, list[torch.Tensor], PerturbationScores | None]:
+                         val_ids: Any, resize: Callable[[torch.Tensor], torch.Tensor], device: torch.device,
+                         rank: int = 0, world_size: int = 1) -> tuple[Any, list[torch.Tensor], PerturbationScores | None]:
     """The finished supernet's genotype, the ranking logits repair and fill go by, and (--derive-by
-    perturbation) the accuracy drops they came from; by the alphas, the supernet's own derive."""
+    perturbation) the accuracy drops they came from; by the alphas, the supernet's own derive. Processes
+    score a share of the images each and add their counts, so every one derives the same."""
     alphas = model.ranking_alphas()
     if config.derive_by != "perturbation":
         return model.derive(), alphas, None
     images, labels = held_out_batch(data, val_ids, config, device)
-    scores = perturbation_scores(model, resize(images), labels, list(table.ops).index("none"), space.chooses_inputs)
+    share = slice(rank * len(labels) // world_size, (rank + 1) * len(labels) // world_size)
+    scores = perturbation_scores(model, resize(images[share]), labels[share], list(table.ops).index("none"),
+                                 space.chooses_inputs, total=dist_utils.all_reduce_sum)
     logits = [drops.to(device=a.device, dtype=torch.float32) for drops, a in zip(scores.logits(), alphas)]
     return space.derive(logits, config, scores.edge_drops), logits, scores
 
@@ -473,10 +476,11 @@ def _search(config: SearchConfig, run_dir: str | Path | None, checkpoint: dict |
     # -- derive, verify against every budget, and repair if the derived network breaks one
     space = SPACES.get(config.space)
     probe = probe_batch(data, config) if scores_networks(config.rerank_proxy()) else None
-    raw, alphas, scores = derive_from_supernet(model, space, config, table, data, val_ids, resize, device)
+    raw, alphas, scores = derive_from_supernet(model, space, config, table, data, val_ids, resize, device, rank,
+                                               world_size)
     result = derived_result(space, config, raw, alphas, setting, table, budgets, run_dir, seconds, total_steps, probe)
     if scores is not None:
-        result.selection = scores.to_dict(space.alpha_names)
+        result.derivation = scores.to_dict(space.alpha_names)
     if config.score_derived:
         result.derived_val_acc = derived_accuracy(model, result.genotype, val, resize)
     if main:

@@ -19,7 +19,7 @@ fine-tunes the supernet between its choices; this one-shot variant does not.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -36,7 +36,7 @@ class PerturbationScores:
     accuracy: float  # the untouched supernet's accuracy on the images, in points
     op_drops: list[torch.Tensor]  # per alpha tensor, [edges, ops]; nan for ops never derived (`none`)
     edge_drops: list[torch.Tensor] | None  # per alpha tensor, [edges]; None where the space keeps every edge
-    images: int
+    images: int  # over all processes
 
     def logits(self) -> list[torch.Tensor]:
         """Ranking logits: the op drops, with the ops never derived far below every other op of their edge."""
@@ -51,7 +51,7 @@ class PerturbationScores:
         def rows(t: torch.Tensor) -> list:
             return [None if v != v else round(v, 2) for v in t.tolist()] if t.dim() == 1 else [rows(r) for r in t]
 
-        record: dict[str, Any] = {"method": "perturbation", "images": self.images,
+        record: dict[str, Any] = {"by": "perturbation", "images": self.images,
                                   "supernet_accuracy": round(self.accuracy, 2),
                                   "op_drops": {n: rows(d) for n, d in zip(alpha_names, self.op_drops)}}
         if self.edge_drops is not None:
@@ -59,30 +59,38 @@ class PerturbationScores:
         return record
 
 
+SCORE_BATCH = 256  # at most this many images per forward: BatchNorm normalises over each
+
+
 @torch.no_grad()
-def supernet_accuracy(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, batch: int = 256) -> float:
-    """Top-1 accuracy in points of the supernet as it stands (its mixture cells and derived cells), in fixed
-    batches of `batch` images."""
-    right = sum(int((model(images[i:i + batch]).argmax(1) == labels[i:i + batch]).sum())
-                for i in range(0, len(labels), batch))
-    return 100.0 * right / max(len(labels), 1)
+def supernet_accuracy(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                      total: Callable[[torch.Tensor], torch.Tensor] = lambda t: t) -> float:
+    """Top-1 accuracy in points of the supernet as it stands (its mixture cells and derived cells), in equal
+    batches of at most SCORE_BATCH images (no small ragged last batch for BatchNorm to normalise over);
+    `total` sums the counts over the processes that each hold a share of the images."""
+    parts = max(1, -(-len(labels) // SCORE_BATCH))
+    right = sum(int((model(x).argmax(1) == y).sum()) for x, y in zip(images.chunk(parts), labels.chunk(parts)))
+    counts = total(torch.tensor([right, len(labels)], dtype=torch.float64, device=images.device))
+    return 100.0 * float(counts[0]) / max(float(counts[1]), 1.0)
 
 
 @torch.no_grad()
 def perturbation_scores(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, none_index: int,
-                        choose_edges: bool) -> PerturbationScores:
-    """Each op's and (with `choose_edges`) each edge's accuracy drop when taken out of the supernet."""
+                        choose_edges: bool, total: Callable[[torch.Tensor], torch.Tensor] = lambda t: t
+                        ) -> PerturbationScores:
+    """Each op's and (with `choose_edges`) each edge's accuracy drop when taken out of the supernet (`total`:
+    as in `supernet_accuracy`, for images shared out over processes)."""
     was_training = model.training
-    model.eval()  # evaluation mixing weights (no Dirichlet draws, no smoothing noise) ...
-    for m in model.modules():  # ... but BatchNorm with batch statistics; the running ones moved are put back below
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.train()
     buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
     alphas = model.arch_parameters()
     saved = [a.detach().clone() for a in alphas]
-    base = supernet_accuracy(model, images, labels)
     op_drops, edge_drops = [], []
     try:
+        model.eval()  # evaluation mixing weights (no Dirichlet draws, no smoothing noise) ...
+        for m in model.modules():  # ... but BatchNorm with batch statistics, as in the search
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.train()
+        base = supernet_accuracy(model, images, labels, total)
         for alpha, kept in zip(alphas, saved):
             ops = torch.full(kept.shape, float("nan"), dtype=torch.float64)
             edges = torch.zeros(kept.shape[0], dtype=torch.float64)
@@ -92,19 +100,20 @@ def perturbation_scores(model: torch.nn.Module, images: torch.Tensor, labels: to
                         continue
                     alpha.copy_(kept)
                     alpha[e, o] = _REMOVED
-                    ops[e, o] = base - supernet_accuracy(model, images, labels)
+                    ops[e, o] = base - supernet_accuracy(model, images, labels, total)
                 if choose_edges:
                     alpha.copy_(kept)
                     alpha[e] = _REMOVED
                     alpha[e, none_index] = 0.0
-                    edges[e] = base - supernet_accuracy(model, images, labels)
+                    edges[e] = base - supernet_accuracy(model, images, labels, total)
             alpha.copy_(kept)
             op_drops.append(ops)
             edge_drops.append(edges)
-    finally:
+    finally:  # the supernet as it was: alphas, the running statistics batch statistics move, the mode
         for alpha, kept in zip(alphas, saved):
             alpha.copy_(kept)
         for name, b in model.named_buffers():
             b.copy_(buffers[name])
         model.train(was_training)
-    return PerturbationScores(base, op_drops, edge_drops if choose_edges else None, len(labels))
+    images_seen = int(total(torch.tensor([len(labels)], dtype=torch.float64, device=images.device))[0])
+    return PerturbationScores(base, op_drops, edge_drops if choose_edges else None, images_seen)
