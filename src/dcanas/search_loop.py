@@ -317,7 +317,8 @@ def search_halves(data: Any, config: SearchConfig) -> tuple[torch.Tensor, torch.
 
 def derive_from_supernet(model: torch.nn.Module, space: SearchSpace, config: SearchConfig, table: Any, data: Any,
                          val_ids: Any, resize: Callable[[torch.Tensor], torch.Tensor], device: torch.device,
-                         rank: int = 0, world_size: int = 1) -> tuple[Any, list[torch.Tensor], PerturbationScores | None]:
+                         rank: int = 0, world_size: int = 1, progress: bool = False
+                         ) -> tuple[Any, list[torch.Tensor], PerturbationScores | None]:
     """The finished supernet's genotype, the ranking logits repair and fill go by, and (--derive-by
     perturbation) the accuracy drops they came from; by the alphas, the supernet's own derive. Processes
     score a share of the images each and add their counts, so every one derives the same."""
@@ -327,7 +328,7 @@ def derive_from_supernet(model: torch.nn.Module, space: SearchSpace, config: Sea
     images, labels = held_out_batch(data, val_ids, config, device)
     share = slice(rank * len(labels) // world_size, (rank + 1) * len(labels) // world_size)
     scores = perturbation_scores(model, resize(images[share]), labels[share], list(table.ops).index("none"),
-                                 space.chooses_inputs, total=dist_utils.all_reduce_sum)
+                                 space.chooses_inputs, total=dist_utils.all_reduce_sum, progress=progress)
     logits = [drops.to(device=a.device, dtype=torch.float32) for drops, a in zip(scores.logits(), alphas)]
     return space.derive(logits, config, scores.edge_drops), logits, scores
 
@@ -477,7 +478,7 @@ def _search(config: SearchConfig, run_dir: str | Path | None, checkpoint: dict |
     space = SPACES.get(config.space)
     probe = probe_batch(data, config) if scores_networks(config.rerank_proxy()) else None
     raw, alphas, scores = derive_from_supernet(model, space, config, table, data, val_ids, resize, device, rank,
-                                               world_size)
+                                               world_size, progress=progress and main)
     result = derived_result(space, config, raw, alphas, setting, table, budgets, run_dir, seconds, total_steps, probe)
     if scores is not None:
         result.derivation = scores.to_dict(space.alpha_names)

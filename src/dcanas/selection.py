@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
+from tqdm.auto import tqdm
 
 DERIVATIONS: tuple[str, ...] = ("alphas", "perturbation")
 DERIVE_IMAGES = 1024  # held-out images each perturbation is scored on (one image = 0.1 point at this size)
@@ -76,15 +77,18 @@ def supernet_accuracy(model: torch.nn.Module, images: torch.Tensor, labels: torc
 
 @torch.no_grad()
 def perturbation_scores(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, none_index: int,
-                        choose_edges: bool, total: Callable[[torch.Tensor], torch.Tensor] = lambda t: t
-                        ) -> PerturbationScores:
+                        choose_edges: bool, total: Callable[[torch.Tensor], torch.Tensor] = lambda t: t,
+                        progress: bool = False) -> PerturbationScores:
     """Each op's and (with `choose_edges`) each edge's accuracy drop when taken out of the supernet (`total`:
-    as in `supernet_accuracy`, for images shared out over processes)."""
+    as in `supernet_accuracy`, for images shared out over processes; `progress`: a bar over the evaluations)."""
     was_training = model.training
     buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
     alphas = model.arch_parameters()
     saved = [a.detach().clone() for a in alphas]
     op_drops, edge_drops = [], []
+    per_edge = sum(1 for o in range(saved[0].shape[1]) if o != none_index) + int(choose_edges)
+    bar = tqdm(total=sum(a.shape[0] for a in saved) * per_edge, desc="derive by perturbation", disable=not progress,
+               dynamic_ncols=True, leave=False)
     try:
         model.eval()  # evaluation mixing weights (no Dirichlet draws, no smoothing noise) ...
         for m in model.modules():  # ... but BatchNorm with batch statistics, as in the search
@@ -101,15 +105,18 @@ def perturbation_scores(model: torch.nn.Module, images: torch.Tensor, labels: to
                     alpha.copy_(kept)
                     alpha[e, o] = _REMOVED
                     ops[e, o] = base - supernet_accuracy(model, images, labels, total)
+                    bar.update(1)
                 if choose_edges:
                     alpha.copy_(kept)
                     alpha[e] = _REMOVED
                     alpha[e, none_index] = 0.0
                     edges[e] = base - supernet_accuracy(model, images, labels, total)
+                    bar.update(1)
             alpha.copy_(kept)
             op_drops.append(ops)
             edge_drops.append(edges)
     finally:  # the supernet as it was: alphas, the running statistics batch statistics move, the mode
+        bar.close()
         for alpha, kept in zip(alphas, saved):
             alpha.copy_(kept)
         for name, b in model.named_buffers():
