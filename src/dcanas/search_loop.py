@@ -325,7 +325,7 @@ def derive_from_supernet(model: torch.nn.Module, space: SearchSpace, config: Sea
     alphas = model.ranking_alphas()
     if config.derive_by != "perturbation":
         return model.derive(), alphas, None
-    images, labels = held_out_batch(data, val_ids, config, device)
+    images, labels = fixed_batch(data, val_ids, config.derive_images, config.seed, device)  # of the alpha half
     share = slice(rank * len(labels) // world_size, (rank + 1) * len(labels) // world_size)
     scores = perturbation_scores(model, resize(images[share]), labels[share], list(table.ops).index("none"),
                                  space.chooses_inputs, total=dist_utils.all_reduce_sum, progress=progress)
@@ -333,24 +333,21 @@ def derive_from_supernet(model: torch.nn.Module, space: SearchSpace, config: Sea
     return space.derive(logits, config, scores.edge_drops), logits, scores
 
 
-def held_out_batch(data: Any, val_ids: Any, config: SearchConfig, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """`--derive-images` images of the search's alpha half (a seeded draw), unaugmented and normalised, with their
-    labels: what --derive-by perturbation scores the supernet on."""
-    val_ids = torch.as_tensor(val_ids)
-    count = min(config.derive_images, len(val_ids))
-    order = torch.randperm(len(val_ids), generator=torch.Generator().manual_seed(config.seed))[:count]
-    images, labels = next(iter(make_loader(data, "train", val_ids[order], count, augment=None, seed=config.seed,
+def fixed_batch(data: Any, ids: Any, count: int, seed: int, device: torch.device | str = "cpu"
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """`count` of the training images `ids` (a draw fixed by `seed`), unaugmented and normalised, with their labels:
+    the same images for a search and its resume."""
+    ids = torch.as_tensor(ids)
+    order = torch.randperm(len(ids), generator=torch.Generator().manual_seed(seed))[:min(count, len(ids))]
+    images, labels = next(iter(make_loader(data, "train", ids[order], len(order), augment=None, seed=seed,
                                            shuffle=False, device=device)))
     return images.float(), labels
 
 
 def probe_batch(data: Any, config: SearchConfig) -> torch.Tensor:
-    """A fixed batch of training images, unaugmented and normalised, at the deployed size, on the CPU: what
-    --rerank's proxy scores the candidate networks on (the same images for a search and its resume)."""
-    count = min(PROBE_IMAGES, len(data.train_y))
-    ids = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(config.seed))[:count]
-    images, _ = next(iter(make_loader(data, "train", ids, count, augment=None, seed=config.seed, shuffle=False)))
-    return images.float().cpu()
+    """A fixed batch of training images at the deployed size, on the CPU: what --rerank's proxy scores the
+    candidate networks on."""
+    return fixed_batch(data, torch.arange(len(data.train_y)), PROBE_IMAGES, config.seed)[0].cpu()
 
 
 def run_search(config: SearchConfig | None, run_dir: str | Path | None = None, *, resume: bool = False,
