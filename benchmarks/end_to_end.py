@@ -66,6 +66,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--search-warmup", type=float, help="weights-only warm-up epochs of each search (default 0)")
     g.add_argument("--max-skips", type=int, help="cap on skip connections in the searched normal cell (default none)")
     g.add_argument("--search-cells", type=int, help="supernet cells (default: dcanas search's 8)")
+    g.add_argument("--reduce-cell", help="fix the searched networks' reduction cell to this named genotype's "
+                                         "(dcanas search --reduce-cell; default: searched)")
     g.add_argument("--width", default="auto",
                    help="the searched network's width: 'auto' (dcanas search --channels auto), 'baseline' (the narrowed "
                         "DARTS_V2's, so only the cells differ) or a number")
@@ -145,6 +147,7 @@ def run_dcanas_method(args: argparse.Namespace, setting: EvalSetting, budget: st
     search_argv += ["--warmup-epochs", str(args.search_warmup)] if args.search_warmup else []
     search_argv += ["--max-skips", str(args.max_skips)] if args.max_skips is not None else []
     search_argv += ["--search-cells", str(args.search_cells)] if args.search_cells else []
+    search_argv += ["--reduce-cell", args.reduce_cell] if args.reduce_cell else []
     if (folder / "search" / "checkpoint.pt").is_file() and not (folder / "search" / "result.json").is_file():
         # an interrupted study: continue the search exactly; its time is the search loop's, both parts together
         search = run_dcanas(["search", "--resume", str(folder / "search")], folder / "search_resumed.log")
@@ -254,6 +257,7 @@ def write_report(args: argparse.Namespace, rows: list[dict[str, Any]], command: 
            + (f", weights-only warm-up {args.search_warmup:g} epoch" if args.search_warmup else "")
            + (f", at most {args.max_skips} skip connections per normal cell" if args.max_skips is not None else "")
            + (f", {args.search_cells}-cell supernet" if args.search_cells else "")
+           + (f", reduction cell fixed to {args.reduce_cell}'s" if args.reduce_cell else "")
            + ("" if args.width == "auto" else f", width {args.width}")
            + f". Training (both methods): {args.train_epochs} epochs"
            + (f" over a class-balanced subset of {args.train_subset} training images" if args.train_subset else "")

@@ -53,6 +53,10 @@ def one_line_error(capsys, argv: list[str], needle: str) -> str:
     (["search", "--epochs", "0"], "--epochs must be an integer >= 1"),
     (["search", "--derive-by", "votes"], "--derive-by must be one of alphas, perturbation, not 'votes'"),
     (["search", "--derive-images", "0"], "--derive-images must be an integer >= 1"),
+    (["search", "--reduce-cell", "NOPE"], "unknown --reduce-cell 'NOPE'; choose a named genotype: "),
+    (["search", "--reduce-cell", "DARTS_V2", "--derive-by", "perturbation"], "give one of them"),
+    (["search", "--space", "nb201", "--dataset", "synthetic", "--reduce-cell", "DARTS_V2"],
+     "the nb201 space has one cell type: drop --reduce-cell"),
 ])
 def test_bad_options_are_one_line(tmp_path, capsys, argv, needle):
     run_dir = tmp_path / "run"

@@ -506,3 +506,51 @@ def test_a_budget_that_demands_parameter_free_ops_says_so(tmp_path, capsys):
     assert main(["search", "--max-steps", "2", "--epochs", "1", "--quiet", "--json", "--max-params", "400K",
                  "--run-dir", str(tmp_path / "roomy")]) == 0
     assert "notes" not in json.loads(capsys.readouterr().out)
+
+
+def _cells_equal(a, b) -> bool:
+    """Two genotype cells hold the same edges per node (derive lists a node's two inputs by index)."""
+    return [sorted(a[k:k + 2], key=lambda e: e[1]) for k in range(0, len(a), 2)] == \
+        [sorted(b[k:k + 2], key=lambda e: e[1]) for k in range(0, len(b), 2)]
+
+
+def test_a_fixed_reduction_cell_is_pinned_and_only_the_normal_cell_is_searched():
+    from dcanas.spaces.darts.supernet import fixed_reduce_cell
+
+    torch.manual_seed(0)
+    fixed = fixed_reduce_cell("DARTS_V2")
+    model = Supernet(SupernetConfig(fixed_reduce=fixed))
+    assert _cells_equal(model.derive().reduce, list(fixed))
+    assert model.mixed_cells == {0}  # the first normal cell mixes; every reduction cell runs the fixed edges
+    loss = torch.nn.functional.cross_entropy(model(torch.randn(4, 3, 16, 16)), torch.tensor([0, 1, 2, 3]))
+    loss.backward()
+    assert model.alpha_reduce.grad is None and model.alpha_normal.grad.abs().sum() > 0
+    # every other op of a pinned edge has probability exactly zero, so landing lists no change to it
+    weights = torch.softmax(model.ranking_alphas()[1], -1)
+    assert ((weights == 0) | (weights == 1)).all()
+
+
+def test_a_search_with_a_fixed_reduction_cell_keeps_it_through_repair_and_fill(tmp_path):
+    from dcanas.spaces.darts.genotype import GENOTYPES
+
+    # 120K at 16 channels cannot hold convolutions everywhere: repair has to act, and only on the normal cell
+    config = SearchConfig(**FAST, max_params=120_000, reduce_cell="DARTS_V2", fill_budget=True, rerank="none")
+    result = run_search(config, tmp_path / "run", progress=False)
+    assert _cells_equal(result.genotype.reduce, GENOTYPES.get("DARTS_V2").reduce)
+    assert _cells_equal(result.raw_genotype.reduce, GENOTYPES.get("DARTS_V2").reduce)
+    assert all(line.startswith("normal") for line in result.repairs + result.fills)
+    assert network_cost(result.genotype, result.setting).params <= 120_000
+    # the reduction alphas on disk are the pinned ones, unmoved by Adam, beta-decay and the budget's step
+    saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["model"]["alpha_reduce"]
+    from dcanas.spaces.darts.supernet import fixed_reduce_cell, pinned_logits
+    assert torch.equal(saved, pinned_logits(fixed_reduce_cell("DARTS_V2"), 4))
+
+
+def test_a_reduction_cell_that_cannot_be_pinned_is_refused():
+    from dcanas.spaces.darts.supernet import check_pinnable
+
+    fine = [("max_pool_3x3", 0), ("max_pool_3x3", 1)] * 4
+    assert check_pinnable(fine, 4) is None
+    assert "twice" in check_pinnable([("max_pool_3x3", 0), ("skip_connect", 0)] + fine[2:], 4)
+    assert "none" in check_pinnable([("none", 0), ("max_pool_3x3", 1)] + fine[2:], 4)
+    assert "edges" in check_pinnable(fine[:6], 4)

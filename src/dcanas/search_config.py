@@ -54,6 +54,7 @@ class SearchConfig:
     weight_sharing: bool = True
     derived_cells: bool = True
     max_skips: int | None = None  # DARTS: cap on skip connections in the derived normal cell (P-DARTS)
+    reduce_cell: str | None = None  # DARTS: a named genotype whose reduction cell is fixed, not searched (GDAS)
     remedy: str = DEFAULT_REMEDY  # against collapse onto parameter-free ops: see remedies.py
     beta_weight: float = DEFAULT_BETA_WEIGHT  # beta-decay: final weight of the regulariser (linear ramp from 0)
     alpha_noise: float = 0.0  # SDARTS-RS: final bound of uniform noise on the mixing weights in weight steps; 0 = off
@@ -136,6 +137,16 @@ class SearchConfig:
             raise ConfigError(f"--derive-by perturbation chooses each node's inputs by what removing them costs, "
                               f"which the {self.space} landing's list (--rerank, --budget-scope landing, dcanas land) "
                               f"does not see; use --rerank none without --budget-scope landing, or --derive-by alphas")
+        if self.reduce_cell is not None:
+            if self.space != "darts":
+                raise ConfigError(f"--reduce-cell fixes the darts space's reduction cell; the {self.space} space has "
+                                  f"one cell type: drop --reduce-cell")
+            if self.derive_by == "perturbation":
+                raise ConfigError("--derive-by perturbation scores the reduction cell's ops in the supernet, and "
+                                  "--reduce-cell runs that cell fixed; give one of them")
+            from .spaces.darts.supernet import fixed_reduce_cell
+
+            fixed_reduce_cell(self.reduce_cell)  # an unknown name or an unpinnable cell: one line
         bottleneck_ok = int_in(self.bottleneck, 1) and int_in(self.channels, 2, MAX_CHANNELS) and \
             self.channels % self.bottleneck == 0 and (self.channels // self.bottleneck) % 2 == 0
         raise_first([

@@ -109,7 +109,8 @@ class BilevelStep:
         regulariser when `self.beta_weight` > 0); then lambda ascends."""
         model, constraint = self.model, self.constraint
         alphas = model.arch_parameters()
-        learned = alphas + _edge_parameters(model)  # PC-DARTS's edge weights learn from the loss alone
+        searched = [a for a in alphas if a.requires_grad]  # not a pinned (fixed) cell's
+        learned = searched + _edge_parameters(model)  # PC-DARTS's edge weights learn from the loss alone
         self.a_opt.zero_grad(set_to_none=True)
         losses, correct = [], 0
         for xm, ym in self._micro_batches(x, y):
@@ -120,19 +121,19 @@ class BilevelStep:
             correct += (logits.argmax(1) == ym).sum().item()
         dist_utils.average_gradients(learned)  # the global batch's gradient: the same step on every process
         if self.beta_weight > 0:  # depends on alpha alone, like the penalty: added once, after the average
-            _add_grads(alphas, torch.autograd.grad(self.beta_weight * beta_decay_loss(alphas), alphas))
+            _add_grads(searched, torch.autograd.grad(self.beta_weight * beta_decay_loss(searched), searched))
         costs = penalty_grads = None
         if constraint is not None:  # the penalty depends on alpha alone: added once, after the average
             costs = constraint.expected_costs(alphas, model.genotype)
-            penalty_grads = torch.autograd.grad(constraint.penalty(costs), alphas)
+            penalty_grads = torch.autograd.grad(constraint.penalty(costs), searched)
             if self.penalty_step == "adam":
-                _add_grads(alphas, penalty_grads)
+                _add_grads(searched, penalty_grads)
         self.a_opt.step()
         if penalty_grads is not None and self.penalty_step == "sgd":
             # outside Adam: Adam normalises each alpha's step, so any lambda > 0 moved every edge towards
             # cheap ops at full speed (bang-bang between all-skip and all-conv); a plain step scales with lambda
             with torch.no_grad():
-                for alpha, g in zip(alphas, penalty_grads):
+                for alpha, g in zip(searched, penalty_grads):
                     alpha.sub_(self.penalty_lr * g)
         if constraint is not None:
             constraint.update(costs)  # the derived genotype's cost: the same on every process

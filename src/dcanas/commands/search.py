@@ -170,6 +170,9 @@ def add_search_options(p: argparse.ArgumentParser, *, for_lug: bool = False) -> 
                    help="keep the full supernet cell everywhere (the paper's third saving off)")
     g.add_argument("--max-skips", type=int, help="DARTS: keep at most this many skip connections in the derived "
                                                  "normal cell (P-DARTS uses 2; default: no cap)")
+    g.add_argument("--reduce-cell", metavar="GENOTYPE",
+                   help="DARTS: fix every reduction cell to this named genotype's (e.g. DARTS_V2: pooling) and "
+                        "search only the normal cell, so the budget is spent there (GDAS's fixed reduction cell)")
     g.add_argument("--partial-channels", type=int, help="NB201, PC-DARTS: only 1/K of each edge's channels enter "
                                                         "its mixed ops (needs --no-weight-sharing; default 1 = off)")
     g.add_argument("--edge-norm", action="store_const", const=True, help="NB201, PC-DARTS: edge normalisation")

@@ -5,6 +5,7 @@ original DARTS search code (same layers, same weight count), the baseline of eve
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import torch
@@ -21,6 +22,7 @@ SKIP_INDEX = PRIMITIVES.index("skip_connect")
 NONE_INDEX = PRIMITIVES.index("none")
 SHARED_OPS = tuple(p for p in PRIMITIVES if p != "none")  # what SourceOps computes, in alpha-column order
 SHARED_COLUMNS = [PRIMITIVES.index(p) for p in SHARED_OPS]
+PINNED_LOGIT = 1e4  # a pinned op's logit: every other op of its edge gets softmax weight exactly 0 (float32)
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,8 @@ class SupernetConfig:
     max_skips: int | None = None  # cap on skip_connect edges in the derived normal cell (P-DARTS); None = no cap
     remedy: str = "none"  # how alphas become mixing weights (remedies.py): softmax, or Dirichlet samples
     stem: str = "cifar"  # "imagenet": three stride-2 convolutions before the cells (224 px -> 28), as the paper
+    # a fixed reduction cell (GDAS): these genotype edges in every reduction cell, never searched; None = searched
+    fixed_reduce: tuple[tuple[str, int], ...] | None = None
 
     def to_dict(self) -> dict:
         """JSON-ready form."""
@@ -52,6 +56,46 @@ class SupernetConfig:
 def edge_sources(steps: int) -> list[tuple[int, int]]:
     """(source, destination) node of each edge, in DARTS' alpha row order."""
     return [(i, j) for j in range(2, 2 + steps) for i in range(j)]
+
+
+def pinned_logits(edges: Sequence[tuple[str, int]], steps: int) -> torch.Tensor:
+    """Alpha rows [edges, ops] that derive exactly the cell `edges` and give every other choice probability 0:
+    the kept edges' op and the other edges' `none` at PINNED_LOGIT, everything else at 0."""
+    sources = edge_sources(steps)
+    logits = torch.zeros(len(sources), len(PRIMITIVES))
+    logits[:, NONE_INDEX] = PINNED_LOGIT
+    for k, (op, i) in enumerate(edges):
+        row = sources.index((i, 2 + k // 2))
+        logits[row] = 0.0
+        logits[row, PRIMITIVES.index(op)] = PINNED_LOGIT
+    return logits
+
+
+def check_pinnable(edges: Sequence[tuple[str, int]], steps: int) -> str | None:
+    """Why the cell `edges` cannot be pinned in a supernet of `steps` nodes (None when it can)."""
+    if len(edges) != 2 * steps:
+        return f"it has {len(edges)} edges, the supernet's cells {2 * steps}"
+    for k in range(0, len(edges), 2):
+        (op1, i1), (op2, i2) = edges[k], edges[k + 1]
+        if i1 == i2:
+            return f"node {2 + k // 2} takes node {i1} twice, which one alpha row per edge cannot express"
+        if "none" in (op1, op2):
+            return "it has a `none` edge"
+    return None
+
+
+def fixed_reduce_cell(name: str, steps: int = 4) -> tuple[tuple[str, int], ...]:
+    """The reduction cell of the registered genotype `name`, as a supernet pins it (ConfigError when it cannot)."""
+    from ...errors import ConfigError
+    from .genotype import GENOTYPES
+
+    if name not in GENOTYPES:
+        raise ConfigError(f"unknown --reduce-cell {name!r}; choose a named genotype: {', '.join(GENOTYPES.names())}")
+    edges = tuple((op, int(i)) for op, i in GENOTYPES.get(name).reduce)
+    why = check_pinnable(edges, steps)
+    if why is not None:
+        raise ConfigError(f"--reduce-cell {name}: its reduction cell cannot be fixed in the search: {why}")
+    return edges
 
 
 def candidate_op(name: str, channels: int, stride: int) -> nn.Module:
@@ -178,12 +222,16 @@ class Supernet(nn.Module):
         self.classifier = nn.Linear(config.steps * plans[-1].channels, config.num_classes)
         n_ops = len(PRIMITIVES)
         self.alpha_normal = nn.Parameter(1e-3 * torch.randn(config.num_edges, n_ops))
-        self.alpha_reduce = nn.Parameter(1e-3 * torch.randn(config.num_edges, n_ops))
-        # With derived cells, only the first normal and the first reduction cell run the mixture.
-        reductions = [i for i, p in enumerate(plans) if p.reduction]
-        normals = [i for i, p in enumerate(plans) if not p.reduction]
-        self.mixed_cells = ({normals[0], reductions[0]} if config.derived_cells
-                            else set(range(config.cells)))
+        reduce_init = 1e-3 * torch.randn(config.num_edges, n_ops)  # drawn either way: the same RNG stream after
+        if config.fixed_reduce is not None:  # pinned: no gradient, so no optimiser or regulariser moves it
+            reduce_init = pinned_logits(config.fixed_reduce, config.steps)
+        self.alpha_reduce = nn.Parameter(reduce_init, requires_grad=config.fixed_reduce is None)
+        # With derived cells, only the first normal and the first reduction cell run the mixture; a fixed
+        # reduction cell never does.
+        searched = [[i for i, p in enumerate(plans) if not p.reduction]]
+        if config.fixed_reduce is None:
+            searched.append([i for i, p in enumerate(plans) if p.reduction])
+        self.mixed_cells = {cells[0] for cells in searched} if config.derived_cells else set().union(*searched)
         self.genotype: Genotype = self.derive()
         self.perturbation: list[torch.Tensor] | None = None  # SDARTS-RS, per arch parameter: set around weight steps
 
@@ -198,7 +246,8 @@ class Supernet(nn.Module):
 
     def ranking_alphas(self) -> list[torch.Tensor]:
         """Logits whose softmax is each edge's mixing weights at evaluation: what derive and repair rank by."""
-        return [ranking_logits(a.detach(), self.config.remedy) for a in self.arch_parameters()]
+        return [ranking_logits(a.detach(), self.config.remedy) if a.requires_grad else a.detach()
+                for a in self.arch_parameters()]
 
     def derive(self) -> Genotype:
         """The discrete genotype of the current alphas (top-2 inputs per node, strongest non-none op)."""
