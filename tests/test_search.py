@@ -528,6 +528,8 @@ def test_a_fixed_reduction_cell_is_pinned_and_only_the_normal_cell_is_searched()
     # every other op of a pinned edge has probability exactly zero, so landing lists no change to it
     weights = torch.softmax(model.ranking_alphas()[1], -1)
     assert ((weights == 0) | (weights == 1)).all()
+    changes = list(DartsSpace().op_changes(model.ranking_alphas())(model.derive()))
+    assert len(changes) == 8 * 6 and all(c.text.startswith("normal") for c in changes)  # 8 edges x 6 other ops
 
 
 def test_a_search_with_a_fixed_reduction_cell_keeps_it_through_repair_and_fill(tmp_path):

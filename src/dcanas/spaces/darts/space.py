@@ -51,10 +51,10 @@ class DartsSpace(SearchSpace):
         from .supernet import Supernet, SupernetConfig, fixed_reduce_cell
 
         fixed = fixed_reduce_cell(config.reduce_cell) if config.reduce_cell is not None else None
-        return Supernet(SupernetConfig(fixed_reduce=fixed, cells=config.cells, channels=config.channels, num_classes=num_classes,
+        return Supernet(SupernetConfig(cells=config.cells, channels=config.channels, num_classes=num_classes,
                                        in_channels=in_channels, bottleneck=config.bottleneck,
                                        weight_sharing=config.weight_sharing, derived_cells=config.derived_cells,
-                                       max_skips=config.max_skips, remedy=config.remedy,
+                                       max_skips=config.max_skips, fixed_reduce=fixed, remedy=config.remedy,
                                        stem=config.search_stem or "cifar"))
 
     def derive(self, alphas: list, config: "SearchConfig", edge_strength: list | None = None) -> Genotype:
@@ -80,7 +80,7 @@ class DartsSpace(SearchSpace):
                 for pos, (op, i) in enumerate(edges):
                     row, o = order.index((i, 2 + pos // 2)), PRIMITIVES.index(op)
                     for o2, name in enumerate(PRIMITIVES):
-                        if name == "none" or o2 == o or w[row, o2] == 0.0:  # 0: a fixed cell's (--reduce-cell)
+                        if name == "none" or o2 == o or w[row, o2] == 0.0:  # probability 0: pinned (--reduce-cell)
                             continue
                         new_edges = [*edges[:pos], (name, i), *edges[pos + 1:]]
                         yield OpChange(genotype._replace(**{cell: new_edges}),
