@@ -262,7 +262,9 @@ def _search_cmd(run_dir, *extra):
 
 def _final_state(run_dir):
     ckpt = torch.load(Path(run_dir) / "checkpoint.pt", weights_only=True)
-    return ckpt["model"]["alpha_normal"], ckpt["model"]["alpha_reduce"], (Path(run_dir) / "genotype.txt").read_text()
+    settling = json.loads((Path(run_dir) / "result.json").read_text())["settling"]
+    return (ckpt["model"]["alpha_normal"], ckpt["model"]["alpha_reduce"], (Path(run_dir) / "genotype.txt").read_text(),
+            settling)
 
 
 @pytest.fixture(scope="module")
@@ -301,11 +303,32 @@ def test_killed_search_resumes_exactly(tmp_path, uninterrupted, sig):
         assert proc.returncode == 130 and ckpt["step"] > 0  # checkpointed mid-epoch on the signal
     subprocess.run([sys.executable, "-m", "dcanas", "search", "--quiet", "--resume", str(run_dir)], check=True,
                    capture_output=True, timeout=600)
-    a_n, a_r, text = _final_state(run_dir)
+    a_n, a_r, text, settling = _final_state(run_dir)
     assert torch.equal(a_n, uninterrupted[0]) and torch.equal(a_r, uninterrupted[1])
     assert text == uninterrupted[2]
+    assert settling == uninterrupted[3] and settling["alpha_steps"] > 0  # the trace resumed with the search
     rows = (run_dir / "metrics.csv").read_text().strip().splitlines()
     assert len(rows) == 1 + 3  # header + one row per epoch, no duplicates from the resumed epoch
+
+
+def test_search_with_a_fixed_reduction_cell_resumes_exactly(tmp_path):
+    """The pinned reduction alphas stay pinned (and out of the optimiser) across a kill and --resume."""
+    from dcanas.spaces.darts.supernet import fixed_reduce_cell, pinned_logits
+
+    extra = ("--reduce-cell", "DARTS_V2")
+    subprocess.run(_search_cmd(tmp_path / "full", *extra), check=True, capture_output=True, timeout=600)
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(_search_cmd(run_dir, *extra), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_epochs(run_dir, 1, proc)
+    time.sleep(0.7)  # into the second epoch
+    os.kill(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=60)
+    assert proc.returncode == 130 and not (run_dir / "genotype.txt").exists()
+    subprocess.run([sys.executable, "-m", "dcanas", "search", "--quiet", "--resume", str(run_dir)], check=True,
+                   capture_output=True, timeout=600)
+    resumed, full = _final_state(run_dir), _final_state(tmp_path / "full")
+    assert torch.equal(resumed[0], full[0]) and resumed[2:] == full[2:]
+    assert torch.equal(resumed[1], pinned_logits(fixed_reduce_cell("DARTS_V2"), 4)) and torch.equal(resumed[1], full[1])
 
 
 def test_cli_json_and_user_errors(tmp_path):

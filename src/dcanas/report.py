@@ -192,6 +192,17 @@ def plot_alphas(history: list[dict[str, Any]], ops: tuple[str, ...], path: Path)
 RERANK_ROWS = 10  # the alphas' first candidates the report lists (and the chosen one)
 
 
+def settling_lines(settling: dict[str, Any]) -> list[str]:
+    """The report's line on how the alphas' derived cell moved during the search (none without alpha steps)."""
+    if not settling.get("alpha_steps"):
+        return []
+    moved = (f"; the last quarter moved {settling['late_edges_changed']} of its {settling['edges']} edges"
+             if "edges" in settling else "")
+    return [f"The alphas' derived cell changed {settling['changes']:,} times over {settling['alpha_steps']:,} alpha "
+            f"steps, {settling['late_changes']:,} of them in the last quarter, and was unchanged for the last "
+            f"{settling['unchanged_for']:,}{moved}."]
+
+
 def write_search_report(result: "SearchResult", config: "SearchConfig", table: SpaceCostTable,
                         history: list[dict[str, Any]], stopped_early: bool = False, extra: Sequence[str] = ()) -> None:
     """genotype.json/.txt, result.json, cell diagrams, plots and report.md (plus `extra` lines) in the run folder."""
@@ -216,6 +227,7 @@ def write_search_report(result: "SearchResult", config: "SearchConfig", table: S
         f"channels, bottleneck {config.bottleneck}, weight sharing {'on' if config.weight_sharing else 'off'}, "
         f"derived cells {'on' if config.derived_cells else 'off'}, constraint `{config.constraint}`"
         + (" (stopped early by --max-steps)" if stopped_early else "") + ".",
+        *settling_lines(result.settling),
         "",
         "| metric | budget | deployed | within |",
         "|---|---|---|---|",

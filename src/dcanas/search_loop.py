@@ -25,6 +25,7 @@ from .proxies import rerank, scores_networks, votes_on_budget
 from .run_loop import Run
 from .runs import CHECKPOINT, load_checkpoint, prepare_run_dir, record_run_info, write_json
 from .selection import PerturbationScores, perturbation_scores
+from .settling import SettlingTrace
 from .remedies import alpha_noise_level, beta_decay_loss, beta_decay_weight, random_perturbations
 from .spaces import SPACES, SearchSpace
 from .threads import choose_threads, use_threads
@@ -231,6 +232,7 @@ class SearchResult:
     rerank: dict[str, Any] = field(default_factory=dict)  # --rerank: the proxy and every candidate it scored
     derivation: dict[str, Any] = field(default_factory=dict)  # --derive-by perturbation: every drop it measured
     notes: list[str] = field(default_factory=list)  # e.g. a budget that itself demands parameter-free ops
+    settling: dict[str, Any] = field(default_factory=dict)  # when the alphas' cell last changed (settling.py)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (what `dcanas search --json` prints)."""
@@ -254,6 +256,8 @@ class SearchResult:
             result["derivation"] = self.derivation
         if self.notes:
             result["notes"] = self.notes
+        if self.settling:
+            result["settling"] = self.settling
         return result
 
 
@@ -418,6 +422,7 @@ def _search(config: SearchConfig, run_dir: str | Path | None, checkpoint: dict |
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(stepper.w_opt, config.epochs, eta_min=0.0)
 
     running = _Running()
+    space = SPACES.get(config.space)
     if resume:
         model.load_state_dict(checkpoint["model"])
         stepper.load_state_dict(checkpoint)
@@ -431,20 +436,23 @@ def _search(config: SearchConfig, run_dir: str | Path | None, checkpoint: dict |
     run_dir = Path(run_dir)
 
     steps_per_epoch = min(len(train), len(val))
-    run = Run(run_dir, checkpoint, label="search", epochs=config.epochs, steps_per_epoch=steps_per_epoch,
-              max_steps=config.max_steps, device=device, main=main, progress=progress, world_size=world_size,
-              saved_totals=asdict,
-              state=lambda: {"config": config.to_dict(), "model": model.state_dict(), **stepper.state_dict(),
-                             "scheduler": scheduler.state_dict()},
-              totals=lambda: running.total(device), finite=lambda r: r.train_loss + r.val_loss,
-              postfix=lambda step: {"val_acc": f"{running.val_acc:.3f}" if running.val_seen else "warm-up",
-                                    **_lambda_postfix(constraint)})
-    history = _load_history(run_dir / "history.json", run.start_epoch) if resume and main else []
     # alphas and multipliers stay put until the candidate ops' weights have trained a while, so that
     # parameter-free ops do not win merely because untrained convolutions are noisy
     warmup_steps = round(config.warmup_epochs * steps_per_epoch)
     planned_steps = config.epochs * steps_per_epoch if config.max_steps is None else min(
         config.max_steps, config.epochs * steps_per_epoch)
+    settling = SettlingTrace(max(planned_steps - warmup_steps, 0))  # did the alphas' cell stop moving?
+    if resume:
+        settling.load_state_dict(checkpoint.get("settling"))
+    run = Run(run_dir, checkpoint, label="search", epochs=config.epochs, steps_per_epoch=steps_per_epoch,
+              max_steps=config.max_steps, device=device, main=main, progress=progress, world_size=world_size,
+              saved_totals=asdict,
+              state=lambda: {"config": config.to_dict(), "model": model.state_dict(), **stepper.state_dict(),
+                             "scheduler": scheduler.state_dict(), "settling": settling.state_dict()},
+              totals=lambda: running.total(device), finite=lambda r: r.train_loss + r.val_loss,
+              postfix=lambda step: {"val_acc": f"{running.val_acc:.3f}" if running.val_seen else "warm-up",
+                                    **_lambda_postfix(constraint)})
+    history = _load_history(run_dir / "history.json", run.start_epoch) if resume and main else []
     beta_weight = (lambda step: 0.0) if config.remedy != "beta-decay" else (
         lambda step: beta_decay_weight(step - warmup_steps, planned_steps - warmup_steps, config.beta_weight))
     for epoch in run.epochs():
@@ -454,11 +462,12 @@ def _search(config: SearchConfig, run_dir: str | Path | None, checkpoint: dict |
             if run.total_steps >= warmup_steps:
                 stepper.beta_weight = beta_weight(run.total_steps)
                 running.add_val(*stepper.alpha_step(resize(xv), yv))
+                settling.observe(space.cell_edges(model.derive()))
             stepper.alpha_noise = alpha_noise_level(run.total_steps, planned_steps, config.alpha_noise)
             running.add_train(*stepper.weight_step(resize(xt), yt))
         running_total = run.end_epoch(epoch, "the search")
         scheduler.step()
-        record = _epoch_record(SPACES.get(config.space), epoch, running_total, model, table, budgets, constraint,
+        record = _epoch_record(space, epoch, running_total, model, table, budgets, constraint,
                                stepper.w_opt, run.seconds)
         running = _Running()
         if main:
@@ -473,11 +482,13 @@ def _search(config: SearchConfig, run_dir: str | Path | None, checkpoint: dict |
     seconds, total_steps, stopped = run.seconds, run.total_steps, run.at_max_steps
 
     # -- derive, verify against every budget, and repair if the derived network breaks one
-    space = SPACES.get(config.space)
     probe = probe_batch(data, config) if scores_networks(config.rerank_proxy()) else None
     raw, alphas, scores = derive_from_supernet(model, space, config, table, data, val_ids, resize, device, rank,
                                                world_size, progress=progress and main)
     result = derived_result(space, config, raw, alphas, setting, table, budgets, run_dir, seconds, total_steps, probe)
+    result.settling = settling.summary()
+    if (unsettled := settling.note()) is not None:
+        result.notes.append(unsettled)
     if scores is not None:
         result.derivation = scores.to_dict(space.alpha_names)
     if config.score_derived:

@@ -110,6 +110,10 @@ class SearchSpace(ABC):
         """JSON-ready form of a genotype."""
 
     @abstractmethod
+    def cell_edges(self, genotype: Any) -> list[tuple]:
+        """The genotype's edges, each (where it goes, where from, op): two genotypes differ by the edges not shared."""
+
+    @abstractmethod
     def deployed_cost(self, genotype: Any, setting: Any) -> dict[str, int]:
         """params and flops counted on the built deployed network (not from the table)."""
 

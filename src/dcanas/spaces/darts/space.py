@@ -116,6 +116,11 @@ class DartsSpace(SearchSpace):
     def to_dict(self, genotype: Genotype) -> dict:
         return genotype_to_dict(genotype)
 
+    def cell_edges(self, genotype: Genotype) -> list[tuple]:
+        # edges k and k+1 feed node k // 2 + 2 (nodes 0 and 1 are the cell's inputs)
+        return [(f"{kind} {k // 2 + 2}", src, op) for kind in ("normal", "reduce")
+                for k, (op, src) in enumerate(getattr(genotype, kind))]
+
     def deployed_cost(self, genotype: Genotype, setting: Any) -> dict[str, int]:
         from .cost import network_cost
 

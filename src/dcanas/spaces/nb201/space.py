@@ -204,6 +204,9 @@ class NB201Space(SearchSpace):
         return {"arch": format_arch(arch), "index": arch_to_index(arch),
                 "edges": {f"{j}<-{i}": op for op, i, j in arch.edges()}}
 
+    def cell_edges(self, genotype: Arch) -> list[tuple]:
+        return [(j, i, op) for op, i, j in resolve_arch(genotype).edges()]
+
     def deployed_cost(self, genotype: Arch, setting: NB201Setting) -> dict[str, int]:
         from .cost import nb201_cost
 

@@ -1,0 +1,119 @@
+"""Did the search settle? How much of the alphas' derived cell moved in the last quarter of each search.
+
+Runs `dcanas search` for each named setting and seed (one thread each, `--jobs` at a time) and reads the
+trace every search now records (`result.json` -> "settling", src/dcanas/settling.py): how often the derived
+cell changed, and how many of its edges the last quarter of the alpha steps moved. A search whose last
+quarter still moves edges hands over a cell that is partly where it stopped.
+
+    python benchmarks/settling.py --settings digits digits-50 nb201-cpu fm14-300 --seeds 0 1 2 --jobs 2
+
+Results go to RUNS_DIR/results.jsonl as they finish (an interrupted study continues), the table to --out.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from common import append_result, load_results, machine, mean_sd, run_dcanas, study_command
+
+ROOT = Path(__file__).resolve().parents[1]
+CIFAR10 = ROOT.parent / "shared" / "data" / "cifar10-jpeg" / "cifar10_jpg.tar.gz"
+NB201_TABLE = ROOT.parent / "shared" / "data" / "nb201" / "nb201_cifar10_hw.csv"
+
+# name -> (what it is, `dcanas search` options)
+SETTINGS: dict[str, tuple[str, list[str]]] = {
+    "digits": ("digits, the README's main job (15 epochs, 200K params)", []),
+    "digits-50": ("digits, 50 epochs, 200K params", ["--epochs", "50"]),
+    "nb201-cpu": ("NAS-Bench-201 CIFAR-10, the `cpu` protocol of §12, unconstrained",
+                  ["--space", "nb201", "--dataset", "imagefolder", "--data-dir", str(CIFAR10), "--bench-table",
+                   str(NB201_TABLE), "--unconstrained", "--epochs", "4", "--batch-size", "64", "--search-cells", "3",
+                   "--search-channels", "16", "--train-subset", "10000", "--search-image-size", "16",
+                   "--arch-lr", "3e-3"]),
+    "fm14-300": ("Fashion-MNIST 14 px, 500K params, 300 steps (the §8d searches)",
+                 ["--dataset", "fashion-mnist", "--image-size", "14", "--max-params", "500K", "--cells", "8",
+                  "--channels", "22", "--batch-size", "128", "--max-steps", "300", "--arch-lr", "3e-3",
+                  "--warmup-epochs", "0.32"]),
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--jobs", type=int, default=2, help="searches at once (one thread each)")
+    p.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "settling")
+    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "settling.md")
+    return p.parse_args(argv)
+
+
+def run_one(args: argparse.Namespace, name: str, seed: int) -> dict[str, Any]:
+    """One search; the row the table needs."""
+    folder = args.runs_dir / f"{name}_s{seed}"
+    result = run_dcanas(["search", *SETTINGS[name][1], "--seed", str(seed), "--run-dir", str(folder / "search")],
+                        folder / "search.log")
+    row = {"setting": name, "seed": seed, "settling": result["settling"], "genotype": result["genotype"],
+           "seconds": result["wall_seconds"]}
+    if "benchmark" in result:  # NB201: the table's test accuracy of the cell found
+        row["benchmark"] = result["benchmark"]
+    return row
+
+
+def summary_rows(rows: list[dict[str, Any]], names: list[str]) -> list[str]:
+    """One markdown row per setting: mean ± sd over its seeds."""
+    def ms(values: list[float]) -> str:
+        return mean_sd(values, digits=1)
+
+    out = []
+    for name in names:
+        got = [r for r in rows if r["setting"] == name]
+        if not got:
+            continue
+        s = [r["settling"] for r in got]
+        moved = [x["late_edges_changed"] for x in s]
+        out.append(f"| {SETTINGS[name][0]} | {len(got)} | {s[0]['alpha_steps']:,} | "
+                   f"{ms([x['changes'] for x in s])} | {ms([x['late_changes'] for x in s])} | "
+                   f"{ms([x['unchanged_for'] for x in s])} | {ms(moved)} of {s[0]['edges']} | "
+                   f"{sum(m > 0 for m in moved)} of {len(got)} |")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    results = args.runs_dir / "results.jsonl"
+    done = {(r["setting"], r["seed"]) for r in load_results(results)}
+    todo = [(n, s) for n in args.settings for s in args.seeds if (n, s) not in done]
+    lock = threading.Lock()
+
+    def task(name: str, seed: int) -> None:
+        row = run_one(args, name, seed)
+        with lock:
+            append_result(results, row)
+        print(f"done  {name} seed {seed}: {row['settling']}", flush=True)
+
+    args.runs_dir.mkdir(parents=True, exist_ok=True)
+    with ThreadPoolExecutor(args.jobs) as pool:
+        for future in [pool.submit(task, *t) for t in todo]:
+            future.result()
+    rows = [r for r in load_results(results) if r["setting"] in args.settings and r["seed"] in args.seeds]
+    lines = ["| setting | seeds | alpha steps | cell changes | in the last quarter | unchanged at the end (steps) | "
+             "edges the last quarter moved | searches with the note |", "|---|---|---|---|---|---|---|---|",
+             *summary_rows(rows, args.settings)]
+    text = "\n".join([f"# Did the search settle? (`benchmarks/settling.py`)", "",
+                      f"`{study_command('settling.py', sys.argv[1:] if argv is None else argv)}`", "",
+                      machine(), "", *lines, "", "Every search (genotype, trace):", "",
+                      *[f"- {r['setting']} seed {r['seed']}: {json.dumps(r['settling'])}"
+                        + (f", test accuracy {r['benchmark'].get('test_accuracy')}" if "benchmark" in r else "")
+                        for r in rows]])
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
