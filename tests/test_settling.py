@@ -20,22 +20,32 @@ def test_changes_and_the_last_quarter_are_counted():
     assert s["alpha_steps"] == 8 and s["changes"] == 4 and s["last_change"] == 8 and s["unchanged_for"] == 0
     assert s["late_changes"] == 2  # steps 7 and 8
     assert s["edges"] == 2 and s["late_edges_changed"] == 2  # step 6's (a, a) against the final (b, b)
-    assert "2 of the cell's 2 edges changed in the last quarter" in trace.note()
+    assert s["unsettled_edges"] == 2
+    assert "2 of the cell's 2 edges were not fixed through the last quarter" in trace.note()
 
 
-def test_a_cell_that_returns_or_never_moves_late_gives_no_note():
-    trace = SettlingTrace(planned=4)
-    for cell in (_cell("a"), _cell("b"), _cell("b"), _cell("b")):
+def test_a_cell_fixed_through_the_last_quarter_gives_no_note():
+    trace = SettlingTrace(planned=8)  # changes before the last quarter do not count against it
+    for cell in (_cell("a", "x"), _cell("b", "x"), _cell("b", "y"), _cell("a", "y"), _cell("b", "y"),
+                 _cell("b", "x"), _cell("b", "x"), _cell("b", "x")):
         trace.observe(cell)
-    assert trace.summary()["late_edges_changed"] == 0 and trace.note() is None
-    back = SettlingTrace(planned=4)  # moved away and back inside the last quarter: counted, but no edge moved
-    for cell in (_cell("a"), _cell("a"), _cell("a"), _cell("b"), _cell("a")):
-        back.observe(cell)
-    assert back.summary()["late_changes"] == 2 and back.note() is None
+    s = trace.summary()
+    assert s["changes"] == 5 and s["late_changes"] == 0 and s["unsettled_edges"] == 0 and trace.note() is None
+
+
+def test_an_edge_that_takes_turns_late_is_unsettled_even_if_it_ends_where_it_began():
+    # two tied ops on the second edge: the last quarter (steps 7 and 8, from step 6's cell) starts and ends
+    # with x, but was not fixed
+    trace = SettlingTrace(planned=8)
+    for op in "xxxxxxyx":
+        trace.observe(_cell("a", op))
+    s = trace.summary()
+    assert s["late_edges_changed"] == 0 and s["unsettled_edges"] == 1 and s["late_changes"] == 2
+    assert trace.note().startswith("1 of the cell's 2 edges were not fixed")
 
 
 def test_the_trace_resumes_from_its_state_dict():
-    cells = [_cell(op) for op in "aabbacca"]
+    cells = [_cell(op, "x" if op < "c" else "y") for op in "aabbacca"]
     whole = SettlingTrace(planned=8)
     for cell in cells:
         whole.observe(cell)
@@ -80,7 +90,7 @@ def test_a_search_records_its_trace_over_the_alpha_steps_only(tmp_path):
     result = run_search(config, tmp_path / "run", progress=False)
     settling = result.to_dict()["settling"]
     assert result.steps == 30 and settling["alpha_steps"] == 30 - 11
-    assert settling["edges"] == 16 and 0 <= settling["late_edges_changed"] <= 16
+    assert settling["edges"] == 16 and 0 <= settling["late_edges_changed"] <= settling["unsettled_edges"] <= 16
     report = (tmp_path / "run" / "report.md").read_text()
     assert f"over {settling['alpha_steps']} alpha steps" in report
-    assert (settling["late_edges_changed"] > 0) == any("last quarter of the search" in n for n in result.notes)
+    assert (settling["unsettled_edges"] > 0) == any("last quarter of the search" in n for n in result.notes)

@@ -196,8 +196,8 @@ def settling_lines(settling: dict[str, Any]) -> list[str]:
     """The report's line on how the alphas' derived cell moved during the search (none without alpha steps)."""
     if not settling.get("alpha_steps"):
         return []
-    moved = (f"; the last quarter moved {settling['late_edges_changed']} of its {settling['edges']} edges"
-             if "edges" in settling else "")
+    moved = (f"; of its {settling['edges']} edges the last quarter moved {settling['late_edges_changed']} and did "
+             f"not hold {settling['unsettled_edges']} fixed" if "unsettled_edges" in settling else "")
     return [f"The alphas' derived cell changed {settling['changes']:,} times over {settling['alpha_steps']:,} alpha "
             f"steps, {settling['late_changes']:,} of them in the last quarter, and was unchanged for the last "
             f"{settling['unchanged_for']:,}{moved}."]

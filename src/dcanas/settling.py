@@ -6,9 +6,11 @@ the alphas had formed: the search was too short for the task (BENCHMARKS.md §8f
 once its derived cell has stopped moving; we record the same signal and say so when it has not, so a user
 knows to search longer (or to average several searches, `--repeats`) before spending hours training.
 
-The trace observes the derived cell after every alpha step (about a millisecond in the DARTS space), counts
-the steps at which it changed, keeps the cell as it was when the last quarter of the alpha steps began, and
-is checkpointed with the search, so a resumed search reports what an uninterrupted one does.
+The trace observes the derived cell after every alpha step (about a millisecond in the DARTS space) and counts
+the steps at which it changed. Over the last quarter of the alpha steps it keeps the edges present at every
+step: a final edge outside that set was not fixed then, whether the search drifted to it or an edge's two best
+ops were tied and took turns. It is checkpointed with the search, so a resumed search reports what an
+uninterrupted one does.
 """
 from __future__ import annotations
 
@@ -24,6 +26,11 @@ def edges_changed(before: list[tuple], after: list[tuple]) -> int:
     return sum((Counter(after) - Counter(before)).values())
 
 
+def common_edges(a: list[tuple], b: list[tuple]) -> list[tuple]:
+    """The edges two cells share (as multisets), sorted."""
+    return sorted((Counter(a) & Counter(b)).elements())
+
+
 @dataclass
 class SettlingTrace:
     """When, and how much, the alphas' derived cell changed during one search of `planned` alpha steps."""
@@ -33,6 +40,7 @@ class SettlingTrace:
     changes: list[int] = field(default_factory=list)  # the alpha steps after which the cell differed
     cell: list[tuple] | None = None
     late_start: list[tuple] | None = None  # the cell when the last quarter began
+    late_fixed: list[tuple] | None = None  # the edges present at every alpha step of the last quarter
 
     @property
     def late_from(self) -> int:
@@ -47,38 +55,42 @@ class SettlingTrace:
             self.changes.append(self.alpha_steps)
         self.cell = edges
         if self.alpha_steps == max(self.late_from, 1):
-            self.late_start = edges
+            self.late_start = self.late_fixed = edges
+        elif self.late_fixed is not None:
+            self.late_fixed = common_edges(self.late_fixed, edges)
 
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint keeps (lists, ints and strings only: loadable with weights_only=True)."""
         return {"planned": self.planned, "alpha_steps": self.alpha_steps, "changes": list(self.changes),
-                "cell": self.cell, "late_start": self.late_start}
+                "cell": self.cell, "late_start": self.late_start, "late_fixed": self.late_fixed}
 
     def load_state_dict(self, state: dict[str, Any] | None) -> None:
         """Continue from a checkpoint's trace (a checkpoint from before the trace has none: start empty)."""
         state = state or {}
         self.alpha_steps = int(state.get("alpha_steps", 0))
         self.changes = [int(s) for s in state.get("changes", [])]
-        self.cell, self.late_start = state.get("cell"), state.get("late_start")
-        self.cell = [tuple(e) for e in self.cell] if self.cell is not None else None
-        self.late_start = [tuple(e) for e in self.late_start] if self.late_start is not None else None
+        self.cell, self.late_start, self.late_fixed = (
+            [tuple(e) for e in state[k]] if state.get(k) is not None else None
+            for k in ("cell", "late_start", "late_fixed"))
 
     def summary(self) -> dict[str, Any]:
-        """Alpha steps, changes, the last one, those in the last quarter, and the edges the last quarter moved."""
+        """Alpha steps, changes (all, last, in the last quarter), and the final edges the last quarter moved or
+        did not hold fixed."""
         last = self.changes[-1] if self.changes else 0
         out = {"alpha_steps": self.alpha_steps, "changes": len(self.changes), "last_change": last,
                "late_changes": sum(1 for s in self.changes if s > self.late_from),
                "unchanged_for": self.alpha_steps - last}
         if self.cell is not None and self.late_start is not None:
-            out.update(edges=len(self.cell), late_edges_changed=edges_changed(self.late_start, self.cell))
+            out.update(edges=len(self.cell), late_edges_changed=edges_changed(self.late_start, self.cell),
+                       unsettled_edges=edges_changed(self.late_fixed, self.cell))
         return out
 
     def note(self) -> str | None:
-        """One line for the report when the last quarter of the search changed the cell's edges, else None."""
+        """One line for the report when some final edges were not fixed through the last quarter, else None."""
         s = self.summary()
-        if not s.get("late_edges_changed"):
+        if not s.get("unsettled_edges"):
             return None
-        return (f"{s['late_edges_changed']} of the cell's {s['edges']} edges changed in the last quarter of the "
-                f"search (the cell changed {s['late_changes']} times there, last at alpha step "
-                f"{s['last_change']:,} of {s['alpha_steps']:,}): those choices are partly where the search "
-                f"stopped; search longer (--epochs) or average several searches (--repeats)")
+        return (f"{s['unsettled_edges']} of the cell's {s['edges']} edges were not fixed through the last quarter "
+                f"of the search (the cell changed {s['late_changes']} times there, last at alpha step "
+                f"{s['last_change']:,} of {s['alpha_steps']:,}): their ops are partly where the search stopped; "
+                f"search longer (--epochs) or average several searches (--repeats)")
