@@ -30,6 +30,8 @@ NB201_TABLE = ROOT.parent / "shared" / "data" / "nb201" / "nb201_cifar10_hw.csv"
 SETTINGS: dict[str, tuple[str, list[str]]] = {
     "digits": ("digits, the README's main job (15 epochs, 200K params)", []),
     "digits-50": ("digits, 50 epochs, 200K params", ["--epochs", "50"]),
+    "digits-unc": ("digits, 15 epochs, no budget (`--unconstrained`)", ["--unconstrained"]),
+    "digits-unc-50": ("digits, 50 epochs, no budget", ["--unconstrained", "--epochs", "50"]),
     "digits-none": ("digits, 15 epochs, 200K params, `--remedy none` (plain softmax)", ["--remedy", "none"]),
     "nb201-cpu": ("NAS-Bench-201 CIFAR-10, the `cpu` protocol of §12, unconstrained",
                   ["--space", "nb201", "--dataset", "imagefolder", "--data-dir", str(CIFAR10), "--bench-table",
@@ -54,6 +56,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--jobs", type=int, default=2, help="searches at once (one thread each)")
     p.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "settling")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "settling.md")
+    p.add_argument("--plot", type=Path, default=ROOT / "docs" / "settling.png")
+    p.add_argument("--report-only", action="store_true", help="rebuild the table from results.jsonl, run nothing")
     return p.parse_args(argv)
 
 
@@ -88,11 +92,34 @@ def summary_rows(rows: list[dict[str, Any]], names: list[str]) -> list[str]:
     return out
 
 
+def plot(rows: list[dict[str, Any]], names: list[str], path: Path) -> None:
+    """Share of the final cell's edges not fixed through the last quarter: one bar per setting, a dot per seed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [n for n in names if any(r["setting"] == n for r in rows)]
+    fig, ax = plt.subplots(figsize=(10, 0.8 + 0.55 * len(names)))
+    for y, name in enumerate(names):
+        shares = [100 * r["settling"]["unsettled_edges"] / r["settling"]["edges"] for r in rows if r["setting"] == name]
+        ax.barh(y, sum(shares) / len(shares), color="tab:orange", alpha=0.5)
+        ax.plot(shares, [y] * len(shares), "o", color="tab:red", ms=4)
+    ax.set_yticks(range(len(names)), [SETTINGS[n][0] for n in names], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("% of the final cell's edges not fixed in the last quarter of the search (dots: seeds)", fontsize=8)
+    ax.set_xlim(0, 100)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     results = args.runs_dir / "results.jsonl"
     done = {(r["setting"], r["seed"]) for r in load_results(results)}
-    todo = [(n, s) for n in args.settings for s in args.seeds if (n, s) not in done]
+    todo = [] if args.report_only else [(n, s) for n in args.settings for s in args.seeds if (n, s) not in done]
     lock = threading.Lock()
 
     def task(name: str, seed: int) -> None:
@@ -111,12 +138,14 @@ def main(argv: list[str] | None = None) -> int:
              *summary_rows(rows, args.settings)]
     text = "\n".join([f"# Did the search settle? (`benchmarks/settling.py`)", "",
                       f"`{study_command('settling.py', sys.argv[1:] if argv is None else argv)}`", "",
-                      machine(), "", *lines, "", "Every search (genotype, trace):", "",
+                      machine(), "", *lines, "", f"![settling]({Path('..') / '..' / 'docs' / args.plot.name})", "",
+                      "Every search (its trace):", "",
                       *[f"- {r['setting']} seed {r['seed']}: {json.dumps(r['settling'])}"
                         + (f", test accuracy {r['benchmark'].get('test_accuracy')}" if "benchmark" in r else "")
                         for r in rows]])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text + "\n")
+    plot(rows, args.settings, args.plot)
     print("\n".join(lines))
     return 0
 

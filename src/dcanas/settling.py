@@ -2,9 +2,10 @@
 
 A differentiable search ends by reading its alphas. If the cell they derive still changed in the last part
 of the search, which op an edge got was decided by where the search happened to stop, not by a preference
-the alphas had formed: the search was too short for the task (BENCHMARKS.md §8f). DARTS+ stops a search
+the alphas had formed. DARTS+ stops a search
 once its derived cell has stopped moving; we record the same signal and say so when it has not, so a user
-knows to search longer (or to average several searches, `--repeats`) before spending hours training.
+knows that some ops are ties before spending hours training. (A longer search does not settle them all: in
+the DARTS space 50 epochs on digits left as many edges unfixed as 15, BENCHMARKS.md §8f.)
 
 The trace observes the derived cell after every alpha step (about a millisecond in the DARTS space) and counts
 the steps at which it changed. Over the last quarter of the alpha steps it keeps the edges present at every
@@ -92,5 +93,6 @@ class SettlingTrace:
             return None
         return (f"{s['unsettled_edges']} of the cell's {s['edges']} edges were not fixed through the last quarter "
                 f"of the search (the cell changed {s['late_changes']} times there, last at alpha step "
-                f"{s['last_change']:,} of {s['alpha_steps']:,}): their ops are partly where the search stopped; "
-                f"search longer (--epochs) or average several searches (--repeats)")
+                f"{s['last_change']:,} of {s['alpha_steps']:,}): their ops are partly where the search stopped, "
+                f"which a longer search does not always change; compare the cells of a few seeds (--repeats) "
+                f"before training for hours")
