@@ -111,7 +111,7 @@ def plot(rows: list[dict[str, Any]], names: list[str], path: Path) -> None:
     ax.set_xlim(0, 100)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 
