@@ -7,8 +7,8 @@ once its derived cell has stopped moving; we record the same signal and say so w
 knows that some ops are ties before spending hours training. (A longer search does not settle them all: in
 the DARTS space 50 epochs on digits left as many edges unfixed as 15, BENCHMARKS.md §8f.)
 
-The trace observes the derived cell after every alpha step (about a millisecond in the DARTS space) and counts
-the steps at which it changed. Over the last quarter of the alpha steps it keeps the edges present at every
+The trace observes the derived cell after every alpha step (about a millisecond in the DARTS space, beside the
+step's own loss read-back) and counts the steps at which it changed. Over the last quarter of the alpha steps it keeps the edges present at every
 step: a final edge outside that set was not fixed then, whether the search drifted to it or an edge's two best
 ops were tied and took turns. It is checkpointed with the search, so a resumed search reports what an
 uninterrupted one does.
@@ -16,7 +16,7 @@ uninterrupted one does.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 LATE_FRACTION = 0.25  # "late in the search": its last quarter of alpha steps
@@ -38,7 +38,9 @@ class SettlingTrace:
 
     planned: int
     alpha_steps: int = 0
-    changes: list[int] = field(default_factory=list)  # the alpha steps after which the cell differed
+    changes: int = 0  # alpha steps after which the cell differed from the step before
+    last_change: int = 0  # the last such step (0: none)
+    late_changes: int = 0  # those in the last quarter
     cell: list[tuple] | None = None
     late_start: list[tuple] | None = None  # the cell when the last quarter began
     late_fixed: list[tuple] | None = None  # the edges present at every alpha step of the last quarter
@@ -53,7 +55,9 @@ class SettlingTrace:
         edges = sorted(edges)
         self.alpha_steps += 1
         if self.cell is not None and edges != self.cell:
-            self.changes.append(self.alpha_steps)
+            self.changes += 1
+            self.last_change = self.alpha_steps
+            self.late_changes += self.alpha_steps > self.late_from
         self.cell = edges
         if self.alpha_steps == max(self.late_from, 1):
             self.late_start = self.late_fixed = edges
@@ -62,14 +66,15 @@ class SettlingTrace:
 
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint keeps (lists, ints and strings only: loadable with weights_only=True)."""
-        return {"planned": self.planned, "alpha_steps": self.alpha_steps, "changes": list(self.changes),
-                "cell": self.cell, "late_start": self.late_start, "late_fixed": self.late_fixed}
+        return {"alpha_steps": self.alpha_steps, "changes": self.changes, "last_change": self.last_change,
+                "late_changes": self.late_changes, "cell": self.cell, "late_start": self.late_start,
+                "late_fixed": self.late_fixed}
 
     def load_state_dict(self, state: dict[str, Any] | None) -> None:
         """Continue from a checkpoint's trace (a checkpoint from before the trace has none: start empty)."""
         state = state or {}
-        self.alpha_steps = int(state.get("alpha_steps", 0))
-        self.changes = [int(s) for s in state.get("changes", [])]
+        self.alpha_steps, self.changes, self.last_change, self.late_changes = (
+            int(state.get(k, 0)) for k in ("alpha_steps", "changes", "last_change", "late_changes"))
         self.cell, self.late_start, self.late_fixed = (
             [tuple(e) for e in state[k]] if state.get(k) is not None else None
             for k in ("cell", "late_start", "late_fixed"))
@@ -77,10 +82,8 @@ class SettlingTrace:
     def summary(self) -> dict[str, Any]:
         """Alpha steps, changes (all, last, in the last quarter), and the final edges the last quarter moved or
         did not hold fixed."""
-        last = self.changes[-1] if self.changes else 0
-        out = {"alpha_steps": self.alpha_steps, "changes": len(self.changes), "last_change": last,
-               "late_changes": sum(1 for s in self.changes if s > self.late_from),
-               "unchanged_for": self.alpha_steps - last}
+        out = {"alpha_steps": self.alpha_steps, "changes": self.changes, "last_change": self.last_change,
+               "late_changes": self.late_changes, "unchanged_for": self.alpha_steps - self.last_change}
         if self.cell is not None and self.late_start is not None:
             out.update(edges=len(self.cell), late_edges_changed=edges_changed(self.late_start, self.cell),
                        unsettled_edges=edges_changed(self.late_fixed, self.cell))
