@@ -8,7 +8,12 @@ and seed:
 - **DARTS_V2 narrowed**: `dcanas train DARTS_V2 --cells N --channels C`, C the widest (even) width
   whose network fits B;
 
-both trained with the identical recipe. Every step is a `dcanas` process with one torch thread;
+- **random cell** (the sanity baseline of NAS evaluation, Li & Talwalkar 2019; Yang et al. 2020): uniformly random
+  cells of the same space (`random_genotype`, seeded by the run's seed), redrawn until the network at the
+  searched width uses 85-100 % of the budget, as a searched one is landed; what the search must beat to have
+  found anything;
+
+all trained with the identical recipe. Every step is a `dcanas` process with one torch thread;
 `--jobs` of them run at once. Results go to RUNS_DIR/results.jsonl as they finish, so an interrupted
 study continues where it stopped; the table (markdown) and the plot are rebuilt from that file.
 
@@ -21,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import statistics
 import sys
 import threading
@@ -31,15 +37,18 @@ from typing import Any
 from common import cifar10_batches, data_argv, load_results, machine, mean_sd, run_dcanas, study_command, train_argv
 
 from dcanas.commands.common import parse_count
-from dcanas.spaces.darts.cost import network_cost
+from dcanas.spaces.darts.cost import build_cost_table, network_cost
 from dcanas.search_config import SearchConfig
 from dcanas.search_loop import dry_run
-from dcanas.spaces.darts.genotype import GENOTYPES, load_genotype
+from dcanas.landing import LANDING_BAND
+from dcanas.spaces.darts.genotype import GENOTYPES, genotype_to_text, load_genotype, random_genotype
 from dcanas.spaces.darts.network import EvalSetting
 from dcanas.spaces.darts.peak import genotype_peak_elements
 
 BASELINE = "DARTS_V2"
-METHODS = ("DCA-NAS", f"{BASELINE} narrowed")
+METHODS = ("DCA-NAS", f"{BASELINE} narrowed", "random cell")
+DEFAULT_METHODS = METHODS[:2]
+MAX_DRAWS = 20_000  # random cells drawn for one in the budget band, at most
 METRICS = ("params", "memory")
 
 
@@ -55,7 +64,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--metric", choices=METRICS, default="params",
                    help="what the budgets limit: parameters, or peak activation bytes of one fp32 inference")
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
-    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(DEFAULT_METHODS),
                    help="run only these (e.g. a second DCA-NAS setting beside baselines already trained)")
     p.add_argument("--cells", type=int, default=8, help="cells of the deployed network (both methods)")
     g = p.add_argument_group("search")
@@ -168,6 +177,35 @@ def run_baseline(args: argparse.Namespace, setting: EvalSetting, budget: str, se
     return {"search": None, "train": train}
 
 
+def random_cell_in_band(setting: EvalSetting, budget: float, seed: int, metric: str = "params") -> tuple[Any, int]:
+    """The first uniformly random genotype (drawn from `seed`) whose network uses 85-100 % of `budget`; and draws."""
+    rng = random.Random(seed)
+    # exact and fast (no network built per draw); the network itself confirms the cell drawn
+    table = build_cost_table(setting, memory_dtype="float32" if metric == "memory" else None)
+    key = "params" if metric == "params" else "memory"
+    for draw in range(1, MAX_DRAWS + 1):
+        genotype = random_genotype(rng)
+        if LANDING_BAND * budget <= table.genotype_cost(genotype)[key] <= budget:
+            cost = deployed(genotype, setting, metric)
+            assert LANDING_BAND * budget <= cost <= budget, f"cost table and network disagree: {cost}"
+            return genotype, draw
+    raise SystemExit(f"no random cell in {LANDING_BAND:.0%}..100 % of {budget:,.0f} ({metric}) after {MAX_DRAWS:,} "
+                     "draws: at this width the budget is too tight or too loose for a cell to use 85-100 % of it")
+
+
+def run_random_cell(args: argparse.Namespace, setting: EvalSetting, budget: str, seed: int) -> dict[str, Any]:
+    """Train a random cell landed in the budget band at the width the search would use."""
+    width = searched_width(args, setting, budget)
+    if width == "auto":
+        width = str(narrowest_fit(setting, parse_count(budget), metric=args.metric)[0])
+    genotype, draws = random_cell_in_band(setting.replace(channels=int(width)), parse_count(budget), seed, args.metric)
+    folder = args.runs_dir / f"random_{budget}_s{seed}"
+    train = run_dcanas(["train", genotype_to_text(genotype), *data_argv(args), "--cells", str(args.cells),
+                        "--channels", width, *train_argv(args, seed), "--run-dir", str(folder / "train")],
+                       folder / "train.log")
+    return {"search": None, "train": train, "random_draws": draws}
+
+
 def run_study(args: argparse.Namespace) -> None:
     """Run every (method, budget, seed) not yet in results.jsonl, `--jobs` at a time."""
     results_path = args.runs_dir / "results.jsonl"
@@ -178,8 +216,8 @@ def run_study(args: argparse.Namespace) -> None:
 
     def task(method: str, budget: str, seed: int) -> None:
         print(f"start  {method} {budget} seed {seed}", flush=True)
-        run = (run_dcanas_method(args, setting, budget, seed) if method == METHODS[0]
-               else run_baseline(args, setting, budget, seed))
+        run = {METHODS[0]: run_dcanas_method, METHODS[1]: run_baseline, METHODS[2]: run_random_cell}[method](
+            args, setting, budget, seed)
         row = {"method": method, "budget": budget, "seed": seed, **run}
         with lock, open(results_path, "a") as f:
             f.write(json.dumps(row) + "\n")
@@ -227,7 +265,7 @@ def plot(lines: list[dict[str, Any]], path: Path, title: str, metric: str = "par
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for method, marker in zip(METHODS, "os"):
+    for method, marker in zip(METHODS, "os^"):
         own = [x for x in lines if x["method"] == method]
         means = [100 * statistics.mean(x["accs"]) for x in own]
         sds = [100 * statistics.stdev(x["accs"]) if len(x["accs"]) > 1 else 0 for x in own]

@@ -1,0 +1,89 @@
+"""The random baselines the benchmarks hold searches against: exact order statistics, percentiles, random cells
+landed in a budget band."""
+from __future__ import annotations
+
+import importlib
+import itertools
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+NB201_TABLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "nb201" / "nb201_cifar10_hw.csv"
+
+
+@pytest.fixture(scope="module")
+def bench_module():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        yield lambda name: importlib.import_module(name)
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
+def test_expected_best_of_matches_enumeration(bench_module):
+    against = bench_module("against_random")
+    population = np.array([90.0, 91.5, 91.5, 93.0, 85.0])
+    for draws in (1, 2, 3):
+        brute = np.mean([max(pick) for pick in itertools.product(population, repeat=draws)])
+        assert against.expected_best_of(population, draws) == pytest.approx(brute, abs=1e-12)
+    assert against.expected_best_of(population, 1) == pytest.approx(population.mean())
+
+
+def test_percentile_counts_ties_half(bench_module):
+    against = bench_module("against_random")
+    population = np.array([1.0, 2.0, 2.0, 3.0])
+    assert against.percentile_in(2.0, population) == pytest.approx(50.0)
+    assert against.percentile_in(3.5, population) == pytest.approx(100.0)
+    assert against.percentile_in(0.5, population) == pytest.approx(0.0)
+
+
+def test_random_cell_lands_in_the_band_and_follows_its_seed(bench_module):
+    end_to_end = bench_module("end_to_end")
+    from dcanas.landing import LANDING_BAND
+    from dcanas.spaces.darts.genotype import validate_genotype
+    from dcanas.spaces.darts.network import EvalSetting
+
+    setting = EvalSetting(style="cifar", cells=5, channels=16, num_classes=10, in_channels=1, image_size=14)
+    budget = 150_000
+    first, draws = end_to_end.random_cell_in_band(setting, budget, seed=3)
+    validate_genotype(first)
+    assert draws >= 1
+    assert LANDING_BAND * budget <= end_to_end.deployed(first, setting, "params") <= budget
+    assert end_to_end.random_cell_in_band(setting, budget, seed=3) == (first, draws)
+    others = {str(end_to_end.random_cell_in_band(setting, budget, seed=s)[0]) for s in range(4, 8)}
+    assert len(others) > 1  # the seed draws the cell
+    with pytest.raises(SystemExit, match="no random cell"):
+        end_to_end.random_cell_in_band(setting, 1_000, seed=0)
+
+
+@pytest.mark.skipif(not NB201_TABLE.is_file(), reason="needs ../shared/data/nb201")
+def test_against_random_on_the_table(bench_module, tmp_path):
+    against = bench_module("against_random")
+    everything = against.band_accuracies(None, str(NB201_TABLE))
+    assert len(everything) == 4 ** 6  # the none-free cells
+    budget = {"metric": "params", "device": None, "limit": 700_000}
+    band = against.band_accuracies(budget, str(NB201_TABLE))
+    assert 0 < len(band) < len(everything)
+    record = {"runs": [{"budget": budget, "seed": s, "test_acc_cifar10": float(band.max()),
+                        "best_in_budget": float(band.max())} for s in range(3)]}
+    path = tmp_path / "sq.json"
+    path.write_text(json.dumps(record))
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "against_random.py"), str(path), "--table", str(NB201_TABLE)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    row = next(line for line in done.stdout.splitlines() if line.startswith("| params"))
+    ties = int(np.count_nonzero(band == band.max()))
+    beaten = 100 * (len(band) - 0.5 * ties) / len(band)  # the band's best beats all the rest; its own ties count half
+    assert f"| 3 | {band.max():.2f} ± 0.00 |" in row and f"| {beaten:.1f} ± 0.0 % |" in row
+
+
+def test_against_random_bad_path_is_one_line(tmp_path):
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "against_random.py"), str(tmp_path / "missing.json")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0 and "not found" in done.stderr
