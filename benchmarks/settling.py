@@ -35,8 +35,6 @@ SETTINGS: dict[str, tuple[str, list[str]]] = {
     "digits-none": ("digits, 15 epochs, 200K params, `--remedy none` (plain softmax)", ["--remedy", "none"]),
     "digits-noderived": ("digits, 15 epochs, 200K params, `--no-derived-cells` (every cell mixed)",
                          ["--no-derived-cells"]),
-    "digits-plain": ("digits, 15 epochs, 200K params, plain DARTS supernet (no bottleneck, sharing or derived cells)",
-                     ["--no-derived-cells", "--no-weight-sharing", "--no-bottleneck"]),
     "digits-lr": ("digits, 15 epochs, 200K params, alpha lr 1.2e-2 (20x: 165 steps travel as far as PC-DARTS's)",
                   ["--arch-lr", "1.2e-2"]),
     "nb201-cpu": ("NAS-Bench-201 CIFAR-10, the `cpu` protocol of §12, unconstrained",
@@ -73,10 +71,33 @@ def run_one(args: argparse.Namespace, name: str, seed: int) -> dict[str, Any]:
     result = run_dcanas(["search", *SETTINGS[name][1], "--seed", str(seed), "--run-dir", str(folder / "search")],
                         folder / "search.log")
     row = {"setting": name, "seed": seed, "settling": result["settling"], "genotype": result["genotype"],
-           "seconds": result["wall_seconds"]}
+           "seconds": result["wall_seconds"], "flatness": alpha_flatness(folder / "search")}
     if "benchmark" in result:  # NB201: the table's test accuracy of the cell found
         row["benchmark"] = result["benchmark"]
     return row
+
+
+def alpha_flatness(run_dir: Path) -> dict[str, float] | None:
+    """How far the final alphas are from uniform: each edge's top mixing weight and its lead over the second
+    (softmax of the checkpoint's alphas, edges of the searched cell types), averaged; None without a checkpoint."""
+    import torch
+
+    path = run_dir / "checkpoint.pt"
+    if not path.is_file():
+        return None
+    model = torch.load(path, map_location="cpu", weights_only=True)["model"]
+    tops, gaps, uniform = [], [], []
+    for name, alpha in model.items():
+        if not name.startswith("alpha") or alpha.dim() != 2:
+            continue
+        weights = torch.softmax(alpha.float(), dim=-1)
+        if bool((weights.max(-1).values > 0.99).all()):  # a pinned (fixed) cell, not searched
+            continue
+        top2 = weights.topk(2, dim=-1).values
+        tops += top2[:, 0].tolist()
+        gaps += (top2[:, 0] - top2[:, 1]).tolist()
+        uniform.append(1.0 / alpha.shape[-1])
+    return {"top_weight": sum(tops) / len(tops), "top_gap": sum(gaps) / len(gaps), "uniform": uniform[0]}
 
 
 def summary_rows(rows: list[dict[str, Any]], names: list[str]) -> list[str]:
@@ -91,10 +112,13 @@ def summary_rows(rows: list[dict[str, Any]], names: list[str]) -> list[str]:
             continue
         s = [r["settling"] for r in got]
         unsettled = [x["unsettled_edges"] for x in s]
+        flat = [r["flatness"] for r in got if r.get("flatness")]
+        flat_text = (f"{mean_sd([f['top_weight'] for f in flat], digits=3)} (1/{round(1 / flat[0]['uniform'])}) | "
+                     f"{mean_sd([f['top_gap'] for f in flat], digits=3)}" if flat else "- | -")
         out.append(f"| {SETTINGS[name][0]} | {len(got)} | {s[0]['alpha_steps']:,} | "
                    f"{ms([x['changes'] for x in s])} | {ms([x['late_changes'] for x in s])} | "
                    f"{ms([x['late_edges_changed'] for x in s])} | {ms(unsettled)} of {s[0]['edges']} | "
-                   f"{sum(m > 0 for m in unsettled)} of {len(got)} |")
+                   f"{sum(m > 0 for m in unsettled)} of {len(got)} | {flat_text} |")
     return out
 
 
@@ -139,8 +163,12 @@ def main(argv: list[str] | None = None) -> int:
         for future in [pool.submit(task, *t) for t in todo]:
             future.result()
     rows = [r for r in load_results(results) if r["setting"] in args.settings and r["seed"] in args.seeds]
+    for r in rows:  # rows recorded before the flatness columns: read it from the run folder if it is still there
+        if "flatness" not in r:
+            r["flatness"] = alpha_flatness(args.runs_dir / f"{r['setting']}_s{r['seed']}" / "search")
     lines = ["| setting | seeds | alpha steps | cell changes | in the last quarter | edges the last quarter moved | "
-             "edges not fixed through the last quarter | searches with the note |", "|---|---|---|---|---|---|---|---|",
+             "edges not fixed through the last quarter | searches with the note | top op's mixing weight (uniform) | "
+             "its lead over the second |", "|---|---|---|---|---|---|---|---|---|---|",
              *summary_rows(rows, args.settings)]
     text = "\n".join([f"# Did the search settle? (`benchmarks/settling.py`)", "",
                       f"`{study_command('settling.py', sys.argv[1:] if argv is None else argv)}`", "",
