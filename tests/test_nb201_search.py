@@ -220,6 +220,36 @@ def test_describe_gives_the_benchmark_truth():
     assert space.describe(ALL_CONV3, config(bench_table=str(TABLE)))["latency_ms"] == {}
 
 
+@needs_table
+def test_describe_ranks_the_cell_against_random_ones_of_its_band():
+    from dcanas.constraint import Budget
+    from dcanas.spaces.nb201.bench import load_nb201_table
+    from dcanas.spaces.nb201.cost import build_nb201_cost_table
+
+    space, bench = NB201Space(), load_nb201_table(TABLE)
+    ops = bench.op_indices()
+    none_free = (ops != NONE_INDEX).all(axis=1)
+    acc = bench.accuracy["cifar10"]
+    # unconstrained: among all 4,096 none-free cells; the optimum beats all but itself
+    best = int(bench.indices[np.flatnonzero(none_free)[acc[none_free].argmax()]])
+    free = space.describe(best, config(bench_table=str(TABLE)))["against_random"]
+    assert free["band"] is None and free["cells"] == 4 ** 6
+    assert free["best"]["cifar10"] == pytest.approx(acc[none_free].max(), abs=1e-4)
+    assert free["random_mean"]["cifar10"] == pytest.approx(acc[none_free].mean(), abs=1e-4)
+    assert free["beats_pct"]["cifar10"] == pytest.approx(100 * (4 ** 6 - 0.5) / 4 ** 6, abs=0.01)
+    # a parameter budget: the cells of 85-100 % of it, counted exactly, and the share beaten by brute force
+    table = build_nb201_cost_table()
+    params = table.all_arch_costs("params", ops)
+    band = none_free & (params <= 700_000) & (params >= 0.85 * 700_000)
+    arch = bench.archs[int(np.flatnonzero(band)[0])]
+    facts = space.describe(arch, config(bench_table=str(TABLE)), table, [Budget("params", 700_000)])["against_random"]
+    assert facts["band"] == [0.85, 1.0] and facts["cells"] == int(band.sum())
+    mine = acc[bench.row(arch)]
+    want = 100 * ((acc[band] < mine - 1e-9).sum() + 0.5 * (np.abs(acc[band] - mine) <= 1e-9).sum()) / band.sum()
+    assert facts["beats_pct"]["cifar10"] == pytest.approx(want, abs=0.01)
+    assert facts["random_mean"]["cifar10"] == pytest.approx(acc[band].mean(), abs=1e-4)
+
+
 def test_describe_without_a_table_is_empty(tmp_path):
     space = NB201Space()
     assert space.describe(ALL_CONV3, config(bench_table=str(tmp_path / "missing.csv"))) == {}

@@ -239,7 +239,9 @@ def write_search_report(result: "SearchResult", config: "SearchConfig", table: S
               space.to_text(g), "```", ""]
     if result.benchmark:
         lines += ["Benchmark look-up of the found architecture (true figures, no training needed):", ""]
-        lines += [f"- {k}: {v}" for k, v in result.benchmark.items()] + [""]
+        lines += [f"- {k}: {v}" for k, v in result.benchmark.items() if k != "against_random"] + [""]
+        standing = against_random_line(result.benchmark)
+        lines += [f"The found architecture {standing}.", ""] if standing else []
     if config.budget_scope == "landing" and result.budgets:
         lines += ["The budget acted at the landing only (`--budget-scope landing`): the search ran without it, and "
                   "the network is the alphas' best inside the budget. What the search itself derived: `"
@@ -279,3 +281,16 @@ def write_search_report(result: "SearchResult", config: "SearchConfig", table: S
         lines.append("")
     lines += [f"![{name}]({name}.png)\n" for name in ("search", "alphas") if (run_dir / f"{name}.png").is_file()]
     atomic_write_text(run_dir / "report.md", "\n".join(lines + list(extra)))
+
+
+def against_random_line(benchmark: dict[str, Any]) -> str | None:
+    """One sentence: how the found cell ranks among the cells a random pick inside the same budget band would get."""
+    facts = benchmark.get("against_random")
+    if not facts or not facts.get("beats_pct"):
+        return None
+    dataset = "cifar10" if "cifar10" in facts["beats_pct"] else next(iter(facts["beats_pct"]))
+    where = ("the none-free cells" if facts["band"] is None
+             else f"the none-free cells using {100 * facts['band'][0]:.0f}-{100 * facts['band'][1]:.0f} % of every budget")
+    return (f"beats {facts['beats_pct'][dataset]:.1f} % of {where} ({facts['cells']:,}; {dataset} test accuracy of a "
+            f"random one {facts['random_mean'][dataset]:.2f} % on average, the best {facts['best'][dataset]:.2f} %)")
+

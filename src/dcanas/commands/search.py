@@ -7,6 +7,7 @@ import os
 from .common import (add_data_mode_options, add_threads_option, amount, channels_arg, emit, human, load_config_file,
                      parse_count, stderr_log)
 from ..constraint import BUDGET_SCOPES
+from ..report import against_random_line
 from ..units import DTYPE_BYTES, readable
 
 ORDER = 30
@@ -128,6 +129,9 @@ def print_search_result(args: argparse.Namespace, r: dict) -> int:
     accuracy = (r.get("benchmark") or {}).get("test_accuracy") or {}
     if accuracy:  # NB201: the benchmark's truth for the architecture found
         lines.append("benchmark test accuracy " + ", ".join(f"{d} {v:.2f} %" for d, v in accuracy.items()))
+        standing = against_random_line(r["benchmark"])
+        if standing:
+            lines.append(f"          {standing}")
     lines.append(f"run dir   {r['run_dir']}")
     if r.get("space", "darts") == "darts":
         lines.append(f"next      dcanas train {r['run_dir']}   (train the network found; add --epochs 2 for a "

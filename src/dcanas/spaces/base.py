@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, Sequence, runtime_checkable
 
 from torch import nn
 
@@ -124,6 +124,7 @@ class SearchSpace(ABC):
     def write_diagrams(self, genotype: Any, run_dir: Path) -> None:
         """Cell diagrams in the run folder, if the space has them."""
 
-    def describe(self, genotype: Any, config: "SearchConfig | None" = None) -> dict[str, Any]:
-        """Extra facts for the report (e.g. benchmark accuracies); empty by default."""
+    def describe(self, genotype: Any, config: "SearchConfig | None" = None, cost_table: Any = None,
+                 budgets: Sequence[Any] = ()) -> dict[str, Any]:
+        """Extra facts for the report (e.g. benchmark accuracies, against the cells `budgets` allow); empty by default."""
         return {}

@@ -311,13 +311,42 @@ def latency_fit_table(table: NB201Table, devices: Iterable[str] | None = None, *
     return models
 
 
-def measured_by_enumeration(table: NB201Table, device: str) -> np.ndarray:
-    """`device`'s measured latencies as a [15,625] array in enumeration order (NaN where the table has no row)."""
+def by_enumeration(table: NB201Table, column: np.ndarray) -> np.ndarray:
+    """A per-row column of `table` as a [15,625] array in enumeration order (NaN where the table has no row)."""
     values = np.full(NUM_ARCHS, np.nan)
     ops = table.op_indices()
     enum = (ops * (len(PRIMITIVES) ** np.arange(NUM_EDGES - 1, -1, -1))[None, :]).sum(axis=1)
-    values[enum] = table.latency[table.check_device(device)]
+    values[enum] = column
     return values
+
+
+def measured_by_enumeration(table: NB201Table, device: str) -> np.ndarray:
+    """`device`'s measured latencies as a [15,625] array in enumeration order (NaN where the table has no row)."""
+    return by_enumeration(table, table.latency[table.check_device(device)])
+
+
+def share_beaten(accuracy: float, population: np.ndarray) -> float:
+    """Percent of `population` that `accuracy` beats, ties counted half (a random pick's percentile)."""
+    population = population[~np.isnan(population)]
+    below = np.count_nonzero(population < accuracy - 1e-9)
+    ties = np.count_nonzero(np.abs(population - accuracy) <= 1e-9)
+    return 100.0 * (below + 0.5 * ties) / max(len(population), 1)
+
+
+def standing_in(table: NB201Table, arch: Arch | str | int, candidates: np.ndarray) -> dict[str, Any]:
+    """How `arch` ranks among `candidates` ([15,625] bool, enumeration order) on each dataset of `table`: the share
+    of them it beats, what a random one scores on average, and the best of them (the sceptic's random baseline)."""
+    found = table.lookup(arch)["test_accuracy"]
+    out: dict[str, Any] = {"cells": int(candidates.sum()), "beats_pct": {}, "random_mean": {}, "best": {}}
+    for dataset, column in table.accuracy.items():
+        population = by_enumeration(table, column)[candidates]
+        population = population[~np.isnan(population)]
+        if len(population) == 0:
+            continue
+        out["beats_pct"][dataset] = round(share_beaten(found[dataset], population), 2)
+        out["random_mean"][dataset] = round(float(population.mean()), 4)
+        out["best"][dataset] = round(float(population.max()), 4)
+    return out
 
 
 def latency_cost_table(device: str, table: NB201Table | str | Path | None = None, *,

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -233,18 +233,27 @@ class NB201Space(SearchSpace):
                  if op != "none"]
         write_cell(Path(run_dir) / "cell.dot", edges, ["in", "1", "2", "out"], "NAS-Bench-201 cell")
 
-    def describe(self, genotype: Arch, config: SearchConfig | None = None) -> dict[str, Any]:
-        """The benchmark's true test accuracies (and measured latency on the search's device); {} without a table."""
+    def describe(self, genotype: Arch, config: SearchConfig | None = None, cost_table: NB201CostTable | None = None,
+                 budgets: Sequence[Budget] = ()) -> dict[str, Any]:
+        """The benchmark's true test accuracies (and measured latency on the search's device), and how they rank
+        among the cells the landing could have returned (85-100 % of every budget; all none-free cells without
+        one); {} without a table."""
         try:
-            from .bench import load_any_table
+            from .bench import load_any_table, standing_in
 
             table = load_any_table(getattr(config, "bench_table", None))
             device = getattr(config, "latency_device", None)
-            found = table.lookup(resolve_arch(genotype), [device] if device in table.latency else [])
+            arch = resolve_arch(genotype)
+            found = table.lookup(arch, [device] if device in table.latency else [])
         except Exception:  # noqa: BLE001 - a report never fails for want of the benchmark
             return {}
-        return {"nb201_index": found["index"], "test_accuracy": found["test_accuracy"],
-                "latency_ms": found["latency_ms"], "bench_table": table.source}
+        facts = {"nb201_index": found["index"], "test_accuracy": found["test_accuracy"],
+                 "latency_ms": found["latency_ms"], "bench_table": table.source}
+        if cost_table is not None or not budgets:
+            low = LANDING_BAND if budgets else 0.0
+            facts["against_random"] = {"band": [low, 1.0] if budgets else None,
+                                       **standing_in(table, arch, _band_mask(cost_table, list(budgets), low))}
+        return facts
 
 
 def _with_op(arch: Arch, edge: int, op_index: int) -> Arch:
