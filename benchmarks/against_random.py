@@ -28,6 +28,7 @@ import numpy as np
 from common import bench_truth, budget_label, cost_of, mean_sd
 
 from dcanas.landing import LANDING_BAND
+from dcanas.spaces.nb201.bench import share_beaten
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLE = ROOT.parent / "shared" / "data" / "nb201" / "nb201_cifar10_hw.csv"
@@ -41,13 +42,6 @@ def band_accuracies(budget: dict[str, Any] | None, table_path: str, band: float 
         cost = cost_of(budget, table_path)
         ok &= (cost <= budget["limit"]) & (cost >= band * budget["limit"])
     return np.asarray(bench.accuracy["cifar10"][ok], dtype=np.float64)
-
-
-def percentile_in(accuracy: float, population: np.ndarray) -> float:
-    """Share (0..100) of `population` that `accuracy` beats, ties counted half."""
-    below = np.count_nonzero(population < accuracy - 1e-9)
-    ties = np.count_nonzero(np.abs(population - accuracy) <= 1e-9)
-    return 100.0 * (below + 0.5 * ties) / len(population)
 
 
 def expected_best_of(population: np.ndarray, draws: int) -> float:
@@ -81,7 +75,7 @@ def table_rows(runs: list[dict[str, Any]], table_path: str) -> list[dict[str, An
         band = band_accuracies(budget, table_path)
         found = [r["test_acc_cifar10"] for r in rs]
         rows.append({"budget": budget, "found": found, "band": band,
-                     "percentile": [percentile_in(a, band) for a in found],
+                     "percentile": [share_beaten(a, band) for a in found],
                      "best_of_n": expected_best_of(band, len(rs)), "best_band": float(band.max()),
                      "best_budget": max(r["best_in_budget"] for r in rs)})
     return rows

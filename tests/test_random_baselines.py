@@ -34,12 +34,13 @@ def test_expected_best_of_matches_enumeration(bench_module):
     assert against.expected_best_of(population, 1) == pytest.approx(population.mean())
 
 
-def test_percentile_counts_ties_half(bench_module):
-    against = bench_module("against_random")
-    population = np.array([1.0, 2.0, 2.0, 3.0])
-    assert against.percentile_in(2.0, population) == pytest.approx(50.0)
-    assert against.percentile_in(3.5, population) == pytest.approx(100.0)
-    assert against.percentile_in(0.5, population) == pytest.approx(0.0)
+def test_share_beaten_counts_ties_half_and_skips_missing_rows():
+    from dcanas.spaces.nb201.bench import share_beaten
+
+    population = np.array([1.0, 2.0, 2.0, 3.0, np.nan])
+    assert share_beaten(2.0, population) == pytest.approx(50.0)
+    assert share_beaten(3.5, population) == pytest.approx(100.0)
+    assert share_beaten(0.5, population) == pytest.approx(0.0)
 
 
 def test_random_cell_lands_in_the_band_and_follows_its_seed(bench_module):
