@@ -284,7 +284,8 @@ def plot(lines: list[dict[str, Any]], path: Path, title: str, metric: str = "par
 def write_report(args: argparse.Namespace, rows: list[dict[str, Any]], command: str) -> None:
     """Markdown: summary table, every run, the command, the machine and what was cut."""
     lines = summary(rows, sorted({r["budget"] for r in rows}, key=parse_count), args.metric)
-    plot(lines, args.plot, f"{args.dataset}: DCA-NAS vs {BASELINE} narrowed", args.metric)
+    shown = [m for m in METHODS if any(x["method"] == m for x in lines)]
+    plot(lines, args.plot, f"{args.dataset}: " + " vs ".join(shown), args.metric)
     what = "parameter budget" if args.metric == "params" else "peak activation memory budget (bytes, fp32, batch 1)"
     out = [f"# End to end on {args.dataset}: DCA-NAS vs {BASELINE} narrowed to the same {what}", "",
            f"Deployed networks: {args.cells} cells (CIFAR-style)"
