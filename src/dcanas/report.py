@@ -289,8 +289,8 @@ def against_random_line(benchmark: dict[str, Any]) -> str | None:
     if not facts or not facts.get("beats_pct"):
         return None
     dataset = "cifar10" if "cifar10" in facts["beats_pct"] else next(iter(facts["beats_pct"]))
-    where = ("the none-free cells" if facts["band"] is None
-             else f"the none-free cells using {100 * facts['band'][0]:.0f}-{100 * facts['band'][1]:.0f} % of every budget")
+    low, high = facts["band"] or (None, None)
+    where = ("the none-free cells" if low is None
+             else f"the none-free cells using {100 * low:.0f}-{100 * high:.0f} % of every budget")
     return (f"beats {facts['beats_pct'][dataset]:.1f} % of {where} ({facts['cells']:,}; {dataset} test accuracy of a "
             f"random one {facts['random_mean'][dataset]:.2f} % on average, the best {facts['best'][dataset]:.2f} %)")
-

@@ -299,7 +299,8 @@ def derived_result(space: SearchSpace, config: SearchConfig, raw: Any, alphas: l
     counted_only = replace(config, latency_table=None, latency_device=None, max_latency=None)
     return SearchResult(space, genotype, run_dir, setting, deployed["params"], deployed["flops"],
                         cost_summary(table, genotype, budgets), repairs, raw, seconds, steps,
-                        space.describe(genotype, config, table, budgets), fills=fills, unfilled_genotype=unfilled if fills else None,
+                        space.describe(genotype, config, table, budgets), fills=fills,
+                        unfilled_genotype=unfilled if fills else None,
                         mixing_weights=evaluation_weights(space, alphas), rerank=reranked,
                         notes=parameter_free_notes(table, genotype, budgets, lambda c: space.cost_table(
                             setting.replace(channels=c), counted_only)))

@@ -251,8 +251,11 @@ class NB201Space(SearchSpace):
                  "latency_ms": found["latency_ms"], "bench_table": table.source}
         if cost_table is not None or not budgets:
             low = LANDING_BAND if budgets else 0.0
-            facts["against_random"] = {"band": [low, 1.0] if budgets else None,
-                                       **standing_in(table, arch, _band_mask(cost_table, list(budgets), low))}
+            try:
+                band = _band_mask(cost_table, list(budgets), low)
+                facts["against_random"] = {"band": [low, 1.0] if budgets else None, **standing_in(table, arch, band)}
+            except Exception:  # noqa: BLE001 - likewise: the look-up above stands without it
+                pass
         return facts
 
 
