@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from common import bench_truth, budget_label, cost_of, mean_sd
+from common import bench_truth, budget_label, mean_sd, within_budget
 
 from dcanas.landing import LANDING_BAND
 from dcanas.spaces.nb201.bench import share_beaten
@@ -36,12 +36,8 @@ TABLE = ROOT.parent / "shared" / "data" / "nb201" / "nb201_cifar10_hw.csv"
 
 def band_accuracies(budget: dict[str, Any] | None, table_path: str, band: float = LANDING_BAND) -> np.ndarray:
     """CIFAR-10 test accuracy of every none-free cell using `band`..100 % of `budget` (all none-free: no budget)."""
-    bench, _, none_free = bench_truth(table_path)
-    ok = none_free.copy()
-    if budget is not None:
-        cost = cost_of(budget, table_path)
-        ok &= (cost <= budget["limit"]) & (cost >= band * budget["limit"])
-    return np.asarray(bench.accuracy["cifar10"][ok], dtype=np.float64)
+    ok = within_budget(budget, table_path, floor=band)
+    return np.asarray(bench_truth(table_path)[0].accuracy["cifar10"][ok], dtype=np.float64)
 
 
 def expected_best_of(population: np.ndarray, draws: int) -> float:

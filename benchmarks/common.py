@@ -194,13 +194,19 @@ def cost_of(budget: dict[str, Any] | None, table_path: str) -> np.ndarray:
     return params if budget["metric"] == "params" else bench.latency[budget["device"]]
 
 
-def best_in_budget(budget: dict[str, Any] | None, table_path: str) -> float:
-    """The best CIFAR-10 test accuracy among none-free architectures within `budget`."""
-    bench, _, none_free = bench_truth(table_path)
+def within_budget(budget: dict[str, Any] | None, table_path: str, floor: float = 0.0) -> np.ndarray:
+    """The mask of none-free architectures using `floor`..100 % of `budget` (all none-free ones: no budget)."""
+    _, _, none_free = bench_truth(table_path)
     ok = none_free.copy()
     if budget is not None:
-        ok &= cost_of(budget, table_path) <= budget["limit"]
-    return float(bench.accuracy["cifar10"][ok].max())
+        cost = cost_of(budget, table_path)
+        ok &= (cost <= budget["limit"]) & (cost >= floor * budget["limit"])
+    return ok
+
+
+def best_in_budget(budget: dict[str, Any] | None, table_path: str) -> float:
+    """The best CIFAR-10 test accuracy among none-free architectures within `budget`."""
+    return float(bench_truth(table_path)[0].accuracy["cifar10"][within_budget(budget, table_path)].max())
 
 
 def final_weights(run_dir: Path) -> dict[str, list]:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import statistics
 import sys
 import threading
@@ -41,14 +40,16 @@ from dcanas.spaces.darts.cost import build_cost_table, network_cost
 from dcanas.search_config import SearchConfig
 from dcanas.search_loop import dry_run
 from dcanas.landing import LANDING_BAND
-from dcanas.spaces.darts.genotype import GENOTYPES, genotype_to_text, load_genotype, random_genotype
+from dcanas.constraint import Budget
+from dcanas.errors import BudgetError
+from dcanas.spaces.darts.candidates import random_in_band
+from dcanas.spaces.darts.genotype import GENOTYPES, genotype_to_text, load_genotype
 from dcanas.spaces.darts.network import EvalSetting
 from dcanas.spaces.darts.peak import genotype_peak_elements
 
 BASELINE = "DARTS_V2"
 METHODS = ("DCA-NAS", f"{BASELINE} narrowed", "random cell")
 DEFAULT_METHODS = METHODS[:2]
-MAX_DRAWS = 20_000  # random cells drawn for one in the budget band, at most
 METRICS = ("params", "memory")
 
 
@@ -178,19 +179,18 @@ def run_baseline(args: argparse.Namespace, setting: EvalSetting, budget: str, se
 
 
 def random_cell_in_band(setting: EvalSetting, budget: float, seed: int, metric: str = "params") -> tuple[Any, int]:
-    """The first uniformly random genotype (drawn from `seed`) whose network uses 85-100 % of `budget`; and draws."""
-    rng = random.Random(seed)
-    # exact and fast (no network built per draw); the network itself confirms the cell drawn
+    """The library's random cell in the 85-100 % band (`dcanas random-cell`), confirmed by the network's own count."""
+    # the cost table screens each draw exactly and fast; the network built once confirms the cell drawn
     table = build_cost_table(setting, memory_dtype="float32" if metric == "memory" else None)
-    key = "params" if metric == "params" else "memory"
-    for draw in range(1, MAX_DRAWS + 1):
-        genotype = random_genotype(rng)
-        if LANDING_BAND * budget <= table.genotype_cost(genotype)[key] <= budget:
-            cost = deployed(genotype, setting, metric)
-            assert LANDING_BAND * budget <= cost <= budget, f"cost table and network disagree: {cost}"
-            return genotype, draw
-    raise SystemExit(f"no random cell in {LANDING_BAND:.0%}..100 % of {budget:,.0f} ({metric}) after {MAX_DRAWS:,} "
-                     "draws: at this width the budget is too tight or too loose for a cell to use 85-100 % of it")
+    try:
+        genotype, draws = random_in_band(table, [Budget("memory" if metric == "memory" else "params", budget)], seed,
+                                         LANDING_BAND)
+    except BudgetError as exc:
+        raise SystemExit(str(exc)) from None
+    cost = deployed(genotype, setting, metric)  # peak memory is a maximum: the landing asks only that it fit
+    floor = 0 if metric == "memory" else LANDING_BAND * budget
+    assert floor <= cost <= budget, f"cost table and network disagree: {cost}"
+    return genotype, draws
 
 
 def run_random_cell(args: argparse.Namespace, setting: EvalSetting, budget: str, seed: int) -> dict[str, Any]:

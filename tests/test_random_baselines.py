@@ -43,23 +43,55 @@ def test_share_beaten_counts_ties_half_and_skips_missing_rows():
     assert share_beaten(0.5, population) == pytest.approx(0.0)
 
 
-def test_random_cell_lands_in_the_band_and_follows_its_seed(bench_module):
-    end_to_end = bench_module("end_to_end")
+def test_random_cell_lands_in_the_band_and_follows_its_seed():
+    from dcanas.constraint import Budget
+    from dcanas.errors import BudgetError
     from dcanas.landing import LANDING_BAND
+    from dcanas.spaces.darts.candidates import random_in_band
+    from dcanas.spaces.darts.cost import build_cost_table, network_cost
     from dcanas.spaces.darts.genotype import validate_genotype
     from dcanas.spaces.darts.network import EvalSetting
 
     setting = EvalSetting(style="cifar", cells=5, channels=16, num_classes=10, in_channels=1, image_size=14)
-    budget = 150_000
-    first, draws = end_to_end.random_cell_in_band(setting, budget, seed=3)
+    table = build_cost_table(setting)
+    budgets = [Budget("params", 150_000)]
+    first, draws = random_in_band(table, budgets, seed=3, floor=LANDING_BAND)
     validate_genotype(first)
     assert draws >= 1
-    assert LANDING_BAND * budget <= end_to_end.deployed(first, setting, "params") <= budget
-    assert end_to_end.random_cell_in_band(setting, budget, seed=3) == (first, draws)
-    others = {str(end_to_end.random_cell_in_band(setting, budget, seed=s)[0]) for s in range(4, 8)}
+    assert LANDING_BAND * 150_000 <= network_cost(first, setting).params <= 150_000  # the network agrees
+    assert random_in_band(table, budgets, seed=3, floor=LANDING_BAND) == (first, draws)
+    others = {str(random_in_band(table, budgets, seed=s, floor=LANDING_BAND)[0]) for s in range(4, 8)}
     assert len(others) > 1  # the seed draws the cell
-    with pytest.raises(SystemExit, match="no random cell"):
-        end_to_end.random_cell_in_band(setting, 1_000, seed=0)
+    both = budgets + [Budget("flops", 1.1 * network_cost(first, setting).flops)]
+    cell, _ = random_in_band(table, both, seed=0, floor=LANDING_BAND)
+    cost = network_cost(cell, setting)
+    assert LANDING_BAND * 150_000 <= cost.params <= 150_000 and cost.flops <= both[1].limit
+    with pytest.raises(BudgetError, match="no random cell"):
+        random_in_band(table, [Budget("params", 1_000)], seed=0, floor=LANDING_BAND, max_draws=50)
+
+
+def test_random_cell_command(capsys):
+    from dcanas.cli import main
+    from dcanas.spaces.darts.cost import network_cost
+    from dcanas.spaces.darts.genotype import load_genotype
+    from dcanas.spaces.darts.network import EvalSetting
+
+    argv = ["random-cell", "--max-params", "150K", "--cells", "5", "--channels", "16", "--image-size", "14",
+            "--in-channels", "1", "--seed", "3", "--json"]
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    setting = EvalSetting(**out["setting"])
+    assert network_cost(load_genotype(out["genotype"]), setting).params == out["params"]
+    assert 0.85 <= out["budget_use"]["params"] <= 1.0 and out["seed"] == 3
+    assert main(argv) == 0 and json.loads(capsys.readouterr().out) == out  # the seed alone draws it
+    for bad, needle in ((["random-cell"], "give a budget"), (["random-cell", "--max-params", "1K"], "no random cell"),
+                        (["random-cell", "--max-params", "-5"], "positive")):
+        try:
+            code = main(bad)
+        except SystemExit as exc:  # argparse's own refusals
+            code = exc.code
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and len(err.splitlines()) == 1 and needle in err and "Traceback" not in err
 
 
 @pytest.mark.skipif(not NB201_TABLE.is_file(), reason="needs ../shared/data/nb201")

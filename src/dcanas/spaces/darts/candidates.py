@@ -8,9 +8,13 @@ table are exact sums of the cost table's entries). Peak memory is a maximum, not
 the limit; the band is the additive budgets') on the finished genotypes only, from a beam `MEMORY_BEAM` times
 wider so that enough of them pass. A beam is not an exact k-best list: the tests check that a beam 32 times wider
 returns the same top of the list, and that without a budget the first genotype is DARTS' own discretisation.
+
+`random_in_band` is the control a search must beat (Li & Talwalkar 2019): a uniformly random genotype landed in
+the same band, drawn until one fits.
 """
 from __future__ import annotations
 
+import random
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -18,7 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from .cost import CostTable
-from .genotype import Genotype, make_genotype
+from ...errors import BudgetError
+from .genotype import Genotype, make_genotype, random_genotype
 from .ops import PRIMITIVES
 
 if TYPE_CHECKING:
@@ -26,6 +31,7 @@ if TYPE_CHECKING:
 
 BEAM_FACTOR = 4  # partial genotypes kept per candidate asked for (at least MIN_BEAM)
 MIN_BEAM = 256
+MAX_RANDOM_DRAWS = 20_000  # random genotypes drawn for one in the band, at most (a few suffice at width-matched budgets)
 MEMORY_BEAM = 8  # how much wider the beam is under a peak-memory budget, which only the finished genotypes see
 
 
@@ -77,13 +83,32 @@ def top_genotypes(alphas: list, table: CostTable, budgets: list["Budget"], top: 
     found: list[Genotype] = []
     for row in picks:
         genotype = _genotype(row, options, steps)
-        exact = table.genotype_cost(genotype)
-        if all(exact[b.metric] <= b.limit for b in budgets) and all(exact[b.metric] >= floor * b.limit
-                                                                    for b in additive):
+        if in_band(table.genotype_cost(genotype), budgets, floor):
             found.append(genotype)
             if len(found) == top:
                 break
     return found
+
+
+def in_band(cost: dict[str, float], budgets: list["Budget"], floor: float) -> bool:
+    """Whether `cost` is within every budget and uses at least `floor` of each additive one (peak memory is a
+    maximum: at most its limit)."""
+    return all(cost[b.metric] <= b.limit and (b.metric == "memory" or cost[b.metric] >= floor * b.limit)
+               for b in budgets)
+
+
+def random_in_band(table: CostTable, budgets: list["Budget"], seed: int, floor: float,
+                   max_draws: int = MAX_RANDOM_DRAWS) -> tuple[Genotype, int]:
+    """The first uniformly random genotype drawn from `seed` (two distinct inputs per node, any op but none)
+    whose cost is `floor`..1 x every budget, and how many draws it took."""
+    rng = random.Random(seed)
+    for draw in range(1, max_draws + 1):
+        genotype = random_genotype(rng, table.steps)
+        if in_band(table.genotype_cost(genotype), budgets, floor):
+            return genotype, draw
+    named = ", ".join(f"{b.metric} {b.limit:,.0f}" for b in budgets)
+    raise BudgetError(f"no random cell uses {100 * floor:.0f}-100 % of {named} in {max_draws:,} draws: at this width the "
+                      "budget is too tight or too loose for a cell; change --channels or the budget")
 
 
 def _genotype(picks: np.ndarray, options: list, steps: int) -> Genotype:
