@@ -228,6 +228,16 @@ def main(argv: list[str] | None = None) -> None:
             return x["wide"][min(range(len(x["wide"])), key=lambda i: (sum(r[i] for r in ranks), i))]
         return rule
 
+    def weighted_budget_vote(proxies: tuple[str, ...], weight: float) -> Callable[[dict], str]:
+        """As budget_vote, with the budget share's rank counted `weight` times (1: budget_vote)."""
+        def rule(x: dict) -> str:
+            if not x["shares"]:
+                return budget_vote(proxies)(x)
+            ranks = rank_sum_choice([[cache[p][a] for a in x["wide"]] for p in proxies] + [x["shares"]])[1]
+            return x["wide"][min(range(len(x["wide"])), key=lambda i: (
+                i + sum(r[i] for r in ranks[:-1]) + weight * ranks[-1][i], i))]
+        return rule
+
     def proxies_only(proxies: tuple[str, ...]) -> Callable[[dict], str]:
         def rule(x: dict) -> str:
             ranks = rank_sum_choice([[cache[p][a] for a in x["band"]] for p in proxies])[1]
@@ -253,6 +263,8 @@ def main(argv: list[str] | None = None) -> None:
         "synflow + meco rank sum, whole band, alphas ignored": proxies_only(("synflow", "meco")),
         "**synflow + meco + budget share rank sum, 85-100 % band, top-500 (--rerank default)**":
             budget_vote(("synflow", "meco")),
+        **{f"synflow + meco + budget share x {w:g} rank sum, 85-100 % band": weighted_budget_vote(("synflow", "meco"), w)
+           for w in (0.25, 0.5, 0.75, 1.5)},
         "synflow + budget share rank sum, 85-100 % band": budget_vote(("synflow",)),
         "meco + budget share rank sum, 85-100 % band": budget_vote(("meco",)),
         "synflow + meco + budget share, 85-100 % band, alphas' top 500 unranked": budget_vote(("synflow", "meco"), False),
