@@ -276,7 +276,7 @@ def test_latency_constrained_search_lands_within_the_true_latency(tmp_path, limi
 
     cfg = SearchConfig(space="nb201", dataset="synthetic", max_latency=limit, latency_device="pixel3",
                        bench_table=str(TABLE), cells=3, channels=8, batch_size=16, epochs=1, max_steps=3,
-                       device="cpu", seed=0)
+                       device="cpu", seed=0, rerank_top=20)  # the default rerank, over 20 candidates (CI time)
     result = run_search(cfg, tmp_path / "run", progress=False, log=lambda m: None)
     true = load_nb201_table(TABLE).latency_of(result.genotype, "pixel3")
     assert true <= limit, (str(result.genotype), true)
@@ -445,7 +445,8 @@ def test_cli_search_prints_its_summary_and_train_says_nb201_is_not_trained_here(
 
     run = tmp_path / "run"
     done = subprocess.run([sys.executable, "-m", "dcanas", "search", "--space", "nb201", "--dataset", "synthetic",
-                           "--max-steps", "2", "--run-dir", str(run), "--quiet"], capture_output=True, text=True,
+                           "--max-steps", "2", "--rerank-top", "20", "--run-dir", str(run), "--quiet"],
+                          capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "network   15 cells x 16 channels" in done.stdout and "genotype  |" in done.stdout
