@@ -66,8 +66,11 @@ def test_random_cell_lands_in_the_band_and_follows_its_seed():
     cell, _ = random_in_band(table, both, seed=0, floor=LANDING_BAND)
     cost = network_cost(cell, setting)
     assert LANDING_BAND * 150_000 <= cost.params <= 150_000 and cost.flops <= both[1].limit
-    with pytest.raises(BudgetError, match="no random cell"):
-        random_in_band(table, [Budget("params", 1_000)], seed=0, floor=LANDING_BAND, max_draws=50)
+    with pytest.raises(BudgetError, match="networks span"):  # below the smallest network: refused before drawing
+        random_in_band(table, [Budget("params", 1_000)], seed=0, floor=LANDING_BAND)
+    low, high = table.bounds("params")
+    with pytest.raises(BudgetError, match="no random cell"):  # reachable, but not by these few draws
+        random_in_band(table, [Budget("params", low * 1.01)], seed=0, floor=LANDING_BAND, max_draws=3)
 
 
 def test_random_cell_command(capsys):
@@ -84,7 +87,7 @@ def test_random_cell_command(capsys):
     assert network_cost(load_genotype(out["genotype"]), setting).params == out["params"]
     assert 0.85 <= out["budget_use"]["params"] <= 1.0 and out["seed"] == 3
     assert main(argv) == 0 and json.loads(capsys.readouterr().out) == out  # the seed alone draws it
-    for bad, needle in ((["random-cell"], "give a budget"), (["random-cell", "--max-params", "1K"], "no random cell"),
+    for bad, needle in ((["random-cell"], "give a budget"), (["random-cell", "--max-params", "1K"], "networks span"),
                         (["random-cell", "--max-params", "-5"], "positive")):
         try:
             code = main(bad)

@@ -101,6 +101,11 @@ def random_in_band(table: CostTable, budgets: list["Budget"], seed: int, floor: 
                    max_draws: int = MAX_RANDOM_DRAWS) -> tuple[Genotype, int]:
     """The first uniformly random genotype drawn from `seed` (two distinct inputs per node, any op but none)
     whose cost is `floor`..1 x every budget, and how many draws it took."""
+    for b in budgets:  # out of reach whatever is drawn: say so at once, with the setting's range
+        low, high = table.bounds(b.metric)
+        if b.limit < low or floor * b.limit > high:
+            raise BudgetError(f"no cell of this setting uses {100 * floor:.0f}-100 % of {b.metric} {b.limit:,.0f}: its "
+                              f"networks span {low:,.0f}..{high:,.0f}; change --channels/--cells or the budget")
     rng = random.Random(seed)
     for draw in range(1, max_draws + 1):
         genotype = random_genotype(rng, table.steps)
