@@ -68,6 +68,9 @@ def test_random_cell_lands_in_the_band_and_follows_its_seed():
     assert LANDING_BAND * 150_000 <= cost.params <= 150_000 and cost.flops <= both[1].limit
     with pytest.raises(BudgetError, match="networks span"):  # below the smallest network: refused before drawing
         random_in_band(table, [Budget("params", 1_000)], seed=0, floor=LANDING_BAND)
+    with_memory = build_cost_table(setting, memory_dtype="float32")  # peak memory is a maximum: no floor
+    roomy = [Budget("memory", 10 * with_memory.bounds("memory")[1])]
+    assert random_in_band(with_memory, roomy, seed=0, floor=LANDING_BAND)[1] == 1
     low, high = table.bounds("params")
     with pytest.raises(BudgetError, match="no random cell"):  # reachable, but not by these few draws
         random_in_band(table, [Budget("params", low * 1.01)], seed=0, floor=LANDING_BAND, max_draws=3)

@@ -103,7 +103,7 @@ def random_in_band(table: CostTable, budgets: list["Budget"], seed: int, floor: 
     whose cost is `floor`..1 x every budget, and how many draws it took."""
     for b in budgets:  # out of reach whatever is drawn: say so at once, with the setting's range
         low, high = table.bounds(b.metric)
-        if b.limit < low or floor * b.limit > high:
+        if b.limit < low or (b.metric != "memory" and floor * b.limit > high):  # memory has no floor (in_band)
             raise BudgetError(f"no cell of this setting uses {100 * floor:.0f}-100 % of {b.metric} {b.limit:,.0f}: its "
                               f"networks span {low:,.0f}..{high:,.0f}; change --channels/--cells or the budget")
     rng = random.Random(seed)
