@@ -42,7 +42,7 @@ from dcanas.search_loop import dry_run
 from dcanas.landing import LANDING_BAND
 from dcanas.constraint import Budget
 from dcanas.errors import BudgetError
-from dcanas.spaces.darts.candidates import random_in_band
+from dcanas.spaces.darts.candidates import in_band, random_in_band
 from dcanas.spaces.darts.genotype import GENOTYPES, genotype_to_text, load_genotype
 from dcanas.spaces.darts.network import EvalSetting
 from dcanas.spaces.darts.peak import genotype_peak_elements
@@ -182,14 +182,13 @@ def random_cell_in_band(setting: EvalSetting, budget: float, seed: int, metric: 
     """The library's random cell in the 85-100 % band (`dcanas random-cell`), confirmed by the network's own count."""
     # the cost table screens each draw exactly and fast; the network built once confirms the cell drawn
     table = build_cost_table(setting, memory_dtype="float32" if metric == "memory" else None)
+    budgets = [Budget(metric, budget)]  # METRICS are the cost table's own metric names
     try:
-        genotype, draws = random_in_band(table, [Budget("memory" if metric == "memory" else "params", budget)], seed,
-                                         LANDING_BAND)
+        genotype, draws = random_in_band(table, budgets, seed, LANDING_BAND)
     except BudgetError as exc:
         raise SystemExit(str(exc)) from None
-    cost = deployed(genotype, setting, metric)  # peak memory is a maximum: the landing asks only that it fit
-    floor = 0 if metric == "memory" else LANDING_BAND * budget
-    assert floor <= cost <= budget, f"cost table and network disagree: {cost}"
+    cost = deployed(genotype, setting, metric)
+    assert in_band({metric: cost}, budgets, LANDING_BAND), f"cost table and network disagree: {cost}"
     return genotype, draws
 
 

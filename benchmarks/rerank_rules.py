@@ -217,25 +217,15 @@ def main(argv: list[str] | None = None) -> None:
             return top[rank_sum_choice([[cache[p][a] for a in top] for p in proxies])[0]]
         return rule
 
-    def budget_vote(proxies: tuple[str, ...], alphas: bool = True) -> Callable[[dict], str]:
+    def budget_vote(proxies: tuple[str, ...], alphas: bool = True, weight: float = 1.0) -> Callable[[dict], str]:
         """The rank sum over the whole 85-100 % band with each candidate's budget share as one more voter (what
-        --rerank synflow+meco+budget does); without `alphas`, the voters alone."""
+        --rerank synflow+meco+budget does), its rank counted `weight` times; without `alphas`, the voters alone."""
         def rule(x: dict) -> str:
             votes = [[cache[p][a] for a in x["wide"]] for p in proxies] + ([x["shares"]] if x["shares"] else [])
-            if alphas:
-                return x["wide"][rank_sum_choice(votes)[0]]
             ranks = rank_sum_choice(votes)[1]
-            return x["wide"][min(range(len(x["wide"])), key=lambda i: (sum(r[i] for r in ranks), i))]
-        return rule
-
-    def weighted_budget_vote(proxies: tuple[str, ...], weight: float) -> Callable[[dict], str]:
-        """As budget_vote, with the budget share's rank counted `weight` times (1: budget_vote)."""
-        def rule(x: dict) -> str:
-            if not x["shares"]:
-                return budget_vote(proxies)(x)
-            ranks = rank_sum_choice([[cache[p][a] for a in x["wide"]] for p in proxies] + [x["shares"]])[1]
+            weights = [1.0] * len(proxies) + ([weight] if x["shares"] else [])
             return x["wide"][min(range(len(x["wide"])), key=lambda i: (
-                i + sum(r[i] for r in ranks[:-1]) + weight * ranks[-1][i], i))]
+                (i if alphas else 0) + sum(w * r[i] for w, r in zip(weights, ranks)), i))]
         return rule
 
     def proxies_only(proxies: tuple[str, ...]) -> Callable[[dict], str]:
@@ -263,7 +253,7 @@ def main(argv: list[str] | None = None) -> None:
         "synflow + meco rank sum, whole band, alphas ignored": proxies_only(("synflow", "meco")),
         "**synflow + meco + budget share rank sum, 85-100 % band, top-500 (--rerank default)**":
             budget_vote(("synflow", "meco")),
-        **{f"synflow + meco + budget share x {w:g} rank sum, 85-100 % band": weighted_budget_vote(("synflow", "meco"), w)
+        **{f"synflow + meco + budget share x {w:g} rank sum, 85-100 % band": budget_vote(("synflow", "meco"), weight=w)
            for w in (0.25, 0.5, 0.75, 1.5)},
         "synflow + budget share rank sum, 85-100 % band": budget_vote(("synflow",)),
         "meco + budget share rank sum, 85-100 % band": budget_vote(("meco",)),
