@@ -47,6 +47,17 @@ def test_count_matches_the_command_line_and_published_figures(capsys):
     assert json.loads(capsys.readouterr().out)["params"] == narrow.params < cost.params
 
 
+def test_a_dataset_without_a_preset_needs_its_shape():
+    with pytest.raises(ConfigError, match="'cifr10' has no published setting"):
+        dcanas.count("DARTS_V2", dataset="cifr10")  # a typo must not count the CIFAR-10 network silently
+    with pytest.raises(ConfigError, match="in_channels, image_size, num_classes"):
+        dcanas.create_model("DARTS_V2", dataset="my-photos", image_size=64)
+    own = dcanas.count("DARTS_V2", dataset="my-photos", in_channels=1, image_size=28, num_classes=10, cells=8,
+                       channels=16)
+    assert own.params == dcanas.count("DARTS_V2", dataset="fashion-mnist", cells=8, channels=16).params == 245_242
+    assert dcanas.count("DARTS_V2", dataset="CIFAR10").params == 3_349_342  # preset names ignore case
+
+
 def test_create_model_builds_the_requested_setting():
     net = dcanas.create_model("PC_DARTS", dataset="digits", cells=5, channels=8)
     assert isinstance(net, torch.nn.Module) and net.setting.cells == 5 and net.setting.channels == 8

@@ -50,6 +50,9 @@ def one_line_error(capsys, argv: list[str], needle: str) -> str:
     (["train", "DARTS_V2", *DIGITS, "--channels", "100000"], "--channels must be in 2..1024"),
     (["count", "DARTS_V2", "--image-size", "10000000"], "--image-size must be in"),
     (["count", "DARTS_V2", "--channels", "100000"], "--channels must be in"),
+    (["count", "DARTS_V2", "--dataset", "fashoin-mnist"], "dataset 'fashoin-mnist' has no published setting"),
+    (["count", "DARTS_V2", "--dataset", "mine", "--in-channels", "3", "--image-size", "64"], "--classes"),
+    (["random-cell", "--max-params", "300K", "--dataset", "fashoin-mnist"], "known: cifar10, cifar100"),
     (["search", "--epochs", "0"], "--epochs must be an integer >= 1"),
     (["search", "--derive-by", "votes"], "--derive-by must be one of alphas, perturbation, not 'votes'"),
     (["search", "--derive-images", "0"], "--derive-images must be an integer >= 1"),
@@ -271,3 +274,12 @@ def test_byte_mutated_cifar_batches_never_escape_as_tracebacks(tmp_path):
         except DatasetError:
             outcomes["refused"] += 1
     assert outcomes["refused"] > 100 and sum(outcomes.values()) == 400
+
+
+def test_the_dataset_help_names_every_preset(capsys):
+    from dcanas.spaces.darts.network import PRESETS
+
+    with pytest.raises(SystemExit):
+        main(["count", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert all(name in help_text for name in PRESETS), help_text  # the help's list is written out, not imported

@@ -16,7 +16,7 @@ from .logs import LOG
 from .search_config import make_search_config
 from .search_loop import SearchResult, run_search
 from .spaces.darts.genotype import Genotype, load_genotype
-from .spaces.darts.network import EvalNetwork, EvalSetting, eval_setting_for
+from .spaces.darts.network import EvalNetwork, EvalSetting, setting_for_named_dataset
 from .train_loop import TrainResult, load_source, make_config, refuse_other_space, run_training
 from .units import parse_count
 
@@ -68,7 +68,7 @@ def create_model(genotype: GenotypeLike, dataset: str | None = None, **setting: 
     if source is not None and source.setting is not None and dataset in (None, source.dataset):
         base = source.setting.replace(**{k: v for k, v in setting.items() if v is not None})
     else:
-        base = eval_setting_for(dataset or "cifar10", **setting)
+        base = setting_for_named_dataset(dataset or "cifar10", **setting)
     return EvalNetwork(genotype if isinstance(genotype, Genotype) else source.genotype, base)
 
 
@@ -85,7 +85,7 @@ def count(genotype: GenotypeLike, dataset: str = "cifar10", **setting: Any) -> N
     if not isinstance(genotype, Genotype):
         refuse_other_space(_spec(genotype))
     g = genotype if isinstance(genotype, Genotype) else load_genotype(_spec(genotype))
-    return network_cost(g, eval_setting_for(dataset, **setting))
+    return network_cost(g, setting_for_named_dataset(dataset, **setting))
 
 
 def _spec(genotype: GenotypeLike) -> str:

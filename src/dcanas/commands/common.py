@@ -61,6 +61,9 @@ def load_config_file(path: str, known: set[str], what: str) -> dict[str, Any]:
 def add_eval_options(p: argparse.ArgumentParser) -> None:
     """Options that describe the deployed evaluation network (defaults: the dataset's published setting)."""
     g = p.add_argument_group("evaluation network (defaults: the dataset's published setting)")
+    g.add_argument("--dataset", default="cifar10",
+                   help="picks the published setting: cifar10 (default), cifar100, imagenet, mnist, fashion-mnist, "
+                        "digits, synthetic; any other name needs --in-channels, --image-size and --classes")
     g.add_argument("--cells", type=int, help="number of cells (CIFAR: 20, ImageNet: 14)")
     g.add_argument("--channels", type=int, help="initial channels (CIFAR: 36, ImageNet: 48)")
     g.add_argument("--classes", type=int, dest="num_classes", help="number of classes")
@@ -71,9 +74,9 @@ def add_eval_options(p: argparse.ArgumentParser) -> None:
 
 def eval_setting_from_args(args: argparse.Namespace, dataset: str):
     """The EvalSetting for `dataset` with command-line overrides."""
-    from ..spaces.darts.network import eval_setting_for
+    from ..spaces.darts.network import setting_for_named_dataset
 
-    return eval_setting_for(dataset, cells=args.cells, channels=args.channels, num_classes=args.num_classes,
+    return setting_for_named_dataset(dataset, cells=args.cells, channels=args.channels, num_classes=args.num_classes,
                             in_channels=args.in_channels, image_size=args.image_size, style=args.style)
 
 

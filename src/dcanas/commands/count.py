@@ -47,7 +47,6 @@ def register(command) -> None:
     p = command("count", cmd_count, "exact params and FLOPs of any genotype's evaluation network")
     p.add_argument("genotype", help="a built-in name (DARTS_V2, PC_DARTS, ...), a genotype .json/.txt file, "
                                     "a run folder, or DARTS text")
-    p.add_argument("--dataset", default="cifar10", help="picks the published setting (default: cifar10)")
     p.add_argument("--dtype", default="float32",
                    help=f"deployed dtype of the memory counts: {', '.join(DTYPE_BYTES)} (default float32)")
     add_eval_options(p)

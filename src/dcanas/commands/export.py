@@ -119,5 +119,4 @@ def register(command) -> None:
                         "if it fails or is gone)")
     p.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
                    help=f"max abs difference from PyTorch, relative to max(1, |logits|) (default {DEFAULT_TOLERANCE:g})")
-    p.add_argument("--dataset", default="cifar10", help="a genotype's evaluation setting (default: cifar10)")
     add_eval_options(p)

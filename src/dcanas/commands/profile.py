@@ -160,6 +160,5 @@ def register(command) -> None:
     g.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS,
                    help=f"interleaved rounds the runs are split into (default {DEFAULT_ROUNDS})")
     g.add_argument("--exporter", choices=EXPORTERS, default="auto", help="torch.onnx exporter for models built here")
-    p.add_argument("--dataset", default="cifar10", help="evaluation setting of a genotype or --ops (default cifar10)")
     add_eval_options(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")

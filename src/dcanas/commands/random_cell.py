@@ -50,5 +50,4 @@ def register(command) -> None:
     p.add_argument("--max-params", type=parse_count, help="parameters, auxiliary head excluded (K, M suffixes)")
     p.add_argument("--max-flops", type=parse_count, help="multiply-accumulates at batch 1 (K, M, G suffixes)")
     p.add_argument("--seed", type=int, default=0, help="draws the cell (default 0)")
-    p.add_argument("--dataset", default="cifar10", help="picks the published setting (default: cifar10)")
     add_eval_options(p)

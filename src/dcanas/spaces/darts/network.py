@@ -86,6 +86,21 @@ def eval_setting_for(dataset: str, **overrides: Any) -> EvalSetting:
     return base.replace(**overrides)
 
 
+# what a network needs to know of data that has no preset: without all three, an unknown name is a typo
+DATA_SHAPE_FIELDS = ("in_channels", "image_size", "num_classes")
+
+
+def setting_for_named_dataset(dataset: str, **overrides: Any) -> EvalSetting:
+    """`eval_setting_for` for a dataset named by a user: an unknown name must come with the data's shape, so a typo
+    is refused instead of silently counting the CIFAR-10 network."""
+    given = {k for k, v in overrides.items() if v is not None}
+    if dataset.lower() not in PRESETS and not set(DATA_SHAPE_FIELDS) <= given:
+        raise ConfigError(f"dataset {dataset!r} has no published setting (known: {', '.join(PRESETS)}); for other "
+                          "data give its shape: --in-channels, --image-size and --classes (in Python: in_channels, "
+                          "image_size, num_classes)")
+    return eval_setting_for(dataset, **overrides)
+
+
 def plan_after_stem(style: str, cells: int, channels: int, s1_size: int, steps: int = 4) -> list[CellPlan]:
     """The layout of `cells` cells after a `style` stem (`make_stems`) whose last output is s1_size pixels wide."""
     if style == "cifar":
