@@ -250,6 +250,22 @@ def test_describe_ranks_the_cell_against_random_ones_of_its_band():
     assert facts["random_mean"]["cifar10"] == pytest.approx(acc[band].mean(), abs=1e-4)
 
 
+@needs_table
+def test_describe_ranks_against_the_band_of_a_measured_latency_budget():
+    from dcanas.constraint import Budget
+    from dcanas.spaces.nb201.bench import latency_cost_table, load_nb201_table
+
+    space, bench = NB201Space(), load_nb201_table(TABLE)
+    table = latency_cost_table("pixel3", bench, measured=True, exclude_none=True)
+    measured = bench.latency["pixel3"]
+    none_free = (bench.op_indices() != NONE_INDEX).all(axis=1)
+    band = none_free & (measured <= 20.0) & (measured >= 0.85 * 20.0)  # the band by the table's own measurements
+    arch = bench.archs[int(np.flatnonzero(band)[0])]
+    facts = space.describe(arch, config(bench_table=str(TABLE), latency_device="pixel3"), table,
+                           [Budget("latency", 20.0)])
+    assert facts["latency_ms"]["pixel3"] <= 20.0 and facts["against_random"]["cells"] == int(band.sum())
+
+
 def test_describe_without_a_table_is_empty(tmp_path):
     space = NB201Space()
     assert space.describe(ALL_CONV3, config(bench_table=str(tmp_path / "missing.csv"))) == {}
