@@ -126,6 +126,19 @@ def test_resume_with_new_options_is_refused(tiny_search, capsys):
     assert snapshot(tiny_search) == before
 
 
+def test_resuming_a_run_that_max_steps_finished_changes_nothing(tiny_search, tmp_path, capsys):
+    before = snapshot(tiny_search)
+    one_line_error(capsys, ["search", "--resume", str(tiny_search)], "already stopped at --max-steps 2")
+    assert snapshot(tiny_search) == before  # no extra step, no rewritten result
+    train_dir = tmp_path / "train"
+    assert main(["train", "DARTS_V2", *DIGITS, "--max-steps", "1", "--epochs", "1", "--quiet",
+                 "--run-dir", str(train_dir)]) == 0
+    capsys.readouterr()
+    trained = snapshot(train_dir)
+    one_line_error(capsys, ["train", "--resume", str(train_dir)], "train again in a new run folder")
+    assert snapshot(train_dir) == trained
+
+
 def test_resume_of_the_wrong_kind_of_run(tiny_search, tmp_path, capsys):
     before = snapshot(tiny_search)
     one_line_error(capsys, ["train", "--resume", str(tiny_search)], "is not a `dcanas train` checkpoint")

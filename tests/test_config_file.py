@@ -42,11 +42,21 @@ def test_train_reruns_from_its_config(tmp_path, capsys):
     ('{"epochs": 1, "warp_drive": true}', "does not take: warp_drive"),
     ("[1, 2]", "must hold one object"),
     ("{not json", "is not valid JSON"),
+    # values of the wrong type: one line naming the option, never a TypeError from deep inside the run
+    ('{"dataset": "digits", "epochs": "ten"}', 'epochs must be an integer, got "ten"'),
+    ('{"batch_size": "64"}', 'batch_size must be an integer, got "64"'),
+    ('{"epochs": true}', "epochs must be an integer, got true"),
+    ('{"arch_betas": 0.5}', "arch_betas must be a list of 2 numbers, got 0.5"),
+    ('{"search_budgets": {"params": "x"}}', "search_budgets must be an object"),
+    ('{"repair": "yes"}', 'repair must be true or false, got "yes"'),
+    ('{"data_dir": 7}', "data_dir must be text or null, got 7"),
+    (('train', '{"genotype": "DARTS_V2", "val_fraction": "0.1"}'), 'val_fraction must be a number, got "0.1"'),
 ])
 def test_a_bad_config_file_is_one_line(tmp_path, capsys, content, needle):
+    command, content = content if isinstance(content, tuple) else ("search", content)
     path = tmp_path / "config.json"
     path.write_text(content)
-    assert main(["search", "--config", str(path), "--run-dir", str(tmp_path / "r")]) == 2
+    assert main([command, "--config", str(path), "--run-dir", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("dcanas: error:") and "\n" not in err and needle in err
     assert not (tmp_path / "r").exists()

@@ -221,3 +221,26 @@ def test_count_reports_memory_and_refuses_unknown_dtypes(capsys):
     assert out["dtype"] == "int8" and out["model_bytes"] == out["params"] and out["peak_memory_bytes"] > 0
     assert main(["count", "DARTS_V2", "--dtype", "int4"]) == 2
     assert "--dtype must be one of" in capsys.readouterr().err
+
+
+def test_a_search_run_folder_is_counted_exported_and_profiled_as_it_was_searched(tmp_path, capsys):
+    """count, export and profile of a search folder build the network the search budgeted, not CIFAR-10's."""
+    import dcanas
+    from dcanas.cli import main
+
+    run = tmp_path / "search"
+    assert main(["search", "--max-params", "100K", "--max-steps", "2", "--epochs", "1", "--quiet", "--threads", "1",
+                 "--run-dir", str(run)]) == 0
+    searched = json.loads((run / "result.json").read_text())
+    capsys.readouterr()
+    assert main(["count", str(run), "--json"]) == 0
+    counted = json.loads(capsys.readouterr().out)
+    assert counted["params"] == searched["params"] <= 100_000 and counted["setting"] == searched["setting"]
+    assert dcanas.count(str(run)).params == searched["params"]
+    assert dcanas.count(str(run), dataset="cifar10").params > 1_000_000  # naming another dataset still works
+    assert main(["count", str(run), "--channels", "8", "--json"]) == 0  # a typed option overrides one field
+    assert json.loads(capsys.readouterr().out)["setting"] == {**searched["setting"], "channels": 8}
+    assert main(["export", str(run), "--onnx", str(tmp_path / "net.onnx"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["setting"] == searched["setting"]
+    assert main(["profile", str(run), "--runs", "2", "--warmup", "1", "--json", "--quiet"]) == 0
+    assert json.loads(capsys.readouterr().out)["input_shape"] == [1, 1, 8, 8]

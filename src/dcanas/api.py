@@ -15,9 +15,9 @@ from .errors import ConfigError
 from .logs import LOG
 from .search_config import make_search_config
 from .search_loop import SearchResult, run_search
-from .spaces.darts.genotype import Genotype, load_genotype
-from .spaces.darts.network import EvalNetwork, EvalSetting, setting_for_named_dataset
-from .train_loop import TrainResult, load_source, make_config, refuse_other_space, run_training
+from .spaces.darts.genotype import Genotype
+from .spaces.darts.network import EvalNetwork, EvalSetting
+from .train_loop import TrainResult, load_source, make_config, run_training, source_setting
 from .units import parse_count
 
 GenotypeLike = str | Path | Genotype
@@ -65,10 +65,7 @@ def create_model(genotype: GenotypeLike, dataset: str | None = None, **setting: 
     """
     spec = _spec(genotype)
     source = load_source(spec) if not isinstance(genotype, Genotype) else None
-    if source is not None and source.setting is not None and dataset in (None, source.dataset):
-        base = source.setting.replace(**{k: v for k, v in setting.items() if v is not None})
-    else:
-        base = setting_for_named_dataset(dataset or "cifar10", **setting)
+    base = source_setting(source, dataset, **setting)
     return EvalNetwork(genotype if isinstance(genotype, Genotype) else source.genotype, base)
 
 
@@ -80,12 +77,13 @@ def load_model(path: str | Path) -> EvalNetwork:
     return net
 
 
-def count(genotype: GenotypeLike, dataset: str = "cifar10", **setting: Any) -> NetworkCost:
-    """Exact params (deployed, and with the auxiliary head) and FLOPs (MACs at batch 1) of a genotype's network."""
-    if not isinstance(genotype, Genotype):
-        refuse_other_space(_spec(genotype))
-    g = genotype if isinstance(genotype, Genotype) else load_genotype(_spec(genotype))
-    return network_cost(g, setting_for_named_dataset(dataset, **setting))
+def count(genotype: GenotypeLike, dataset: str | None = None, **setting: Any) -> NetworkCost:
+    """Exact params (deployed, and with the auxiliary head) and FLOPs (MACs at batch 1) of a genotype's network (a
+    search run folder's network as it searched it, unless `dataset` names another; else cifar10's)."""
+    if isinstance(genotype, Genotype):
+        return network_cost(genotype, source_setting(None, dataset, **setting))
+    source = load_source(_spec(genotype))
+    return network_cost(source.genotype, source_setting(source, dataset, **setting))
 
 
 def _spec(genotype: GenotypeLike) -> str:

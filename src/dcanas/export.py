@@ -62,6 +62,12 @@ class LoadedNetwork:
                 f"{s.in_channels}x{s.image_size}x{s.image_size} input, {s.num_classes} classes")
 
 
+def names_a_model(source: str | Path) -> bool:
+    """Whether `source` is a model file (.pt) or a run folder holding one, rather than a genotype."""
+    path = Path(str(source)).expanduser()
+    return path.suffix == ".pt" or (path.is_dir() and (path / MODEL_FILE).is_file())
+
+
 def load_network(source: str | Path, setting: EvalSetting | None = None) -> LoadedNetwork:
     """A model.pt file or run folder holding one (trained), or a genotype spec built in `setting` (untrained)."""
     path = Path(str(source)).expanduser()

@@ -69,9 +69,9 @@ class Run:
         try:
             with stop_on_signals() as self._stop_request:
                 for epoch in range(self.start_epoch, self.epochs_planned):
-                    yield epoch
-                    if self.at_max_steps:
+                    if self.at_max_steps:  # also on resuming a run that stopped there before writing its result
                         break
+                    yield epoch
         finally:
             if self.metrics is not None:
                 self.metrics.close()

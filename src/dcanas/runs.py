@@ -83,6 +83,14 @@ def save_checkpoint(path: Path, state: dict) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+def refuse_resume_after_max_steps(checkpoint: dict, max_steps: int | None, run_dir: Path, to_go_on: str) -> None:
+    """A run --max-steps already stopped (and that wrote its result) has nothing left to resume: say so before
+    anything in it is touched."""
+    if (max_steps is not None and int(checkpoint.get("total_steps", 0)) >= max_steps
+            and (Path(run_dir) / "result.json").is_file()):
+        raise RunDirError(f"{run_dir} already stopped at --max-steps {max_steps} and its results stand; {to_go_on}")
+
+
 def load_checkpoint(path: Path) -> dict:
     """Load a checkpoint, turning a missing or corrupt file into one clear RunDirError."""
     path = Path(path)

@@ -23,7 +23,8 @@ from .data.stream import StreamedDataset, make_loader
 from .errors import ConfigError, RunDirError
 from .proxies import rerank, scores_networks, votes_on_budget
 from .run_loop import Run
-from .runs import CHECKPOINT, load_checkpoint, prepare_run_dir, record_run_info, write_json
+from .runs import (CHECKPOINT, load_checkpoint, prepare_run_dir, record_run_info, refuse_resume_after_max_steps,
+                   write_json)
 from .selection import PerturbationScores, perturbation_scores
 from .settling import SettlingTrace
 from .remedies import alpha_noise_level, beta_decay_loss, beta_decay_weight, random_perturbations
@@ -369,6 +370,8 @@ def run_search(config: SearchConfig | None, run_dir: str | Path | None = None, *
                     if isinstance(checkpoint, dict) and "optimizer" in checkpoint else "it was not written by dcanas")
             raise RunDirError(f"{run_dir / CHECKPOINT} is not a `dcanas search` checkpoint; {hint}")
         config = SearchConfig.from_dict(checkpoint["config"])
+        refuse_resume_after_max_steps(checkpoint, config.max_steps, run_dir,
+                                      "to search longer, search again in a new run folder")
         if dist_utils.is_launch_rank_0():
             record_run_info(run_dir, resumed=True)
     if config is None:

@@ -37,9 +37,9 @@ from .checks import (MAX_CELLS, MAX_CHANNELS, MAX_IMAGE_SIZE, check_device, int_
                      rate_check)
 from .run_loop import Run
 from .runs import (CHECKPOINT, atomic_write_text, load_checkpoint, prepare_run_dir, record_run_info,
-                   write_json)
+                   refuse_resume_after_max_steps, write_json)
 from .spaces.darts.genotype import GENOTYPES, Genotype, genotype_to_text, load_genotype, parse_genotype
-from .spaces.darts.network import EvalNetwork, EvalSetting, eval_setting_for
+from .spaces.darts.network import EvalNetwork, EvalSetting, eval_setting_for, setting_for_named_dataset
 from .threads import choose_threads, use_threads
 from .units import readable
 
@@ -172,6 +172,14 @@ def load_source(spec: str) -> GenotypeSource:
         source.dataset = search_config.get("dataset")
         source.data_dir = search_config.get("data_dir")
     return source
+
+
+def source_setting(source: GenotypeSource | None, dataset: str | None = None, **overrides: Any) -> EvalSetting:
+    """The network a genotype is counted, built or exported in: a search (or landing) run folder's recorded one unless
+    `dataset` names another, else `dataset`'s preset (default cifar10); `overrides` (None = not given) on top."""
+    if source is not None and source.setting is not None and dataset in (None, source.dataset):
+        return source.setting.replace(**{k: v for k, v in overrides.items() if v is not None})
+    return setting_for_named_dataset(dataset or "cifar10", **overrides)
 
 
 def make_config(genotype: str, **given: Any) -> TrainConfig:
@@ -401,6 +409,10 @@ def run_training(config: TrainConfig | None, run_dir: str | Path | None = None, 
         checkpoint = _load_resume(run_dir)
         config = TrainConfig.from_dict({**checkpoint["config"], **(resume_overrides or {})})
         run_dir = Path(run_dir)
+        refuse_resume_after_max_steps(checkpoint, config.max_steps, run_dir,
+                                      "to train longer, train again in a new run folder")
+        if dist_utils.is_launch_rank_0():
+            record_run_info(run_dir, resumed=True)
     if config is None:
         raise ConfigError("give a genotype to train, or --resume RUN_DIR")
     validate_config(config)
@@ -669,8 +681,6 @@ def _load_resume(run_dir: str | Path | None) -> dict:
     if not isinstance(checkpoint, dict) or "genotype" not in checkpoint or "optimizer" not in checkpoint:
         raise RunDirError(f"{path / CHECKPOINT} is not a `dcanas train` checkpoint; resume it with the command "
                           f"that wrote it")
-    if dist_utils.is_launch_rank_0():
-        record_run_info(path, resumed=True)
     return checkpoint
 
 

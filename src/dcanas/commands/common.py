@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import types
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +29,42 @@ def parse_count(value: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def load_config_file(path: str, known: set[str], what: str) -> dict[str, Any]:
-    """A saved config.json (or YAML) to rerun from: its values, refusing keys that `what` does not have."""
+def _type_name(hint: Any) -> str:
+    """How an option's type reads in an error message."""
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in args)
+    if typing.get_origin(hint) is tuple:
+        return f"a list of {len(args)} {_type_name(args[0]).removeprefix('a ')}s"
+    if typing.get_origin(hint) is dict:
+        return "an object"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "text",
+            type(None): "null"}.get(hint, str(hint))
+
+
+def matches_type(value: Any, hint: Any) -> bool:
+    """Whether a JSON/YAML value fits an option's annotated type (a bool is no number; an int is a float)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(matches_type(value, a) for a in args)
+    if origin is tuple:
+        return isinstance(value, (list, tuple)) and len(value) == len(args) and all(
+            matches_type(v, a) for v, a in zip(value, args))
+    if origin is dict:
+        return isinstance(value, dict) and all(matches_type(k, args[0]) and matches_type(v, args[1])
+                                               for k, v in value.items())
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint) if isinstance(hint, type) else True
+
+
+def load_config_file(path: str, schema: type, what: str) -> dict[str, Any]:
+    """A saved config.json (or YAML) to rerun from: its values, refusing keys that `what` (the dataclass `schema`)
+    does not have and values of the wrong type, so no option reaches the run unchecked."""
     from ..errors import ConfigError
 
     file = Path(path).expanduser()
@@ -52,18 +88,23 @@ def load_config_file(path: str, known: set[str], what: str) -> dict[str, Any]:
                           f"({str(exc).splitlines()[0][:120]})") from None
     if not isinstance(values, dict):
         raise ConfigError(f"--config {file} must hold one object of options (like a run's config.json)")
-    unknown = sorted(set(values) - known)
+    hints = typing.get_type_hints(schema)
+    unknown = sorted(set(values) - set(hints))
     if unknown:
         raise ConfigError(f"--config {file} has options a {what} does not take: {', '.join(unknown)}")
+    for key, value in values.items():
+        if not matches_type(value, hints[key]):
+            raise ConfigError(f"--config {file}: {key} must be {_type_name(hints[key])}, got {json.dumps(value)}")
     return values
 
 
 def add_eval_options(p: argparse.ArgumentParser) -> None:
     """Options that describe the deployed evaluation network (defaults: the dataset's published setting)."""
     g = p.add_argument_group("evaluation network (defaults: the dataset's published setting)")
-    g.add_argument("--dataset", default="cifar10",
+    g.add_argument("--dataset",
                    help="picks the published setting: cifar10 (default), cifar100, imagenet, mnist, fashion-mnist, "
-                        "digits, synthetic; any other name needs --in-channels, --image-size and --classes")
+                        "digits, synthetic; any other name needs --in-channels, --image-size and --classes "
+                        "(default for a search run folder: the network it searched)")
     g.add_argument("--cells", type=int, help="number of cells (CIFAR: 20, ImageNet: 14)")
     g.add_argument("--channels", type=int, help="initial channels (CIFAR: 36, ImageNet: 48)")
     g.add_argument("--classes", type=int, dest="num_classes", help="number of classes")
@@ -72,12 +113,14 @@ def add_eval_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--style", choices=("cifar", "imagenet"), help="stem style")
 
 
-def eval_setting_from_args(args: argparse.Namespace, dataset: str):
-    """The EvalSetting for `dataset` with command-line overrides."""
-    from ..spaces.darts.network import setting_for_named_dataset
+def eval_setting_from_args(args: argparse.Namespace, genotype: str | None = None):
+    """The EvalSetting of --dataset (or of `genotype`, when it is a search run folder) with command-line overrides."""
+    from ..train_loop import load_source, source_setting
 
-    return setting_for_named_dataset(dataset, cells=args.cells, channels=args.channels, num_classes=args.num_classes,
-                            in_channels=args.in_channels, image_size=args.image_size, style=args.style)
+    source = load_source(genotype) if genotype is not None else None
+    return source_setting(source, args.dataset, cells=args.cells, channels=args.channels,
+                          num_classes=args.num_classes, in_channels=args.in_channels, image_size=args.image_size,
+                          style=args.style)
 
 
 def channels_arg(value: str) -> int | str:

@@ -19,7 +19,7 @@ def cmd_count(args: argparse.Namespace) -> int:
 
     dtype_bytes(args.dtype)  # refuse an unknown dtype before building anything
     genotype = load_genotype(args.genotype)
-    setting = eval_setting_from_args(args, args.dataset)
+    setting = eval_setting_from_args(args, args.genotype)
     cost = network_cost(genotype, setting)
     net = EvalNetwork(genotype, setting)
     memory = {"dtype": args.dtype, "peak_memory_bytes": peak_activation_bytes(net, dtype=args.dtype),

@@ -15,9 +15,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     """Export to ONNX (and TorchScript), each verified against PyTorch before it is written."""
     from ..errors import ConfigError
     from ..export import (deployment_metadata, default_onnx_path, export_onnx, export_pt2, export_torchscript,
-                          load_network)
+                          load_network, names_a_model)
 
-    setting = eval_setting_from_args(args, args.dataset)
+    setting = None if names_a_model(args.source) else eval_setting_from_args(args, args.source)
     loaded = load_network(args.source, setting)
     image_size = None
     if loaded.trained:

@@ -28,13 +28,13 @@ def cmd_profile_ops(args: argparse.Namespace) -> int:
     if args.target:
         raise ConfigError("--ops measures every candidate op of an evaluation setting (--dataset, --cells, ...); "
                           "drop the model argument, or drop --ops to profile the model")
-    setting = eval_setting_from_args(args, args.dataset)
+    setting = eval_setting_from_args(args)
     table = measure_latency_table(setting, batch_size=args.batch_size, threads=args.threads, warmup=args.warmup,
                                   runs=args.runs or DEFAULT_OP_RUNS, rounds=args.rounds, calibrate=args.calibrate,
                                   exporter=args.exporter, progress=not args.quiet, provider=args.provider,
                                   int8=args.int8)
     s = setting
-    out = Path(args.out or f"latency-{args.dataset}-{s.cells}x{s.channels}.json")
+    out = Path(args.out or f"latency-{args.dataset or 'cifar10'}-{s.cells}x{s.channels}.json")
     table.save(out)
     costs = build_cost_table(setting)
     costs.add_metric("latency", table.entries, table.fixed)
@@ -43,7 +43,7 @@ def cmd_profile_ops(args: argparse.Namespace) -> int:
     result = {"out": str(out), "setting": s.to_dict(), "units": "ms", "fixed": table.fixed,
               "bounds": {"min": low, "max": high}, "distinct_ops": distinct, "op_scale": table.method["op_scale"],
               "seconds": table.method["seconds"], "device": table.device}
-    flags = f"--dataset {args.dataset} --cells {s.cells} --channels {s.channels}"
+    flags = f"--dataset {args.dataset or 'cifar10'} --cells {s.cells} --channels {s.channels}"
     lines = [f"latency table {out}",
              f"network       {s.style} stem, {s.cells} cells x {s.channels} channels, "
              f"{s.in_channels}x{s.image_size}x{s.image_size} input, batch {args.batch_size}",
@@ -91,9 +91,10 @@ def cmd_profile(args: argparse.Namespace) -> int:
                          f"cells x {metadata.get('setting', {}).get('channels')} channels, from "
                          f"{metadata.get('source')}")
     else:
-        from ..export import example_input, load_network, onnx_bytes
+        from ..export import example_input, load_network, names_a_model, onnx_bytes
 
-        loaded = load_network(args.target, eval_setting_from_args(args, args.dataset))
+        setting = None if names_a_model(args.target) else eval_setting_from_args(args, args.target)
+        loaded = load_network(args.target, setting)
         net = loaded.net
         costs = None
         if args.latency_table:  # refuse a table for another network before spending time measuring

@@ -21,7 +21,7 @@ def cmd_random_cell(args: argparse.Namespace) -> int:
                if limit is not None]
     if not budgets:
         raise ConfigError("give a budget to land the random cell in: --max-params and/or --max-flops")
-    setting = eval_setting_from_args(args, args.dataset)
+    setting = eval_setting_from_args(args)
     genotype, draws = random_in_band(build_cost_table(setting), budgets, args.seed, LANDING_BAND)
     cost = network_cost(genotype, setting)  # the network itself, not the table, reports the cost
     shares = {b.metric: getattr(cost, b.metric) / b.limit for b in budgets}

@@ -23,7 +23,7 @@ def search_config_from_args(args: argparse.Namespace):
         given["bottleneck"] = 1
     base = None
     if getattr(args, "config", None):
-        base = load_config_file(args.config, set(SearchConfig().to_dict()), "search")
+        base = load_config_file(args.config, SearchConfig, "search")
         if args.unconstrained:
             given.update(dict.fromkeys(BUDGET_FIELDS))
     dataset = args.dataset or (base or {}).get("dataset") or "digits"

@@ -19,7 +19,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.config:
         if args.resume:
             raise ConfigError("--config starts a new run from saved options; --resume continues one as it was")
-        saved = load_config_file(args.config, set(TrainConfig().to_dict()), "training run")
+        saved = load_config_file(args.config, TrainConfig, "training run")
         args.genotype = args.genotype or saved.get("genotype")
         given = {**{k: v for k, v in saved.items() if k != "genotype" and v is not None}, **given}
     if args.resume:
