@@ -53,6 +53,12 @@ def one_line_error(capsys, argv: list[str], needle: str) -> str:
     (["count", "DARTS_V2", "--dataset", "fashoin-mnist"], "dataset 'fashoin-mnist' has no published setting"),
     (["count", "DARTS_V2", "--dataset", "mine", "--in-channels", "3", "--image-size", "64"], "--classes"),
     (["random-cell", "--max-params", "300K", "--dataset", "fashoin-mnist"], "known: cifar10, cifar100"),
+    (["search", "--unconstrained", "--max-params", "100K"], "--unconstrained searches without any budget; drop it "
+                                                            "or --max-params"),
+    (["search", "--repeat-jobs", "2"], "--repeat-jobs sets how many searches of --repeats N run at once"),
+    (["search", "--repeats", "2", "--repeat-jobs", "0"], "--repeat-jobs must be at least 1, got 0"),
+    (["lug", "build", "--workers", "0"], "--workers must be at least 1, got 0"),
+    (["lug", "build", "--threads", "0"], "--threads must be at least 1, got 0"),
     (["search", "--epochs", "0"], "--epochs must be an integer >= 1"),
     (["search", "--derive-by", "votes"], "--derive-by must be one of alphas, perturbation, not 'votes'"),
     (["search", "--derive-images", "0"], "--derive-images must be an integer >= 1"),

@@ -148,6 +148,12 @@ def test_budgets_of_a_search_run_are_rechecked(tmp_path, capsys):
     assert result["budgets"]["params"]["ok"] and not result["budgets"]["flops"]["ok"] and not result["budgets_ok"]
     assert result["budgets"]["flops"]["searched_value"] == cost.flops - 1 and result["source"] == str(search)
     assert load_model(tmp_path / "run")[1]["budgets"] == result["budgets"]
+    # an option that widens the searched network past its budget is refused before training, nothing written
+    code = cli_main(["train", str(search), "--channels", "16", "--epochs", "1", "--quiet", "--run-dir",
+                     str(tmp_path / "wide")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and not (tmp_path / "wide").exists()
+    assert "with --channels 16 the network's params is" in err and "genotype.json to leave the budget behind" in err
     assert "| flops |" in (tmp_path / "run" / "report.md").read_text()
 
 

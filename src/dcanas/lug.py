@@ -478,6 +478,9 @@ def build_lug(base: Any, metric: str = "params", search_budgets: Sequence[float]
         raise LugError(f"--executor must be one of {', '.join(EXECUTORS)}")
     if not gpus_per_search >= 0:
         raise LugError(f"--gpus-per-search must be 0 or more, got {gpus_per_search}")
+    for flag, count in (("--workers", workers), ("--threads", threads)):
+        if count is not None and count < 1:  # 0 would silently mean the default
+            raise LugError(f"{flag} must be at least 1, got {count}")
     if base.eval_channels == "auto":
         raise LugError("--channels auto picks a width per budget; a look-up graph needs one fixed width")
     seeds = sorted({int(s) for s in seeds})

@@ -49,6 +49,8 @@ def run_repeats(config: Any, repeats: int | None = None, run_dir: str | Path | N
     from .search_loop import _run_name, prepare_search
     from .threads import available_cores
 
+    if jobs is not None and jobs < 1:  # before anything is written
+        raise ConfigError(f"--repeat-jobs must be at least 1, got {jobs}")
     if resume:
         run_dir = Path(run_dir)
         try:
@@ -68,8 +70,6 @@ def run_repeats(config: Any, repeats: int | None = None, run_dir: str | Path | N
         seeds = [config.seed + k for k in range(repeats)]
         run_dir = prepare_run_dir(run_dir, False, _run_name(config) + f"-x{repeats}")
         write_json(run_dir / REPEATS_FILE, {"config": config.to_dict(), "seeds": seeds, "select": select, "runs": []})
-    if jobs is not None and jobs < 1:
-        raise ConfigError(f"--repeat-jobs must be at least 1, got {jobs}")
     on_cpu = config.device == "cpu" or (config.device == "auto" and not _cuda_available())
     jobs = jobs or (min(len(seeds), available_cores()) if on_cpu else 1)
     threads = config.threads or max(1, available_cores() // jobs)

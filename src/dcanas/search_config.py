@@ -287,6 +287,9 @@ def make_search_config(dataset: str = SearchConfig.dataset, *, unconstrained: bo
     if unknown:
         raise ConfigError(f"unknown search option(s): {', '.join(unknown)}")
     given = {k: v for k, v in given.items() if v is not None}
+    typed_budgets = [f"--{k.replace('_', '-')}" for k in BUDGET_FIELDS if k in given]
+    if unconstrained and typed_budgets:
+        raise ConfigError(f"--unconstrained searches without any budget; drop it or {', '.join(typed_budgets)}")
     if base is not None:  # a saved config.json: everything as it was, then what was typed
         values.update({**base, "dataset": dataset})  # the caller resolved --dataset over the file's
         if given.get("space", values["space"]) != values["space"] and "rerank" not in given:

@@ -41,7 +41,7 @@ from .runs import (CHECKPOINT, atomic_write_text, load_checkpoint, prepare_run_d
 from .spaces.darts.genotype import GENOTYPES, Genotype, genotype_to_text, load_genotype, parse_genotype
 from .spaces.darts.network import EvalNetwork, EvalSetting, eval_setting_for, setting_for_named_dataset
 from .threads import choose_threads, use_threads
-from .units import readable
+from .units import amount, readable
 
 BEST_FILE = "best.pt"
 SELECT_CHOICES = ("last", "val", "test")
@@ -386,6 +386,19 @@ class TrainResult:
                 "world_size": self.world_size, "stopped_early": self.stopped_early}
 
 
+def refuse_budget_breaking_overrides(source: GenotypeSource, setting: EvalSetting, net: EvalNetwork) -> None:
+    """Options that change a searched network (--channels, --cells, ...) and so break its budget are refused before
+    any training, not reported as EXCEEDED after it."""
+    if not source.budgets or source.setting is None or setting == source.setting:
+        return
+    changed = [f"--{k.replace('_', '-')} {v}" for k, v in setting.to_dict().items() if v != getattr(source.setting, k)]
+    for metric, b in recheck_budgets(source.budgets, net).items():
+        if b["recounted"] and not b["ok"]:
+            raise ConfigError(f"with {', '.join(changed)} the network's {metric} is {amount(metric, b['value'])}, over "
+                              f"the {amount(metric, b['limit'])} {source.run_dir} was searched for; drop the option, "
+                              f"or train {Path(source.run_dir or '.') / 'genotype.json'} to leave the budget behind")
+
+
 def recheck_budgets(recorded: dict[str, dict], net: EvalNetwork) -> dict[str, dict]:
     """Each budget a search recorded, re-checked on the trained network (params and FLOPs recounted)."""
     cost = measure_network(net).to_dict()
@@ -578,6 +591,8 @@ def _train(config: TrainConfig, run_dir: str | Path | None, checkpoint: dict | N
     data = _training_data(config, source, checkpoint, rank, world_size, device, log)
     setting = data.setting
     net, channels_last = _build_network(genotype, setting, config, device, world_size)
+    if not resume:
+        refuse_budget_breaking_overrides(source, setting, net)
     stepper = TrainStep(net, config, genotype, device, rank, world_size, channels_last)
     selection = config.selection
 

@@ -50,6 +50,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.repeats is not None and (args.dry_run or args.resume):
         raise ConfigError("--repeats starts a new set of searches; --resume RUN_DIR continues one as it was "
                           "started, and --dry-run runs none")
+    if args.repeat_jobs is not None and args.repeats is None and not (args.resume and is_repeats_dir(args.resume)):
+        raise ConfigError("--repeat-jobs sets how many searches of --repeats N run at once; give --repeats too")
     if args.repeat_select is not None and args.repeats is None:
         raise ConfigError("--repeat-select chooses how --repeats N makes one network of N searches; give --repeats "
                           "too (a resumed set keeps the selection it was started with)")
