@@ -50,6 +50,7 @@ def one_line_error(capsys, argv: list[str], needle: str) -> str:
     (["train", "DARTS_V2", *DIGITS, "--channels", "100000"], "--channels must be in 2..1024"),
     (["count", "DARTS_V2", "--image-size", "10000000"], "--image-size must be in"),
     (["count", "DARTS_V2", "--channels", "100000"], "--channels must be in"),
+    (["count", "DARTS_V2", "--classes", "0"], "--classes must be in 1..100000, got 0"),
     (["count", "DARTS_V2", "--dataset", "fashoin-mnist"], "dataset 'fashoin-mnist' has no published setting"),
     (["count", "DARTS_V2", "--dataset", "mine", "--in-channels", "3", "--image-size", "64"], "--classes"),
     (["random-cell", "--max-params", "300K", "--dataset", "fashoin-mnist"], "known: cifar10, cifar100"),
@@ -59,6 +60,13 @@ def one_line_error(capsys, argv: list[str], needle: str) -> str:
     (["search", "--repeats", "2", "--repeat-jobs", "0"], "--repeat-jobs must be at least 1, got 0"),
     (["lug", "build", "--workers", "0"], "--workers must be at least 1, got 0"),
     (["lug", "build", "--threads", "0"], "--threads must be at least 1, got 0"),
+    (["search", "--latency-device", "pixel3"], "--latency-device reads NAS-Bench-201's table (--space nb201)"),
+    (["search", "--bench-table", "t.csv", "--latency-device", "pixel3"], "--latency-device and --bench-table read"),
+    (["search", "--space", "nb201", "--dataset", "synthetic", "--bench-table", "nosuch.csv"],
+     "--bench-table nosuch.csv: no such file"),
+    (["profile", "--ops", "--dataset", "digits", "--out", "."], "--out . is a folder; give the latency table's"),
+    (["export", "DARTS_V2", "--dataset", "digits", "--cells", "5", "--channels", "8", "--onnx", "."],
+     "cannot write .: it is a folder; give a file name"),
     (["search", "--epochs", "0"], "--epochs must be an integer >= 1"),
     (["search", "--derive-by", "votes"], "--derive-by must be one of alphas, perturbation, not 'votes'"),
     (["search", "--derive-images", "0"], "--derive-images must be an integer >= 1"),
@@ -167,7 +175,7 @@ def test_training_a_search_on_another_dataset_is_refused(tiny_search, tmp_path, 
     assert not (tmp_path / "t").exists()
 
 
-@pytest.mark.parametrize("damage", ["missing-keys", "bad-setting", "not-a-dict"])
+@pytest.mark.parametrize("damage", ["missing-keys", "bad-setting", "not-a-dict", "truncated"])
 def test_export_of_a_damaged_model_file(tmp_path, capsys, damage):
     from dcanas.model_io import save_model
     from dcanas.spaces.darts.genotype import GENOTYPES
@@ -180,11 +188,14 @@ def test_export_of_a_damaged_model_file(tmp_path, capsys, damage):
         state["state_dict"] = dict(list(state["state_dict"].items())[:5])
     elif damage == "bad-setting":
         state["setting"]["cells"] = "many"
-    else:
+    elif damage == "not-a-dict":
         state = [1, 2, 3]
     save_checkpoint(model, state)
+    if damage == "truncated":
+        model.write_bytes(model.read_bytes()[:1000])
     before = model.read_bytes()
-    one_line_error(capsys, ["export", str(model)], str(model))
+    last = one_line_error(capsys, ["export", str(model)], str(model))
+    assert "restart the run" not in last  # a model file is not a run to restart
     assert model.read_bytes() == before and not (tmp_path / "model.onnx").exists()
 
 
@@ -302,3 +313,18 @@ def test_the_dataset_help_names_every_preset(capsys):
         main(["count", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
     assert all(name in help_text for name in PRESETS), help_text  # the help's list is written out, not imported
+
+
+def test_a_training_run_given_where_a_genotype_or_search_belongs(tmp_path, capsys):
+    train_dir = tmp_path / "train"
+    assert main(["train", "DARTS_V2", *DIGITS, "--max-steps", "1", "--epochs", "1", "--quiet",
+                 "--run-dir", str(train_dir)]) == 0
+    capsys.readouterr()
+    before = snapshot(train_dir)
+    one_line_error(capsys, ["count", str(train_dir)], "is a training run (it holds model.pt, not a genotype)")
+    one_line_error(capsys, ["train", str(train_dir), "--run-dir", str(tmp_path / "again")], "dcanas train --resume")
+    one_line_error(capsys, ["land", str(train_dir), "--max-params", "150K"], "is a training run; land the search run")
+    (tmp_path / "empty").mkdir()
+    one_line_error(capsys, ["land", str(tmp_path / "empty"), "--max-params", "150K"],
+                   "give the run folder of a finished `dcanas search`")
+    assert snapshot(train_dir) == before and not (tmp_path / "again").exists()

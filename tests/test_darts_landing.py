@@ -194,6 +194,11 @@ def test_land_refuses_a_space_that_cannot_list_and_leaves_no_folder_when_the_lan
     with pytest.raises(ConfigError, match="space cannot"):
         land_search(tmp_path / "search", {"max_params": 190_000}, tmp_path / "out", log=lambda m: None)
     assert not (tmp_path / "out").exists()
+    # an NB201-only option (here with a typo in the device) is refused, not ignored
+    with pytest.raises(ConfigError, match="--latency-device reads NAS-Bench-201's table"):
+        land_search(tmp_path / "search", {"max_params": 190_000, "latency_device": "pixle3"}, tmp_path / "out",
+                    log=lambda m: None)
+    assert not (tmp_path / "out").exists()
 
 
 def test_land_refuses_mixing_weights_of_another_shape_in_one_line(tmp_path):

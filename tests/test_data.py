@@ -433,6 +433,22 @@ def test_imagefolder_errors(tmp_path: Path):
         load_dataset("imagefolder", bad_tar)
 
 
+def test_imagefolder_with_no_decodable_image_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture):
+    """No image the size probe can read: the `cannot decode` error --image-size gives, not a traceback."""
+    from dcanas.cli import main
+
+    root = write_files(tmp_path / "img", {"train/a/x.png": b"junk, not a png", "test/a/y.png": b"junk too"})
+    for mode, name in (("auto", "test/a/y.png"), ("stream", "train/a/x.png")):  # auto probes the first image
+        with pytest.raises(DatasetError, match=rf"imagefolder: cannot decode {re.escape(name)} .*remove or replace"):
+            load_dataset("imagefolder", root, data_mode=mode)
+    run = tmp_path / "run"
+    assert main(["search", "--dataset", "imagefolder", "--data-dir", str(root), "--max-steps", "1", "--quiet",
+                 "--run-dir", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("dcanas: error: imagefolder: cannot decode test/a/y.png") and "\n" not in err
+    assert "Traceback" not in err and not run.exists()
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not CIFAR10_JPEG.is_file(), reason=f"{CIFAR10_JPEG} is absent (shared test data)")
 def test_imagefolder_real_cifar10_jpeg_tarball():

@@ -8,7 +8,7 @@ import torch
 from dcanas.cli import main
 from dcanas.spaces.darts.cost import build_cost_table
 from dcanas.errors import BudgetError, DcanasError
-from dcanas.export import export_onnx, export_torchscript
+from dcanas.export import export_onnx, export_torchscript, opset_range
 from dcanas.spaces.darts.latency import attach_latency_table, load_latency_table
 from dcanas.model_io import save_model
 from dcanas.search_config import SearchConfig
@@ -20,6 +20,7 @@ from dcanas.spaces.darts.ops import PRIMITIVES
 ort = pytest.importorskip("onnxruntime", reason="export and profile need onnxruntime: pip install -e .[export]")
 
 TINY = {"cells": 5, "channels": 8}  # digits: 1x8x8 input, 10 classes
+TORCHSCRIPT_MAX_OPSET = opset_range("torchscript")[1]
 
 
 
@@ -102,6 +103,52 @@ def test_export_user_errors_exit_2_with_one_line(tmp_path, capsys, case):
     assert not (tmp_path / "model.onnx").exists()
 
 
+def one_line_error(capsys, argv: list[str], needle: str) -> str:
+    """Run the CLI in-process; assert exit 2, nothing on stdout and one `dcanas: error:` line containing `needle`."""
+    code = main(argv)
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert code == 2, (argv, err)
+    assert err.startswith("dcanas: error:") and "\n" not in err and "Traceback" not in err, err
+    assert needle in err and not captured.out, (needle, err, captured.out[:500])
+    return err
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--opset", "999"], "--opset 999 is out of range"),
+    (["--opset", "3"], "--opset 3 is out of range"),
+    (["--opset", str(TORCHSCRIPT_MAX_OPSET + 1), "--exporter", "torchscript"], "is out of range: the torchscript"),
+    (["--image-size", "0"], "--image-size must be at least 1, got 0"),  # not the trained size in silence
+])
+def test_export_refuses_a_bad_opset_or_image_size_before_writing(tmp_path, capsys, args, needle):
+    model = tmp_path / "model.pt"
+    save_model(model, trained_like_net())
+    err = one_line_error(capsys, ["export", str(model), *args], needle)
+    if "--opset" in args:
+        low, high = opset_range(args[-1] if "--exporter" in args else "auto")
+        assert f"ONNX opsets {low}..{high}" in err
+        assert ("--exporter dynamo for up to" in err) == (high < int(args[1]) <= opset_range("dynamo")[1])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]  # no .onnx, no .onnx.json
+
+
+@pytest.mark.parametrize("opset, exporter", [
+    (16, "torchscript"),
+    pytest.param(TORCHSCRIPT_MAX_OPSET + 1, "dynamo", marks=pytest.mark.skipif(
+        TORCHSCRIPT_MAX_OPSET == opset_range()[1], reason="this torch's exporters end at the same opset")),
+])
+def test_export_reports_the_opset_in_the_file(tmp_path, capsys, opset, exporter):
+    """--json and the text say the opset the written file has; auto takes the dynamo exporter above the other's."""
+    onnx = pytest.importorskip("onnx")
+    if exporter == "dynamo":
+        pytest.importorskip("onnxscript", reason="the dynamo exporter needs onnxscript (in the export extra)")
+    model = tmp_path / "model.pt"
+    save_model(model, trained_like_net())
+    assert main(["export", str(model), "--opset", str(opset), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)["onnx"]
+    written = {o.version for o in onnx.load(str(tmp_path / "model.onnx")).opset_import if o.domain in ("", "ai.onnx")}
+    assert info["exporter"] == exporter and info["opset"] == opset and written == {opset}
+
+
 def test_profile_onnx_file(tmp_path, capsys):
     export_onnx(trained_like_net(), tmp_path / "m.onnx", dynamic_batch=True)
     assert main(["profile", str(tmp_path / "m.onnx"), "--runs", "20", "--batch-size", "2", "--json", "--quiet"]) == 0
@@ -175,6 +222,24 @@ def test_max_latency_without_table_is_refused(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("dcanas: error:") and "\n" not in err and "--latency-table" in err
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_profile_refuses_timing_options_that_measure_nothing(tmp_path, capsys):
+    """0 runs (or rounds, or batch) is refused, not replaced by the default; --calibrate -1 too (0: none)."""
+    export_onnx(trained_like_net(), tmp_path / "m.onnx")
+    for args, needle in [(["--runs", "0"], "--runs must be >= 1, got 0"),
+                         (["--runs", "-3"], "--runs must be >= 1, got -3"),
+                         (["--rounds", "0"], "--rounds must be >= 1, got 0"),
+                         (["--warmup", "-1"], "--warmup must be >= 0, got -1"),
+                         (["--batch-size", "0"], "--batch-size must be >= 1, got 0"),
+                         (["--threads", "-1"], "--threads must be >= 0")]:
+        one_line_error(capsys, ["profile", str(tmp_path / "m.onnx"), "--quiet", *args], needle)
+    table = tmp_path / "table.json"
+    ops = ["profile", "--ops", "--dataset", "digits", "--cells", "5", "--channels", "8", "--out", str(table), "--quiet"]
+    for args, needle in [(["--calibrate", "-1"], "--calibrate must be >= 0 (0: no calibration), got -1"),
+                         (["--runs", "0"], "--runs must be >= 1, got 0")]:
+        one_line_error(capsys, [*ops, *args], needle)
+    assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]  # no latency table
 
 
 def test_profile_cli_user_errors(tmp_path, latency_table, capsys):

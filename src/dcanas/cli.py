@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     def command(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-        p.set_defaults(handler=handler)
+        p.set_defaults(handler=handler, help_prog=p.prog)
         return p
 
     from .commands import register_all
@@ -43,7 +43,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .logs import log_to_stderr
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:  # point at the subcommand's help, where its options are, not the top level's
+        parser.exit(2, f"dcanas: error: unrecognized arguments: {' '.join(extras)} "
+                       f"(see {getattr(args, 'help_prog', parser.prog)} --help)\n")
     log_to_stderr()
     try:
         return args.handler(args)

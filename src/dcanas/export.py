@@ -8,8 +8,8 @@ ONNX export uses PyTorch's TorchScript-based exporter by default. On this projec
 about 5-10x faster than the torch.export-based ("dynamo") exporter (about 1.5 s against 9-18 s for an
 8-cell net), needs no `onnxscript`, and folds BatchNorm into the convolutions; that speed matters to
 `dcanas profile --ops`, which exports dozens of ops. `exporter="auto"` falls back to the dynamo
-exporter where the TorchScript one fails (it is deprecated and will be removed from PyTorch), and
-either way the file is verified in onnxruntime before it is written.
+exporter where the TorchScript one fails (it is deprecated and will be removed from PyTorch) or for an
+opset above the TorchScript one's, and either way the file is verified in onnxruntime before it is written.
 """
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .checks import int_in
 from .errors import ConfigError, DcanasError, RunDirError
 from .model_io import MODEL_FILE, load_model
 from .runs import atomic_write_bytes, write_json
@@ -110,7 +111,7 @@ def example_input(net: EvalNetwork, batch_size: int = 1, image_size: int | None 
     """A fixed random input of the network's shape (batch_size x C x size x size)."""
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
-    size = image_size or net.setting.image_size
+    size = net.setting.image_size if image_size is None else image_size  # 0 is refused, not the default
     if size < 1:
         raise ConfigError(f"--image-size must be at least 1, got {size}")
     generator = torch.Generator().manual_seed(seed)
@@ -147,14 +148,47 @@ def inference_copy(net: EvalNetwork) -> EvalNetwork:
     return _prepare(copy)
 
 
+def opset_range(exporter: str = "auto") -> tuple[int, int]:
+    """The ONNX opsets the installed torch's `exporter` writes (auto: either exporter's)."""
+    constants = getattr(torch.onnx, "_constants", None)  # torch states its range only in this private module
+    low = getattr(constants, "ONNX_MIN_OPSET", 7)
+    high = getattr(constants, "ONNX_MAX_OPSET", DYNAMO_MIN_OPSET)
+    if exporter == "torchscript":
+        return low, getattr(constants, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", high)
+    return low, high  # dynamo raises an opset below DYNAMO_MIN_OPSET to it
+
+
+def check_opset(opset: int, exporter: str = "auto") -> None:
+    """Refuse an opset `exporter` cannot write, before anything is exported (torch would dump its graph and
+    fall back to another opset)."""
+    low, high = opset_range(exporter)
+    if int_in(opset, low, high):
+        return
+    which = f"torch {torch.__version__}"
+    which = which if exporter == "auto" else f"the {exporter} exporter of {which}"
+    dynamo_high = opset_range("dynamo")[1]
+    hint = f", or --exporter dynamo for up to {dynamo_high}" if high < opset <= dynamo_high else ""
+    raise ConfigError(f"--opset {opset} is out of range: {which} writes ONNX opsets {low}..{high}; pass one of "
+                      f"those (default {DEFAULT_OPSET}){hint}")
+
+
+def model_opset(model: bytes) -> int:
+    """The opset of the default ONNX domain that a serialised model imports."""
+    import onnx
+
+    imports = onnx.load_from_string(model).opset_import
+    return next(entry.version for entry in imports if entry.domain in ("", "ai.onnx"))
+
+
 def onnx_bytes(module: nn.Module, example: torch.Tensor, *, dynamic_batch: bool = False, opset: int = DEFAULT_OPSET,
                exporter: str = "auto") -> tuple[bytes, str]:
     """Export `module` (eval mode) to an in-memory ONNX model; returns (bytes, exporter used)."""
     if exporter not in EXPORTERS:
         raise ConfigError(f"--exporter must be one of {', '.join(EXPORTERS)}, not {exporter!r}")
+    check_opset(opset, exporter)
     _prepare(module)
     failure: Exception | None = None
-    if exporter in ("auto", "torchscript"):
+    if exporter == "torchscript" or (exporter == "auto" and opset <= opset_range("torchscript")[1]):
         try:
             with single_thread():
                 return _export_torchscript_onnx(module, example, dynamic_batch, opset), "torchscript"
@@ -301,8 +335,7 @@ def export_onnx(net: EvalNetwork, path: str | Path, *, batch_size: int = 1, imag
     diff = verify_onnx(model, net, inputs, tolerance)
     size = image_size or net.setting.image_size
     batch: int | str = "batch" if dynamic_batch else batch_size
-    opset = max(opset, DYNAMO_MIN_OPSET) if used == "dynamo" else opset
-    summary = {"path": str(path), "exporter": used, "opset": opset, "bytes": len(model),
+    summary = {"path": str(path), "exporter": used, "opset": model_opset(model), "bytes": len(model),
                "input_shape": [batch, net.setting.in_channels, size, size],
                "output_shape": [batch, net.setting.num_classes], "dynamic_batch": dynamic_batch,
                "max_abs_diff": diff, "tolerance": tolerance, "verified_batch_sizes": batches}

@@ -26,7 +26,7 @@ def load_model(path: str | Path) -> tuple[EvalNetwork, dict[str, Any]]:
     path = Path(path)
     if path.is_dir():
         path = path / MODEL_FILE
-    state = load_checkpoint(path)
+    state = load_checkpoint(path, "model file", "give a model.pt written by `dcanas train` (or train again)")
     if not isinstance(state, dict) or state.get("format") != MODEL_FORMAT:
         raise RunDirError(f"{path} is not a dcanas model file (expected one written by `dcanas train`)")
     try:

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import ConfigError, DcanasError, RunDirError
-from .runs import clear_folder, prepare_run_dir, stopped_before_checkpoint, write_json
+from .model_io import MODEL_FILE
+from .runs import CHECKPOINT, clear_folder, prepare_run_dir, stopped_before_checkpoint, write_json
 from .search_config import BUDGET_FIELDS, SearchConfig
 from .spaces import SPACES
 
@@ -93,9 +94,12 @@ def _finished_search(search_dir: Path) -> tuple[dict[str, Any], SearchConfig]:
     """The finished search's result.json and its config, or one line saying why it cannot be landed."""
     if not search_dir.is_dir():
         raise RunDirError(f"{search_dir} is not a folder; give the run folder of a finished `dcanas search`")
+    if (search_dir / MODEL_FILE).is_file():
+        raise RunDirError(f"{search_dir} is a training run; land the search run folder it trained")
     if not (search_dir / "result.json").is_file() or not (search_dir / "config.json").is_file():
-        raise RunDirError(f"{search_dir} holds no finished search (config.json and result.json); finish it with "
-                          f"`dcanas search --resume {search_dir}` first")
+        how = (f"finish it with `dcanas search --resume {search_dir}` first" if (search_dir / CHECKPOINT).is_file()
+               else "give the run folder of a finished `dcanas search`")
+        raise RunDirError(f"{search_dir} holds no finished search (config.json and result.json); {how}")
     try:
         searched = json.loads((search_dir / "result.json").read_text())
         config = SearchConfig.from_dict(json.loads((search_dir / "config.json").read_text()))

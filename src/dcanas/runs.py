@@ -44,6 +44,8 @@ def current_umask() -> int:
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write `data` to `path` so that a crash leaves either the old file or the new one, never half."""
     path = Path(path)
+    if path.is_dir():
+        raise RunDirError(f"cannot write {path}: it is a folder; give a file name (nothing was written)")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -62,7 +64,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         if isinstance(exc, OSError):
             kept = "the previous version is kept" if path.exists() else "nothing was written"
             raise RunDirError(f"cannot write {path} ({exc.strerror or exc}); {kept} — free some space or "
-                              f"choose another --run-dir") from None
+                              f"write it elsewhere") from None
         raise
 
 
@@ -91,10 +93,14 @@ def refuse_resume_after_max_steps(checkpoint: dict, max_steps: int | None, run_d
         raise RunDirError(f"{run_dir} already stopped at --max-steps {max_steps} and its results stand; {to_go_on}")
 
 
-def load_checkpoint(path: Path) -> dict:
-    """Load a checkpoint, turning a missing or corrupt file into one clear RunDirError."""
+def load_checkpoint(path: Path, what: str = "checkpoint",
+                    if_damaged: str = "restart the run in a new folder") -> dict:
+    """Load a checkpoint (or another torch file dcanas wrote: `what`), turning a missing or corrupt file into one clear
+    RunDirError that ends with `if_damaged`."""
     path = Path(path)
     if not path.is_file():
+        if what != "checkpoint":
+            raise RunDirError(f"no {what} at {path}; {if_damaged}")
         raise RunDirError(f"no checkpoint at {path}; nothing to resume (start the run without --resume)")
     try:
         # weights_only: tensors and plain containers only; a pickled payload is refused, never run
@@ -103,11 +109,10 @@ def load_checkpoint(path: Path) -> dict:
         if "allowed global" in str(exc) or "Unsupported global" in str(exc):
             raise RunDirError(f"{path} holds Python objects other than weights and plain data; dcanas loads "
                               f"only files it wrote itself and will not run code from a file") from None
-        raise RunDirError(f"checkpoint {path} is unreadable (not a torch file, or truncated); "
-                          f"restart the run in a new folder") from None
+        raise RunDirError(f"{what} {path} is unreadable (not a torch file, or truncated); {if_damaged}") from None
     except Exception as exc:  # torch raises many types for a truncated or foreign file
-        raise RunDirError(f"checkpoint {path} is unreadable ({type(exc).__name__}); "
-                          f"it may be truncated, restart the run in a new folder") from None
+        raise RunDirError(f"{what} {path} is unreadable ({type(exc).__name__}); it may be truncated, "
+                          f"{if_damaged}") from None
 
 
 def prepare_run_dir(run_dir: str | Path | None, resume: bool, default_name: str, root: str | Path = "runs",

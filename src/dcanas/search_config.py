@@ -4,6 +4,7 @@ spaces, the LUG and the CLI can name it without importing the search loop."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any
 
 from .checks import (MAX_CELLS, MAX_CHANNELS, MAX_IMAGE_SIZE, check_device, int_in, positive, raise_first,
@@ -118,6 +119,15 @@ class SearchConfig:
         if self.space not in SPACES.names():
             raise ConfigError(f"--space must be one of {', '.join(SPACES.names())}, not {self.space!r}")
         check_remedy(self.remedy)
+        space = SPACES.get(self.space)
+        benchmark_options = [f for f, v in (("--latency-device", self.latency_device),
+                                            ("--bench-table", self.bench_table)) if v]
+        if benchmark_options and not space.has_benchmark:
+            raise ConfigError(f"{' and '.join(benchmark_options)} {'read' if len(benchmark_options) > 1 else 'reads'} "
+                              f"NAS-Bench-201's table (--space nb201); the "
+                              f"{self.space} space measures latency with --latency-table FILE (`dcanas profile --ops`)")
+        if self.bench_table and not Path(self.bench_table).expanduser().is_file():
+            raise ConfigError(f"--bench-table {self.bench_table}: no such file")
         if self.budget_scope == "landing" and not SPACES.get(self.space).can_rerank:
             raise ConfigError(f"--budget-scope landing lands the search in the budget by listing every architecture "
                               f"inside it, which the {self.space} space cannot; use --budget-scope all or parametric")

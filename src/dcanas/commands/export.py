@@ -14,9 +14,11 @@ _SHAPE_OPTIONS = ("cells", "channels", "num_classes", "in_channels", "style")
 def cmd_export(args: argparse.Namespace) -> int:
     """Export to ONNX (and TorchScript), each verified against PyTorch before it is written."""
     from ..errors import ConfigError
-    from ..export import (deployment_metadata, default_onnx_path, export_onnx, export_pt2, export_torchscript,
-                          load_network, names_a_model)
+    from ..export import (check_opset, deployment_metadata, default_onnx_path, export_onnx, export_pt2,
+                          export_torchscript, load_network, names_a_model)
 
+    if not args.no_onnx:
+        check_opset(args.opset, args.exporter)  # before loading, exporting or writing anything
     setting = None if names_a_model(args.source) else eval_setting_from_args(args, args.source)
     loaded = load_network(args.source, setting)
     image_size = None
@@ -93,7 +95,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def register(command) -> None:
     """Add the subcommand."""
-    from ..export import DEFAULT_OPSET, DEFAULT_TOLERANCE, EXPORTERS
+    from ..export import DEFAULT_OPSET, DEFAULT_TOLERANCE, DYNAMO_MIN_OPSET, EXPORTERS, opset_range
     from ..quantize import DEFAULT_CALIBRATION_IMAGES, DEFAULT_EVAL_IMAGES
 
     p = command("export", cmd_export, "export a model to ONNX / TorchScript, verified against PyTorch")
@@ -112,11 +114,14 @@ def register(command) -> None:
                    help=f"test images that score fp32 against int8 (default {DEFAULT_EVAL_IMAGES}, class-balanced)")
     p.add_argument("--batch-size", type=int, default=1, help="batch size of the exported input (default 1)")
     p.add_argument("--dynamic-batch", action="store_true", help="make the ONNX batch axis dynamic")
-    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
+    (low, high), torchscript_high = opset_range(), opset_range("torchscript")[1]
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET,
+                   help=f"ONNX opset (default {DEFAULT_OPSET}; {low}..{high} with this torch, the torchscript exporter "
+                        f"up to {torchscript_high}, the dynamo one {DYNAMO_MIN_OPSET} or later)")
     p.add_argument("--exporter", choices=EXPORTERS, default="auto",
                    help="torch.onnx exporter: torchscript (5x faster, half the file size here), dynamo (the "
                         "torch.export-based one; onnxscript comes with the export extra), auto (torchscript, dynamo "
-                        "if it fails or is gone)")
+                        "above its opsets, or if it fails or is gone)")
     p.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
                    help=f"max abs difference from PyTorch, relative to max(1, |logits|) (default {DEFAULT_TOLERANCE:g})")
     add_eval_options(p)

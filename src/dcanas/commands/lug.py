@@ -77,7 +77,7 @@ def register(command) -> None:
         # SUPPRESS: `dcanas lug --json build` keeps the flag the parent parser already set
         a.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                        help="print one JSON object instead of a table")
-        a.set_defaults(handler=handler)
+        a.set_defaults(handler=handler, help_prog=a.prog)
         return a
 
     b = action("build", cmd_lug_build, "run searches at several search budgets and fit the look-up graph")

@@ -19,6 +19,20 @@ def _device_text(device: dict) -> str:
             f"{device['threads']} thread(s)")
 
 
+def _check_timing(args: argparse.Namespace) -> None:
+    """Refuse timing options that would measure nothing or fall back to a default, before exporting anything."""
+    from ..checks import int_in, raise_first
+
+    raise_first([
+        (args.runs is None or int_in(args.runs, 1), f"--runs must be >= 1, got {args.runs}"),
+        (int_in(args.rounds, 1), f"--rounds must be >= 1, got {args.rounds}"),
+        (int_in(args.warmup, 0), f"--warmup must be >= 0, got {args.warmup}"),
+        (int_in(args.batch_size, 1), f"--batch-size must be >= 1, got {args.batch_size}"),
+        (int_in(args.threads, 0), f"--threads must be >= 0 (0: one per physical core), got {args.threads}"),
+        (int_in(args.calibrate, 0), f"--calibrate must be >= 0 (0: no calibration), got {args.calibrate}"),
+    ])
+
+
 def cmd_profile_ops(args: argparse.Namespace) -> int:
     """Measure the per-op latency table of an evaluation setting and write it as JSON."""
     from ..spaces.darts.cost import build_cost_table
@@ -29,12 +43,14 @@ def cmd_profile_ops(args: argparse.Namespace) -> int:
         raise ConfigError("--ops measures every candidate op of an evaluation setting (--dataset, --cells, ...); "
                           "drop the model argument, or drop --ops to profile the model")
     setting = eval_setting_from_args(args)
+    out = Path(args.out or f"latency-{args.dataset or 'cifar10'}-{setting.cells}x{setting.channels}.json")
+    if out.is_dir():  # refused before minutes of measuring, not after
+        raise ConfigError(f"--out {out} is a folder; give the latency table's file name")
+    runs = DEFAULT_OP_RUNS if args.runs is None else args.runs
     table = measure_latency_table(setting, batch_size=args.batch_size, threads=args.threads, warmup=args.warmup,
-                                  runs=args.runs or DEFAULT_OP_RUNS, rounds=args.rounds, calibrate=args.calibrate,
-                                  exporter=args.exporter, progress=not args.quiet, provider=args.provider,
-                                  int8=args.int8)
+                                  runs=runs, rounds=args.rounds, calibrate=args.calibrate, exporter=args.exporter,
+                                  progress=not args.quiet, provider=args.provider, int8=args.int8)
     s = setting
-    out = Path(args.out or f"latency-{args.dataset or 'cifar10'}-{s.cells}x{s.channels}.json")
     table.save(out)
     costs = build_cost_table(setting)
     costs.add_metric("latency", table.entries, table.fixed)
@@ -64,6 +80,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from ..profile import DEFAULT_RUNS, check_provider, profile_model
 
     check_provider(args.provider)  # before any measuring or writing
+    _check_timing(args)
     if args.int8 and not args.ops:
         raise ConfigError("--int8 times the ops of a latency table (--ops); to time an int8 model, profile the "
                           "file `dcanas export --int8` wrote")
@@ -72,7 +89,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     if not args.target:
         raise ConfigError("give a model to profile (model.onnx, model.pt, a run folder, or a genotype), "
                           "or --ops to measure the per-op latency table")
-    runs = args.runs or DEFAULT_RUNS
+    runs = DEFAULT_RUNS if args.runs is None else args.runs
     options = dict(batch_size=args.batch_size, threads=args.threads, warmup=args.warmup, runs=runs,
                    rounds=args.rounds, progress=not args.quiet, provider=args.provider)
     target = Path(args.target)

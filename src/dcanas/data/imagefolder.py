@@ -217,16 +217,21 @@ def _probe(images: EncodedImages, image_size: int | None, where: Path | None, co
     """(channels, size) for streaming: 1 channel if every probed image is greyscale; the common square size of
     the probed images unless `image_size` is given (their headers only, evenly spaced over the set)."""
     modes, shapes = set(), {}
+    unreadable: tuple[str, Exception] | None = None
     for i in np.unique(np.linspace(0, len(images) - 1, min(count, len(images))).round().astype(np.int64)):
         try:
             with Image.open(io.BytesIO(images.read(int(i)))) as image:
                 modes.add(image.mode)
                 shapes.setdefault(image.size, images.names[int(i)])
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+            unreadable = unreadable or (images.names[int(i)], exc)
             continue  # an unreadable image is reported when a batch reaches it
     channels = 1 if modes and modes <= GREY_MODES else 3
     if image_size is not None:
         return channels, image_size
+    if not shapes and unreadable is not None:  # no size to read off: say which image, as decoding it would
+        name, exc = unreadable
+        raise DatasetError(f"imagefolder: cannot decode {name} ({exc}); remove or replace it")
     if len(shapes) == 1 and next(iter(shapes))[0] == next(iter(shapes))[1]:
         return channels, next(iter(shapes))[0]
     (a, name_a), (b, name_b) = (list(shapes.items()) + [((0, 0), "?")])[:2]

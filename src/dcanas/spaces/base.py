@@ -51,6 +51,7 @@ class SearchSpace(ABC):
     fills_by_default: bool = False  # whether --fill-budget is on unless the user says otherwise
     reranks_by_default: str = "none"  # the proxy --rerank uses unless the user says otherwise ("none": off)
     chooses_inputs: bool = False  # whether each node keeps only some of its incoming edges (DARTS: two)
+    has_benchmark: bool = False  # whether a benchmark table gives its true accuracies and device latencies
 
     @property
     def can_rerank(self) -> bool:

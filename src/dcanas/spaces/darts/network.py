@@ -34,7 +34,8 @@ class EvalSetting:
                   "in_channels": 64}
         for name, most in limits.items():
             if not int_in(getattr(self, name), 1, most):
-                raise ConfigError(f"--{name.replace('_', '-')} must be in 1..{most}, got {getattr(self, name)!r}")
+                flag = "classes" if name == "num_classes" else name.replace("_", "-")  # the options' own names
+                raise ConfigError(f"--{flag} must be in 1..{most}, got {getattr(self, name)!r}")
         if self.channels % 2:
             raise ConfigError(f"--channels must be even (stride-2 skip connections split channels in two), "
                               f"got {self.channels}")

@@ -55,6 +55,7 @@ class NB201Space(SearchSpace):
     alpha_names = ("alpha",)
     fills_by_default = True  # measured on the NB201 yardstick: BENCHMARKS.md §12
     reranks_by_default = "synflow+meco+budget"  # likewise
+    has_benchmark = True  # --bench-table, --latency-device
 
     # -- settings and tables ----------------------------------------------------------------
 
