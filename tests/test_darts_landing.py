@@ -182,6 +182,11 @@ def test_land_refuses_a_space_that_cannot_list_and_leaves_no_folder_when_the_lan
     config = SearchConfig(dataset="digits", epochs=1, max_steps=2, batch_size=32, seed=0, threads=1,
                           max_params=200_000, rerank="none")
     run_search(config, tmp_path / "search", progress=False, log=lambda m: None)
+    # an NB201-only option (here with a typo in the device) is refused, not ignored
+    with pytest.raises(ConfigError, match="--latency-device reads NAS-Bench-201's table"):
+        land_search(tmp_path / "search", {"max_params": 190_000, "latency_device": "pixle3"}, tmp_path / "out",
+                    log=lambda m: None)
+    assert not (tmp_path / "out").exists()
 
     def nothing_listed(*args, **kwargs):
         raise BudgetError("no genotype the landing can list meets every budget; raise one of them")
@@ -193,11 +198,6 @@ def test_land_refuses_a_space_that_cannot_list_and_leaves_no_folder_when_the_lan
     monkeypatch.setattr(DartsSpace, "landing_candidates", SearchSpace.landing_candidates)
     with pytest.raises(ConfigError, match="space cannot"):
         land_search(tmp_path / "search", {"max_params": 190_000}, tmp_path / "out", log=lambda m: None)
-    assert not (tmp_path / "out").exists()
-    # an NB201-only option (here with a typo in the device) is refused, not ignored
-    with pytest.raises(ConfigError, match="--latency-device reads NAS-Bench-201's table"):
-        land_search(tmp_path / "search", {"max_params": 190_000, "latency_device": "pixle3"}, tmp_path / "out",
-                    log=lambda m: None)
     assert not (tmp_path / "out").exists()
 
 
