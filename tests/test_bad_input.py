@@ -51,6 +51,7 @@ def one_line_error(capsys, argv: list[str], needle: str) -> str:
     (["count", "DARTS_V2", "--image-size", "10000000"], "--image-size must be in"),
     (["count", "DARTS_V2", "--channels", "100000"], "--channels must be in"),
     (["count", "DARTS_V2", "--classes", "0"], "--classes must be in 1..100000, got 0"),
+    (["count", "Genotype(normal=[('sep_conv_3x3', 0), ('sep_conv_3x3', 1)])"], "genotype text lacks reduce=[...]"),
     (["count", "DARTS_V2", "--dataset", "fashoin-mnist"], "dataset 'fashoin-mnist' has no published setting"),
     (["count", "DARTS_V2", "--dataset", "mine", "--in-channels", "3", "--image-size", "64"], "--classes"),
     (["random-cell", "--max-params", "300K", "--dataset", "fashoin-mnist"], "known: cifar10, cifar100"),

@@ -134,6 +134,10 @@ def parse_genotype(text: str) -> Genotype:
             values[kw.arg] = _literal(kw.value)
     except (ValueError, TypeError, SyntaxError):
         raise GenotypeError("genotype text may only contain literals and range(a, b)") from None
+    missing = [f for f in ("normal", "reduce") if f not in values]
+    if missing:  # said in the text's own terms, not the JSON's
+        raise GenotypeError(f"genotype text lacks {' and '.join(missing)}=[...]: a DARTS genotype lists the edges of "
+                            "both cells")
     return genotype_from_dict(values)
 
 
