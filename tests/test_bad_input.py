@@ -68,6 +68,10 @@ def one_line_error(capsys, argv: list[str], needle: str) -> str:
     (["profile", "--ops", "--dataset", "digits", "--out", "."], "--out . is a folder; give the latency table's"),
     (["export", "DARTS_V2", "--dataset", "digits", "--cells", "5", "--channels", "8", "--onnx", "."],
      "cannot write .: it is a folder; give a file name"),
+    # a dry run refuses what the real run would (the same checks, before any training)
+    (["search", "--dry-run", "--accum-steps", "3"], "must be a positive multiple of processes x --accum-steps"),
+    (["search", "--dry-run", "--batch-size", "100000"], "--batch-size 100000 exceeds the 718 training images"),
+    (["search", "--dry-run", "--train-subset", "5"], "a training subset must hold between 10"),
     (["search", "--epochs", "0"], "--epochs must be an integer >= 1"),
     (["search", "--derive-by", "votes"], "--derive-by must be one of alphas, perturbation, not 'votes'"),
     (["search", "--derive-images", "0"], "--derive-images must be an integer >= 1"),

@@ -53,6 +53,7 @@ def prepare_search(config: SearchConfig):
 def dry_run(config: SearchConfig) -> dict[str, Any]:
     """Build everything a search needs and report its sizes without training."""
     data, setting, table, budgets = prepare_search(config)
+    search_halves(data, config)  # what a real run would refuse about its batches, refused here as well
     model = build_supernet(config, data.in_channels, data.num_classes)
     bounds = {m: dict(zip(("min", "max"), table.bounds(m))) for m in table.entries}
     return {"supernet_weights": sum(p.numel() for p in model.weight_parameters()),
@@ -310,16 +311,24 @@ def derived_result(space: SearchSpace, config: SearchConfig, raw: Any, alphas: l
 PROBE_IMAGES = 64  # NASWOT's authors score a batch of 128 at 32 px; 64 ranks NB201 alike (BENCHMARKS.md §12)
 
 
-def search_halves(data: Any, config: SearchConfig) -> tuple[torch.Tensor, torch.Tensor]:
+def search_halves(data: Any, config: SearchConfig, world_size: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """The training images the weights learn from and the held-out ones the alphas learn from (all training
-    images, or a class-balanced --train-subset of them, split in two by the seed)."""
+    images, or a class-balanced --train-subset of them, split in two by the seed); a batch that cannot be split
+    over the processes or filled from a half is refused here, so a dry run refuses it too."""
     images = None
     if config.train_subset is not None:
         if config.train_subset > len(data.train_y):
             raise ConfigError(f"--train-subset {config.train_subset} exceeds the {len(data.train_y)} training images")
         images = balanced_indices(data.train_y, config.train_subset, seed=config.seed)
     halves = split_indices(len(data.train_y) if images is None else len(images), 0.5, seed=config.seed)
-    return halves if images is None else (images[halves[0]], images[halves[1]])
+    halves = halves if images is None else (images[halves[0]], images[halves[1]])
+    if config.accum_steps < 1 or config.batch_size % (world_size * config.accum_steps):
+        raise ConfigError(f"--batch-size {config.batch_size} (the global batch) must be a positive multiple of "
+                          f"processes x --accum-steps = {world_size} x {config.accum_steps}")
+    if config.batch_size > min(len(h) for h in halves):
+        raise ConfigError(f"--batch-size {config.batch_size} exceeds the {min(len(h) for h in halves)} training "
+                          "images of one half")
+    return halves
 
 
 def derive_from_supernet(model: torch.nn.Module, space: SearchSpace, config: SearchConfig, table: Any, data: Any,
@@ -400,12 +409,9 @@ def _search(config: SearchConfig, run_dir: str | Path | None, checkpoint: dict |
     use_threads(config.threads)
     for name in getattr(data, "skipped", []):
         log(f"skipped an empty image file: {name}")
-    train_ids, val_ids = search_halves(data, config)
+    train_ids, val_ids = search_halves(data, config, world_size)
     resize = _resizer(config.search_image_size, data.image_size)
     augment = default_augment(config.dataset, data.image_size)
-    if config.accum_steps < 1 or config.batch_size % (world_size * config.accum_steps):
-        raise ConfigError(f"--batch-size {config.batch_size} (the global batch) must be a positive multiple of "
-                          f"processes x --accum-steps = {world_size} x {config.accum_steps}")
     loader_args = dict(augment=augment, drop_last=True, device=device, rank=rank, world_size=world_size,
                        workers=config.data_workers, strict=config.strict_images, report=log)
     train = make_loader(data, "train", train_ids, config.batch_size, seed=config.seed, **loader_args)
