@@ -45,7 +45,7 @@ def test_every_readme_command_parses(command, tmp_path):
 
 
 # Commands that run here as written: the built-in digits set, the count and data listings.
-RUNNABLE = [c for c in COMMANDS if c.split()[1] in ("count", "datasets", "random-cell")
+RUNNABLE = [c for c in COMMANDS if (c.split()[1] in ("count", "datasets", "random-cell") and "runs/<" not in c)
             or (c.split()[1] == "search" and not {"--dataset", "--lug", "--resume", "--config"} & set(c.split()))]
 
 
@@ -81,6 +81,15 @@ def test_readme_train_and_export_of_a_search_run(searched, tmp_path, capsys):
     argv = [str(tmp_path / a) if a in outputs else a for a in argv]
     assert main(argv) == 0, capsys.readouterr().err
     assert outputs and all((tmp_path / name).is_file() for name in outputs)
+
+
+def test_readme_count_of_a_search_run(searched, tmp_path, capsys):
+    import json
+
+    count = next(c for c in COMMANDS if c == "dcanas count runs/<id>")
+    capsys.readouterr()
+    assert main(argv_of(count, searched) + ["--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["params"] == json.loads((searched / "result.json").read_text())["params"]
 
 
 def test_the_main_job_says_what_to_run_next(tmp_path, capsys):
