@@ -145,6 +145,13 @@ def test_resume_with_new_options_is_refused(tiny_search, capsys):
     assert snapshot(tiny_search) == before
 
 
+def test_resume_with_a_config_file_is_refused(tiny_search, capsys):
+    before = snapshot(tiny_search)
+    one_line_error(capsys, ["search", "--resume", str(tiny_search), "--config", str(tiny_search / "config.json")],
+                   "takes no search options (got --config)")
+    assert snapshot(tiny_search) == before
+
+
 def test_resuming_a_run_that_max_steps_finished_changes_nothing(tiny_search, tmp_path, capsys):
     before = snapshot(tiny_search)
     one_line_error(capsys, ["search", "--resume", str(tiny_search)], "already stopped at --max-steps 2")

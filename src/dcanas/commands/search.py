@@ -37,7 +37,7 @@ def options_given(args: argparse.Namespace) -> list[str]:
 
     known = set(SearchConfig().to_dict())
     names = [k for k, v in vars(args).items() if k in known and v is not None]
-    names += [k for k in ("unconstrained", "no_bottleneck", "lug", "preset") if getattr(args, k, None)]
+    names += [k for k in ("unconstrained", "no_bottleneck", "lug", "preset", "config") if getattr(args, k, None)]
     return sorted(names)
 
 
