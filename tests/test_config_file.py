@@ -47,7 +47,7 @@ def test_train_reruns_from_its_config(tmp_path, capsys):
     ('{"batch_size": "64"}', 'batch_size must be an integer, got "64"'),
     ('{"epochs": true}', "epochs must be an integer, got true"),
     ('{"arch_betas": 0.5}', "arch_betas must be a list of 2 numbers, got 0.5"),
-    ('{"search_budgets": {"params": "x"}}', "search_budgets must be an object"),
+    ('{"search_budgets": {"params": "x"}}', "search_budgets must be an object of numbers"),
     ('{"repair": "yes"}', 'repair must be true or false, got "yes"'),
     ('{"data_dir": 7}', "data_dir must be text or null, got 7"),
     (('train', '{"genotype": "DARTS_V2", "val_fraction": "0.1"}'), 'val_fraction must be a number, got "0.1"'),
@@ -68,3 +68,16 @@ def test_a_typed_dataset_wins_over_the_files(tmp_path, capsys):
     assert main(["search", "--config", str(path), "--dataset", "synthetic", "--unconstrained", "--dry-run",
                  "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["dataset"]["name"] == "synthetic"
+
+
+def test_a_yaml_number_without_a_dot_is_a_number(tmp_path, capsys):
+    """YAML 1.1 (PyYAML) reads `1e-3` as text; a number-typed option takes it as the number it means."""
+    pytest.importorskip("yaml")
+    path = tmp_path / "config.yaml"
+    path.write_text("arch_lr: 6e-4\nmax_params: 150000\nepochs: 1\n")
+    assert main(["search", "--config", str(path), "--max-steps", "1", "--quiet", "--run-dir", str(tmp_path / "r")]) == 0
+    saved = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert saved["arch_lr"] == 6e-4 and saved["max_params"] == 150_000
+    path.write_text("epochs: 1e1\n")  # an integer option still wants an integer
+    assert main(["search", "--config", str(path), "--run-dir", str(tmp_path / "r2")]) == 2
+    assert 'epochs must be an integer, got "1e1"' in capsys.readouterr().err

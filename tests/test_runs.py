@@ -121,3 +121,27 @@ def test_run_dir_under_a_file_or_read_only_is_one_line(tmp_path):
         locked.mkdir(mode=0o555)
         with pytest.raises(RunDirError, match="choose another --run-dir"):
             prepare_run_dir(locked / "run", False, "x")
+
+
+def test_a_run_resumed_at_max_steps_ends_its_epoch_without_another_step(tmp_path):
+    """A checkpoint taken mid-epoch at --max-steps (a signal on the last step, or a lowered --max-steps on resume):
+    the epoch still ends (so it gets its evaluation and metrics row) but takes no step; on an epoch's boundary
+    nothing is left to run. A fresh run stops exactly at --max-steps."""
+    import torch
+
+    from dcanas.run_loop import Run
+    from dcanas.runs import rng_state
+
+    def make(checkpoint, max_steps):
+        return Run(tmp_path, checkpoint, state=dict, totals=lambda: None, finite=lambda t: 0.0, epochs=3,
+                   steps_per_epoch=10, max_steps=max_steps, label="t", device=torch.device("cpu"), main=False,
+                   progress=False, world_size=1)
+
+    def walk(run):
+        return [(epoch, [step for step, _ in run.steps(epoch, range(run.start_step, 10))]) for epoch in run.epochs()]
+
+    mid = {"rng": rng_state(), "epoch": 0, "step": 5, "total_steps": 5, "seconds": 0.0}
+    assert walk(make(mid, 5)) == [(0, [])]
+    assert walk(make({**mid, "epoch": 1, "step": 0}, 5)) == []  # on the boundary: nothing left
+    assert walk(make(mid, 7)) == [(0, [5, 6])]  # below the cap: resumes where it stopped, up to it
+    assert walk(make(None, 12)) == [(0, list(range(10))), (1, [0, 1])]

@@ -154,6 +154,12 @@ def test_budgets_of_a_search_run_are_rechecked(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and not (tmp_path / "wide").exists()
     assert "with --channels 16 the network's params is" in err and "genotype.json to leave the budget behind" in err
+    # a budget the search itself missed (--no-repair) is no reason to refuse an option that does not touch it
+    budgets["flops"]["value"] = cost.flops
+    (search / "result.json").write_text(json.dumps({"setting": setting.to_dict(), "budgets": budgets,
+                                                    "config": {"dataset": "digits", "data_dir": None}}))
+    assert cli_main(["train", str(search), "--no-auxiliary", "--epochs", "1", "--max-steps", "1", "--quiet",
+                     "--run-dir", str(tmp_path / "noaux")]) == 0
     assert "| flops |" in (tmp_path / "run" / "report.md").read_text()
 
 

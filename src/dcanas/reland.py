@@ -15,7 +15,7 @@ from typing import Any, Callable
 from .errors import ConfigError, DcanasError, RunDirError
 from .model_io import MODEL_FILE
 from .runs import CHECKPOINT, clear_folder, prepare_run_dir, stopped_before_checkpoint, write_json
-from .search_config import BUDGET_FIELDS, SearchConfig
+from .search_config import BUDGET_FIELDS, SearchConfig, check_benchmark_options
 from .spaces import SPACES
 
 LANDING_FIELDS = BUDGET_FIELDS + ("latency_device", "rerank", "rerank_top")
@@ -34,6 +34,7 @@ def land_search(search_dir: str | Path, landing: dict[str, Any], run_dir: str | 
     if unknown:
         raise ConfigError(f"a landing takes budgets and the rerank only, not {', '.join(unknown)}")
     searched, config = _finished_search(search_dir)
+    check_benchmark_options(config.space, landing.get("latency_device"), None)
     if not SPACES.get(config.space).can_rerank:
         raise ConfigError(f"dcanas land lists the alphas' best architectures inside the new budget, which the "
                           f"{config.space} space cannot (search with the budget instead)")

@@ -69,7 +69,9 @@ class Run:
         try:
             with stop_on_signals() as self._stop_request:
                 for epoch in range(self.start_epoch, self.epochs_planned):
-                    if self.at_max_steps:  # also on resuming a run that stopped there before writing its result
+                    # resumed at --max-steps on an epoch's boundary: nothing left; mid-epoch, the epoch still ends
+                    # (evaluation, metrics row) with no further step (see steps())
+                    if self.at_max_steps and (epoch > self.start_epoch or self.start_step == 0):
                         break
                     yield epoch
         finally:
@@ -84,7 +86,10 @@ class Run:
         t0 = last_saved = time.perf_counter()
         step, self._stop = self.start_step - 1, False
         try:
-            for step, batch in enumerate(batches, start=self.start_step):
+            for index, batch in enumerate(batches, start=self.start_step):
+                if self.at_max_steps:  # a run resumed mid-epoch at --max-steps takes no further step
+                    break
+                step = index
                 yield step, batch
                 self.total_steps += 1
                 bar.update(1)

@@ -119,15 +119,6 @@ class SearchConfig:
         if self.space not in SPACES.names():
             raise ConfigError(f"--space must be one of {', '.join(SPACES.names())}, not {self.space!r}")
         check_remedy(self.remedy)
-        space = SPACES.get(self.space)
-        benchmark_options = [f for f, v in (("--latency-device", self.latency_device),
-                                            ("--bench-table", self.bench_table)) if v]
-        if benchmark_options and not space.has_benchmark:
-            raise ConfigError(f"{' and '.join(benchmark_options)} {'read' if len(benchmark_options) > 1 else 'reads'} "
-                              f"NAS-Bench-201's table (--space nb201); the "
-                              f"{self.space} space measures latency with --latency-table FILE (`dcanas profile --ops`)")
-        if self.bench_table and not Path(self.bench_table).expanduser().is_file():
-            raise ConfigError(f"--bench-table {self.bench_table}: no such file")
         if self.budget_scope == "landing" and not SPACES.get(self.space).can_rerank:
             raise ConfigError(f"--budget-scope landing lands the search in the budget by listing every architecture "
                               f"inside it, which the {self.space} space cannot; use --budget-scope all or parametric")
@@ -286,6 +277,18 @@ def imagenet_search_preset(batch_size: int = PAPER_IMAGENET_BATCH) -> dict[str, 
 SEARCH_PRESETS = {"imagenet": imagenet_search_preset}
 
 
+def check_benchmark_options(space: str, latency_device: str | None, bench_table: str | None) -> None:
+    """Refuse NAS-Bench-201-only options on a space without a benchmark, and a --bench-table that is not there (for
+    new runs and landings: a resumed run keeps what it started with)."""
+    typed = [flag for flag, value in (("--latency-device", latency_device), ("--bench-table", bench_table)) if value]
+    if typed and not SPACES.get(space).has_benchmark:
+        raise ConfigError(f"{' and '.join(typed)} {'read' if len(typed) > 1 else 'reads'} NAS-Bench-201's table "
+                          f"(--space nb201); the {space} space measures latency with --latency-table FILE "
+                          "(`dcanas profile --ops`)")
+    if bench_table and not Path(bench_table).expanduser().is_file():
+        raise ConfigError(f"--bench-table {bench_table}: no such file")
+
+
 def make_search_config(dataset: str = SearchConfig.dataset, *, unconstrained: bool = False,
                        base: dict[str, Any] | None = None, preset: str | None = None, **given: Any) -> SearchConfig:
     """SearchConfig from the defaults, the dataset's preset and default budget (or a saved config, `base`),
@@ -313,4 +316,9 @@ def make_search_config(dataset: str = SearchConfig.dataset, *, unconstrained: bo
     values.update(given)
     if unconstrained:
         values.update(dict.fromkeys(BUDGET_FIELDS))
-    return SearchConfig.from_dict(values)
+    config = SearchConfig.from_dict(values)
+    if config.space in SPACES.names():  # an unknown space is refused, with the list, by validate()
+        check_benchmark_options(config.space, config.latency_device, config.bench_table)
+    if config.bench_table:  # recorded absolute: a resume or landing from another folder finds it
+        config.bench_table = str(Path(config.bench_table).expanduser().resolve())
+    return config

@@ -416,8 +416,6 @@ def _search(config: SearchConfig, run_dir: str | Path | None, checkpoint: dict |
                        workers=config.data_workers, strict=config.strict_images, report=log)
     train = make_loader(data, "train", train_ids, config.batch_size, seed=config.seed, **loader_args)
     val = make_loader(data, "train", val_ids, config.batch_size, seed=config.seed + 1, **loader_args)
-    if len(train) == 0:
-        raise ConfigError(f"--batch-size {config.batch_size} exceeds the {len(train_ids)} training images of one half")
     search_budgets = [Budget(b.metric, config.search_budgets.get(b.metric, b.limit)) for b in budgets]
 
     # -- the supernet, its optimisers and the constraint

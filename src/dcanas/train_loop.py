@@ -391,9 +391,12 @@ def refuse_budget_breaking_overrides(source: GenotypeSource, setting: EvalSettin
     any training, not reported as EXCEEDED after it."""
     if not source.budgets or source.setting is None or setting == source.setting:
         return
-    changed = [f"--{k.replace('_', '-')} {v}" for k, v in setting.to_dict().items() if v != getattr(source.setting, k)]
+    flags = {"num_classes": "--classes", "auxiliary": "--no-auxiliary"}  # the options' own spelling
+    changed = [flags.get(k, f"--{k.replace('_', '-')}") + ("" if isinstance(v, bool) else f" {v}")
+               for k, v in setting.to_dict().items() if v != getattr(source.setting, k)]
     for metric, b in recheck_budgets(source.budgets, net).items():
-        if b["recounted"] and not b["ok"]:
+        searched_within = b["searched_value"] is not None and b["searched_value"] <= b["limit"]
+        if b["recounted"] and searched_within and not b["ok"]:  # the options broke it, not the search
             raise ConfigError(f"with {', '.join(changed)} the network's {metric} is {amount(metric, b['value'])}, over "
                               f"the {amount(metric, b['limit'])} {source.run_dir} was searched for; drop the option, "
                               f"or train {Path(source.run_dir or '.') / 'genotype.json'} to leave the budget behind")

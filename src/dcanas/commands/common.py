@@ -6,9 +6,12 @@ import json
 import types
 import typing
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..units import amount, human  # noqa: F401 - re-exported for the commands
+
+if TYPE_CHECKING:  # the CLI imports torch only when a command needs it
+    from ..spaces.darts.network import EvalSetting
 
 
 def emit(args: argparse.Namespace, result: dict[str, Any], text: str) -> None:
@@ -37,7 +40,7 @@ def _type_name(hint: Any) -> str:
     if typing.get_origin(hint) is tuple:
         return f"a list of {len(args)} {_type_name(args[0]).removeprefix('a ')}s"
     if typing.get_origin(hint) is dict:
-        return "an object"
+        return f"an object of {_type_name(args[1]).removeprefix('a ')}s"
     return {bool: "true or false", int: "an integer", float: "a number", str: "text",
             type(None): "null"}.get(hint, str(hint))
 
@@ -89,10 +92,17 @@ def load_config_file(path: str, schema: type, what: str) -> dict[str, Any]:
     if not isinstance(values, dict):
         raise ConfigError(f"--config {file} must hold one object of options (like a run's config.json)")
     hints = typing.get_type_hints(schema)
+    is_yaml = file.suffix.lower() in (".yaml", ".yml")
     unknown = sorted(set(values) - set(hints))
     if unknown:
         raise ConfigError(f"--config {file} has options a {what} does not take: {', '.join(unknown)}")
     for key, value in values.items():
+        if (is_yaml and isinstance(value, str) and not matches_type(value, hints[key])
+                and matches_type(1.0, hints[key])):
+            try:  # YAML 1.1 reads 1e-3 (no dot) as text; a number-typed option takes it as the number it means
+                value = values[key] = float(value)
+            except ValueError:
+                pass
         if not matches_type(value, hints[key]):
             raise ConfigError(f"--config {file}: {key} must be {_type_name(hints[key])}, got {json.dumps(value)}")
     return values
@@ -113,7 +123,7 @@ def add_eval_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--style", choices=("cifar", "imagenet"), help="stem style")
 
 
-def eval_setting_from_args(args: argparse.Namespace, genotype: str | None = None):
+def eval_setting_from_args(args: argparse.Namespace, genotype: str | None = None) -> EvalSetting:
     """The EvalSetting of --dataset (or of `genotype`, when it is a search run folder) with command-line overrides."""
     from ..train_loop import load_source, source_setting
 

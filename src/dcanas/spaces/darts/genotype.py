@@ -153,7 +153,7 @@ def load_genotype(spec: str | Path) -> Genotype:
         path = path / "genotype.json"  # a run folder
     if path.is_dir() and (path / "model.pt").is_file():  # model_io.MODEL_FILE (importing it here would be circular)
         raise GenotypeError(f"{text} is a training run (it holds model.pt, not a genotype): export or profile it, "
-                            f"resume it with `dcanas train --resume {text}`, or pass the search run it trained")
+                            f"pass the search run it trained, or, if it was interrupted, `dcanas train --resume {text}`")
     if not path.is_file():
         known = ", ".join(GENOTYPES.names())
         raise GenotypeError(f"{text!r} is neither a known genotype ({known}) nor a genotype file")
