@@ -77,6 +77,8 @@ def one_line_error(capsys, argv: list[str], needle: str) -> str:
     (["search", "--derive-images", "0"], "--derive-images must be an integer >= 1"),
     (["search", "--reduce-cell", "NOPE"], "unknown --reduce-cell 'NOPE'; choose a named genotype: "),
     (["search", "--reduce-cell", "DARTS_V2", "--derive-by", "perturbation"], "give one of them"),
+    (["search", "--arch-lr", "-1e-3"], "--arch-lr must be a finite number > 0, got -0.001"),
+    (["count", "DARTS_V2", "--cells", "-3"], "--cells must be in 1..64, got -3"),
     (["search", "--space", "nb201", "--dataset", "synthetic", "--reduce-cell", "DARTS_V2"],
      "the nb201 space has one cell type: drop --reduce-cell"),
 ])
@@ -90,6 +92,9 @@ def test_bad_options_are_one_line(tmp_path, capsys, argv, needle):
 @pytest.mark.parametrize("argv, needle", [
     (["search", "--max-params", "nan"], "--max-params: 'nan' must be a positive, finite number"),
     (["search", "--max-params", "lots"], "is not a number"),
+    # argparse alone reads '-3M' as an option and says "expected one argument"; the value's own check speaks instead
+    (["search", "--max-params", "-3M"], "--max-params: '-3M' must be a positive, finite number"),
+    (["search", "--max-flops", "-.5G"], "--max-flops: '-.5G' must be a positive, finite number"),
     (["search", "--no-such-option"], "unrecognized arguments: --no-such-option"),
     (["train", "DARTS_V2", "--epochs", "two"], "invalid int value"),
 ])

@@ -114,6 +114,20 @@ def one_line_error(capsys, argv: list[str], needle: str) -> str:
     return err
 
 
+@pytest.mark.parametrize("command", ["export", "profile"])
+@pytest.mark.parametrize("args, needle", [
+    (["--dataset", "cifar10"], "--dataset describe the network of a genotype"),
+    (["--classes", "5", "--cells", "3"], "--cells, --classes describe the network of a genotype"),
+])
+def test_a_trained_model_refuses_options_that_describe_another_network(tmp_path, capsys, command, args, needle):
+    """A model file fixes its network: --dataset and the shape options are refused by name, not ignored."""
+    model = tmp_path / "model.pt"
+    save_model(model, trained_like_net())
+    one_line_error(capsys, [command, str(model), "--runs", "5", *args] if command == "profile"
+                   else [command, str(model), *args], needle)
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]
+
+
 @pytest.mark.parametrize("args, needle", [
     (["--opset", "999"], "--opset 999 is out of range"),
     (["--opset", "3"], "--opset 3 is out of range"),

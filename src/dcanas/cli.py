@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from typing import Callable, Sequence
 
@@ -38,12 +39,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# no option name starts with a digit, so such a token is a value (argparse only knows plain negative numbers)
+_NEGATIVE_VALUE = re.compile(r"^-\.?\d")
+
+
+def glue_negative_values(argv: Sequence[str]) -> list[str]:
+    """`--max-params -3M` as `--max-params=-3M`, so the value's own check names the problem ('must be positive')
+    instead of argparse's 'expected one argument'."""
+    glued: list[str] = []
+    for token in argv:
+        if glued and _NEGATIVE_VALUE.match(token) and glued[-1].startswith("--") and "=" not in glued[-1]:
+            glued[-1] = f"{glued[-1]}={token}"
+        else:
+            glued.append(token)
+    return glued
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: user errors print one line and exit 2; interrupts exit 130."""
     from .logs import log_to_stderr
 
     parser = build_parser()
-    args, extras = parser.parse_known_args(argv)
+    args, extras = parser.parse_known_args(glue_negative_values(sys.argv[1:] if argv is None else argv))
     if extras:  # point at the subcommand's help, where its options are, not the top level's
         parser.exit(2, f"dcanas: error: unrecognized arguments: {' '.join(extras)} "
                        f"(see {getattr(args, 'help_prog', parser.prog)} --help)\n")

@@ -113,7 +113,7 @@ def add_eval_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("evaluation network (defaults: the dataset's published setting)")
     g.add_argument("--dataset",
                    help="picks the published setting: cifar10 (default), cifar100, imagenet, mnist, fashion-mnist, "
-                        "digits, synthetic; any other name needs --in-channels, --image-size and --classes "
+                        "tinyimagenet, digits, synthetic; any other name needs --in-channels, --image-size and --classes "
                         "(default for a search run folder: the network it searched)")
     g.add_argument("--cells", type=int, help="number of cells (CIFAR: 20, ImageNet: 14)")
     g.add_argument("--channels", type=int, help="initial channels (CIFAR: 36, ImageNet: 48)")
@@ -131,6 +131,21 @@ def eval_setting_from_args(args: argparse.Namespace, genotype: str | None = None
     return source_setting(source, args.dataset, cells=args.cells, channels=args.channels,
                           num_classes=args.num_classes, in_channels=args.in_channels, image_size=args.image_size,
                           style=args.style)
+
+
+# evaluation options that describe a genotype's network; a trained model file carries its own
+NETWORK_OPTIONS = ("dataset", "cells", "channels", "num_classes", "in_channels", "style")
+
+
+def refuse_network_options_for_model(args: argparse.Namespace, source: str) -> None:
+    """A trained model's network is fixed: options describing another one are refused, not silently ignored."""
+    from ..errors import ConfigError
+
+    given = [f"--{'classes' if k == 'num_classes' else k.replace('_', '-')}" for k in NETWORK_OPTIONS
+             if getattr(args, k, None) is not None]
+    if given:
+        raise ConfigError(f"{', '.join(given)} describe the network of a genotype; {source} carries its own "
+                          f"(only --image-size may change the input size)")
 
 
 def channels_arg(value: str) -> int | str:

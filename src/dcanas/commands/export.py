@@ -3,12 +3,9 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_eval_options, emit, eval_setting_from_args
+from .common import add_eval_options, emit, eval_setting_from_args, refuse_network_options_for_model
 
 ORDER = 70
-
-# evaluation options that describe a genotype's network; a model file carries its own
-_SHAPE_OPTIONS = ("cells", "channels", "num_classes", "in_channels", "style")
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -23,10 +20,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     loaded = load_network(args.source, setting)
     image_size = None
     if loaded.trained:
-        given = [f"--{k.replace('_', '-')}" for k in _SHAPE_OPTIONS if getattr(args, k, None) is not None]
-        if given:
-            raise ConfigError(f"{', '.join(given)} describe the network of a genotype; {loaded.source} carries its "
-                              f"own (only --image-size may change the input size)")
+        refuse_network_options_for_model(args, loaded.source)
         image_size = args.image_size  # a trained net runs at other resolutions (global pooling before the classifier)
     if args.no_onnx and not (args.torchscript or args.pt2):
         raise ConfigError("--no-onnx leaves nothing to export; add --pt2 FILE")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import add_eval_options, emit, eval_setting_from_args
+from .common import add_eval_options, emit, eval_setting_from_args, refuse_network_options_for_model
 
 ORDER = 80
 
@@ -112,6 +112,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
         setting = None if names_a_model(args.target) else eval_setting_from_args(args, args.target)
         loaded = load_network(args.target, setting)
+        if loaded.trained:
+            refuse_network_options_for_model(args, loaded.source)
         net = loaded.net
         costs = None
         if args.latency_table:  # refuse a table for another network before spending time measuring

@@ -73,6 +73,8 @@ PRESETS: dict[str, EvalSetting] = {
     "imagenet": EvalSetting("imagenet", 14, 48, 1000, 3, 224),
     "mnist": EvalSetting("cifar", 20, 36, 10, 1, 28),
     "fashion-mnist": EvalSetting("cifar", 20, 36, 10, 1, 28),
+    # the paper's appendix: the 20-cell, 36-channel network for every dataset smaller than ImageNet-1k
+    "tinyimagenet": EvalSetting("cifar", 20, 36, 200, 3, 64),
     "digits": EvalSetting("cifar", 8, 16, 10, 1, 8),
     "synthetic": EvalSetting("cifar", 8, 16, 10, 3, 32),
 }
