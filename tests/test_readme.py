@@ -65,7 +65,7 @@ def test_readme_commands_run_as_written(command, tmp_path, capsys):
         if "--repeats" in argv:
             argv += ["--repeat-jobs", "1"]
         if "--derive-by" in argv:  # score the perturbations on fewer held-out images (CI time)
-            argv += ["--derive-images", "128"]
+            argv += ["--derive-images", "32"]
     assert main(argv) == 0, capsys.readouterr().err
 
 

@@ -256,8 +256,9 @@ def test_budgets_never_exceeded(tmp_path, budget):
 
 
 def _search_cmd(run_dir, *extra):
+    # 640 of the digits images: 10 steps an epoch, long enough (~3 s) to be killed inside the second one
     return [sys.executable, "-m", "dcanas", "search", "--epochs", "3", "--batch-size", "32", "--seed", "3",
-            "--max-params", "150K", "--quiet", "--run-dir", str(run_dir), *extra]
+            "--max-params", "150K", "--train-subset", "640", "--quiet", "--run-dir", str(run_dir), *extra]
 
 
 def _final_state(run_dir):
@@ -331,7 +332,9 @@ def test_search_with_a_fixed_reduction_cell_resumes_exactly(tmp_path):
     assert torch.equal(resumed[1], pinned_logits(fixed_reduce_cell("DARTS_V2"), 4)) and torch.equal(resumed[1], full[1])
 
 
-def test_cli_json_and_user_errors(tmp_path):
+def test_cli_json_and_user_errors(tmp_path, capsys):
+    from dcanas.cli import main
+
     run_dir = tmp_path / "run"
     out = subprocess.run([sys.executable, "-m", "dcanas", "search", "--max-steps", "2", "--epochs", "1",
                           "--quiet", "--json", "--run-dir", str(run_dir)], capture_output=True, text=True, timeout=300)
@@ -342,18 +345,17 @@ def test_cli_json_and_user_errors(tmp_path):
     assert result["budgets"]["params"]["limit"] == 200_000  # the built-in default budget
     assert result["budgets"]["params"]["value"] == result["params"] <= 200_000
     before = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
-    again = subprocess.run([sys.executable, "-m", "dcanas", "search", "--max-steps", "2", "--run-dir", str(run_dir)],
-                           capture_output=True, text=True, timeout=300)
-    assert again.returncode == 2 and "already holds files" in again.stderr
-    assert len(again.stderr.strip().splitlines()) == 1 and "Traceback" not in again.stderr
+    # the refusals in-process (the same exit status and stderr, without a torch import each)
+    assert main(["search", "--max-steps", "2", "--run-dir", str(run_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "already holds files" in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()} == before
     (run_dir / "checkpoint.pt").write_bytes(b"garbage")
-    bad = subprocess.run([sys.executable, "-m", "dcanas", "search", "--resume", str(run_dir)],
-                         capture_output=True, text=True, timeout=300)
-    assert bad.returncode == 2 and "unreadable" in bad.stderr and "Traceback" not in bad.stderr
-    impossible = subprocess.run([sys.executable, "-m", "dcanas", "search", "--max-params", "10K"],
-                                capture_output=True, text=True, timeout=300)
-    assert impossible.returncode == 2 and "below the smallest" in impossible.stderr
+    assert main(["search", "--resume", str(run_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "unreadable" in err and "Traceback" not in err
+    assert main(["search", "--max-params", "10K", "--run-dir", str(tmp_path / "impossible")]) == 2
+    assert "below the smallest" in capsys.readouterr().err and not (tmp_path / "impossible").exists()
 
 
 def test_warmup_trains_only_weights_first(tmp_path, monkeypatch):

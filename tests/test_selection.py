@@ -83,7 +83,7 @@ def test_edge_strength_picks_each_nodes_inputs():
     assert derive_genotype(alphas, alphas) == derive_genotype(alphas, alphas, edge_strength=None)
 
 
-FAST = dict(dataset="digits", epochs=1, batch_size=32, max_steps=3, channels=8, cells=5, derive_images=64,
+FAST = dict(dataset="digits", epochs=1, batch_size=32, max_steps=3, channels=8, cells=3, derive_images=32,
             derive_by="perturbation")
 
 
@@ -91,7 +91,7 @@ def test_a_darts_search_derives_by_perturbation_within_budget(tmp_path):
     result = run_search(SearchConfig(**FAST, max_params=150_000), tmp_path / "run", progress=False)
     saved = json.loads((tmp_path / "run" / "result.json").read_text())
     selection = saved["derivation"]
-    assert selection["by"] == "perturbation" and selection["images"] == 64
+    assert selection["by"] == "perturbation" and selection["images"] == FAST["derive_images"]
     assert set(selection["edge_drops"]) == {"alpha_normal", "alpha_reduce"}
     assert all(b["ok"] for b in saved["budgets"].values())
     assert "Derived by perturbation" in (tmp_path / "run" / "report.md").read_text()
@@ -119,11 +119,11 @@ def test_scoring_leaves_a_real_supernet_bit_for_bit_as_it_was():
     from dcanas.search_loop import build_supernet
 
     torch.manual_seed(0)
-    model = build_supernet(SearchConfig(dataset="digits", channels=8, cells=5), 1, 10)
+    model = build_supernet(SearchConfig(dataset="digits", channels=8, cells=3), 1, 10)
     model.train()
     model(torch.randn(16, 1, 8, 8))  # running statistics away from their initial values
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    images, labels = torch.randn(40, 1, 8, 8), torch.randint(0, 10, (40,))
+    images, labels = torch.randn(16, 1, 8, 8), torch.randint(0, 10, (16,))
     first = perturbation_scores(model, images, labels, PRIMITIVES.index("none"), choose_edges=True)
     after = model.state_dict()
     assert model.training and all(torch.equal(before[k], after[k]) for k in before)
