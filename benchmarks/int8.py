@@ -142,7 +142,7 @@ def table(rows: list[dict], command: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    command = study_command("int8.py", sys.argv[1:] if argv is None else argv)
+    command = study_command("benchmarks/int8.py", sys.argv[1:] if argv is None else argv)
     rows = []
     darts_v2 = trained(args, "DARTS_V2", "DARTS_V2", cells=8, channels=16)
     rows.append({"label": "DARTS_V2", **measure(args, darts_v2)})
