@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import dcanas
+from dcanas.spaces.darts.network import eval_setting_for
 from dcanas.errors import ConfigError, DcanasError
 from dcanas.spaces.darts.genotype import GENOTYPES
 
@@ -65,6 +66,8 @@ def test_tinyimagenet_counts_the_papers_20_cell_network_at_64_px():
     assert tiny.params == 3_349_342 + 577 * 190
     net = dcanas.create_model("DARTS_V2", dataset="tinyimagenet")
     assert (net.setting.num_classes, net.setting.image_size, net.setting.cells) == (200, 64, 20)
+    # resized to 224 px it takes the ImageNet stem, as it did before it had a preset
+    assert eval_setting_for("tinyimagenet", image_size=224).style == "imagenet"
 
 
 def test_create_model_builds_the_requested_setting():

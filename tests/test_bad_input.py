@@ -89,6 +89,18 @@ def test_bad_options_are_one_line(tmp_path, capsys, argv, needle):
     assert not run_dir.exists()  # refused before anything was written
 
 
+def test_negative_values_reach_their_own_check_but_flags_and_the_separator_are_left_alone():
+    from dcanas.cli import build_parser, flag_options, glue_negative_values
+
+    flags = flag_options(build_parser())
+    assert {"--json", "--quiet", "--dry-run"} <= flags and "--max-params" not in flags
+    assert glue_negative_values(["search", "--max-params", "-3M", "--seed", "4"], flags) == \
+        ["search", "--max-params=-3M", "--seed", "4"]
+    assert glue_negative_values(["count", "--json", "-1"], flags) == ["count", "--json", "-1"]
+    assert glue_negative_values(["profile", "--", "-1.onnx"], flags) == ["profile", "--", "-1.onnx"]
+    assert glue_negative_values(["count", "--cells=-3", "-x"], flags) == ["count", "--cells=-3", "-x"]
+
+
 @pytest.mark.parametrize("argv, needle", [
     (["search", "--max-params", "nan"], "--max-params: 'nan' must be a positive, finite number"),
     (["search", "--max-params", "lots"], "is not a number"),

@@ -114,18 +114,22 @@ def one_line_error(capsys, argv: list[str], needle: str) -> str:
     return err
 
 
-@pytest.mark.parametrize("command", ["export", "profile"])
+@pytest.mark.parametrize("command", ["export", "profile", "profile-onnx"])
 @pytest.mark.parametrize("args, needle", [
-    (["--dataset", "cifar10"], "--dataset describe the network of a genotype"),
+    (["--dataset", "cifar10"], "--dataset describes the network of a genotype"),
     (["--classes", "5", "--cells", "3"], "--cells, --classes describe the network of a genotype"),
 ])
 def test_a_trained_model_refuses_options_that_describe_another_network(tmp_path, capsys, command, args, needle):
-    """A model file fixes its network: --dataset and the shape options are refused by name, not ignored."""
+    """A model file (model.pt or .onnx) fixes its network: --dataset and the shape options are refused by name."""
     model = tmp_path / "model.pt"
     save_model(model, trained_like_net())
-    one_line_error(capsys, [command, str(model), "--runs", "5", *args] if command == "profile"
+    if command == "profile-onnx":
+        model = tmp_path / "m.onnx"
+        export_onnx(trained_like_net(), model)
+    written = sorted(p.name for p in tmp_path.iterdir())
+    one_line_error(capsys, ["profile", str(model), "--runs", "5", *args] if command.startswith("profile")
                    else [command, str(model), *args], needle)
-    assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == written
 
 
 @pytest.mark.parametrize("args, needle", [

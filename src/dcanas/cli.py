@@ -5,7 +5,7 @@ import argparse
 import os
 import re
 import sys
-from typing import Callable, Sequence
+from typing import Callable, Collection, Sequence
 
 from .errors import DcanasError
 
@@ -43,13 +43,29 @@ def build_parser() -> argparse.ArgumentParser:
 _NEGATIVE_VALUE = re.compile(r"^-\.?\d")
 
 
-def glue_negative_values(argv: Sequence[str]) -> list[str]:
+def flag_options(parser: argparse.ArgumentParser) -> set[str]:
+    """Every option string (subcommands' too) that takes no value: --json, --quiet, ..."""
+    flags: set[str] = set()
+    for action in parser._actions:  # argparse keeps no public list of a parser's actions
+        if action.option_strings and action.nargs == 0:
+            flags.update(action.option_strings)
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                flags |= flag_options(sub)
+    return flags
+
+
+def glue_negative_values(argv: Sequence[str], flags: Collection[str] = ()) -> list[str]:
     """`--max-params -3M` as `--max-params=-3M`, so the value's own check names the problem ('must be positive')
-    instead of argparse's 'expected one argument'."""
+    instead of argparse's 'expected one argument'; never onto a flag in `flags`, nor after a bare `--`."""
     glued: list[str] = []
-    for token in argv:
-        if glued and _NEGATIVE_VALUE.match(token) and glued[-1].startswith("--") and "=" not in glued[-1]:
-            glued[-1] = f"{glued[-1]}={token}"
+    for i, token in enumerate(argv):
+        if token == "--":
+            return glued + list(argv[i:])
+        previous = glued[-1] if glued else ""
+        if (_NEGATIVE_VALUE.match(token) and previous.startswith("--") and "=" not in previous
+                and previous not in flags):
+            glued[-1] = f"{previous}={token}"
         else:
             glued.append(token)
     return glued
@@ -60,7 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .logs import log_to_stderr
 
     parser = build_parser()
-    args, extras = parser.parse_known_args(glue_negative_values(sys.argv[1:] if argv is None else argv))
+    argv = glue_negative_values(sys.argv[1:] if argv is None else argv, flag_options(parser))
+    args, extras = parser.parse_known_args(argv)
     if extras:  # point at the subcommand's help, where its options are, not the top level's
         parser.exit(2, f"dcanas: error: unrecognized arguments: {' '.join(extras)} "
                        f"(see {getattr(args, 'help_prog', parser.prog)} --help)\n")

@@ -102,12 +102,7 @@ class _CalibrationReader:
 
 
 def quantize_int8(fp32: bytes, calibration: np.ndarray, *, reduce_range: bool = True) -> bytes:
-    """Static int8 quantisation (QDQ, per-channel int8 weights, uint8 activations) calibrated on `calibration`.
-
-    `reduce_range` keeps the weights in 7 bits: x86 CPUs without VNNI (AVX2 only) multiply uint8 by int8 with an
-    instruction whose paired 16-bit sums saturate, which made full-range files wrong by up to a quarter of the
-    largest logit there (BENCHMARKS 14); onnxruntime advises 7 bits for such hosts, and one bit of weight
-    precision is all it costs elsewhere."""
+    """Static int8 quantisation (QDQ, per-channel int8 weights, uint8 activations) calibrated on `calibration`."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -124,6 +119,9 @@ def quantize_int8(fp32: bytes, calibration: np.ndarray, *, reduce_range: bool = 
             quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
             quantize_static(str(prepared), str(target), _CalibrationReader(spec.name, calibration, batch),
                             quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
+                            # 7-bit weights: x86 CPUs without VNNI (AVX2 only) multiply uint8 by int8 with an
+                            # instruction whose paired 16-bit sums saturate, and full-range weights lost 10-21
+                            # points there (BENCHMARKS 14); onnxruntime advises it, and it costs one bit elsewhere
                             weight_type=QuantType.QInt8, reduce_range=reduce_range)
         except Exception as exc:  # onnxruntime raises many types for unsupported graphs
             reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__

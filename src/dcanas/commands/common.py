@@ -144,7 +144,8 @@ def refuse_network_options_for_model(args: argparse.Namespace, source: str) -> N
     given = [f"--{'classes' if k == 'num_classes' else k.replace('_', '-')}" for k in NETWORK_OPTIONS
              if getattr(args, k, None) is not None]
     if given:
-        raise ConfigError(f"{', '.join(given)} describe the network of a genotype; {source} carries its own "
+        verb = "describes" if len(given) == 1 else "describe"
+        raise ConfigError(f"{', '.join(given)} {verb} the network of a genotype; {source} carries its own "
                           f"(only --image-size may change the input size)")
 
 

@@ -99,6 +99,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
         if args.latency_table:
             raise ConfigError("--latency-table predicts a genotype's latency; give the model.pt or the genotype "
                               "instead of the .onnx file")
+        refuse_network_options_for_model(args, str(target))
         result.update(profile_model(target, image_size=args.image_size, **options))
         lines.append(f"model      {target} (input {result['input_shape']})")
         metadata = _onnx_metadata(target)

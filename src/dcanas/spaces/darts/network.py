@@ -80,11 +80,17 @@ PRESETS: dict[str, EvalSetting] = {
 }
 
 
+# presets whose images are often used resized (TinyImageNet at 224 px): the stem follows a given --image-size, as
+# for data without a preset, instead of keeping the preset's CIFAR stem
+STEM_FOLLOWS_SIZE = {"tinyimagenet"}
+
+
 def eval_setting_for(dataset: str, **overrides: Any) -> EvalSetting:
     """The published (or sensible) evaluation setting for `dataset`, with `overrides` applied."""
     base = PRESETS.get(dataset.lower(), EvalSetting())
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    if "image_size" in overrides and "style" not in overrides and dataset.lower() not in PRESETS:
+    guess_stem = dataset.lower() not in PRESETS or dataset.lower() in STEM_FOLLOWS_SIZE
+    if "image_size" in overrides and "style" not in overrides and guess_stem:
         overrides["style"] = "imagenet" if overrides["image_size"] >= 128 else "cifar"
     return base.replace(**overrides)
 
