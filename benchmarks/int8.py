@@ -133,7 +133,8 @@ def table(rows: list[dict], command: str) -> str:
                      f"{f['latency_ms']:.3f} | {i['latency_ms']:.3f} | {i['latency_ms'] / f['latency_ms']:.2f}x |")
     lines += ["", "Weights in 7 bits (the default) against the full 8 bits, the same calibration and test images; the "
               "logit error is the largest |int8 - fp32| over the test images, as a share of the largest |fp32| logit:",
-              "", "| network | 7-bit acc % | 8-bit acc % | 7-bit logit error | 8-bit logit error |", "|---|---|---|---|---|"]
+              "", "| network | 7-bit acc % | 8-bit acc % | 7-bit logit error | 8-bit logit error |",
+              "|---|---|---|---|---|"]
     for r in rows:
         seven, eight = r["full_range"]["7bit"], r["full_range"]["8bit"]
         lines.append(f"| {r['label']} | {100 * seven['test_acc']:.2f} | {100 * eight['test_acc']:.2f} | "

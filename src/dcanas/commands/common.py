@@ -113,8 +113,8 @@ def add_eval_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("evaluation network (defaults: the dataset's published setting)")
     g.add_argument("--dataset",
                    help="picks the published setting: cifar10 (default), cifar100, imagenet, mnist, fashion-mnist, "
-                        "tinyimagenet, digits, synthetic; any other name needs --in-channels, --image-size and --classes "
-                        "(default for a search run folder: the network it searched)")
+                        "tinyimagenet, digits, synthetic; any other name needs --in-channels, --image-size and "
+                        "--classes (default for a search run folder: the network it searched)")
     g.add_argument("--cells", type=int, help="number of cells (CIFAR: 20, ImageNet: 14)")
     g.add_argument("--channels", type=int, help="initial channels (CIFAR: 36, ImageNet: 48)")
     g.add_argument("--classes", type=int, dest="num_classes", help="number of classes")
@@ -140,9 +140,9 @@ NETWORK_OPTIONS = ("dataset", "cells", "channels", "num_classes", "in_channels",
 def refuse_network_options_for_model(args: argparse.Namespace, source: str) -> None:
     """A trained model's network is fixed: options describing another one are refused, not silently ignored."""
     from ..errors import ConfigError
+    from ..spaces.darts.network import option_name
 
-    given = [f"--{'classes' if k == 'num_classes' else k.replace('_', '-')}" for k in NETWORK_OPTIONS
-             if getattr(args, k, None) is not None]
+    given = [option_name(k) for k in NETWORK_OPTIONS if getattr(args, k, None) is not None]
     if given:
         verb = "describes" if len(given) == 1 else "describe"
         raise ConfigError(f"{', '.join(given)} {verb} the network of a genotype; {source} carries its own "

@@ -34,8 +34,7 @@ class EvalSetting:
                   "in_channels": 64}
         for name, most in limits.items():
             if not int_in(getattr(self, name), 1, most):
-                flag = "classes" if name == "num_classes" else name.replace("_", "-")  # the options' own names
-                raise ConfigError(f"--{flag} must be in 1..{most}, got {getattr(self, name)!r}")
+                raise ConfigError(f"{option_name(name)} must be in 1..{most}, got {getattr(self, name)!r}")
         if self.channels % 2:
             raise ConfigError(f"--channels must be even (stride-2 skip connections split channels in two), "
                               f"got {self.channels}")
@@ -60,6 +59,11 @@ class EvalSetting:
     def aux_position(self) -> int:
         """Index of the cell whose output feeds the auxiliary head."""
         return 2 * self.cells // 3
+
+
+def option_name(field: str) -> str:
+    """The command-line option that sets an EvalSetting field (num_classes -> --classes)."""
+    return "--classes" if field == "num_classes" else f"--{field.replace('_', '-')}"
 
 
 def _halve(size: int) -> int:
